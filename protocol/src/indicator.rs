@@ -139,7 +139,10 @@ mod tests {
     #[test]
     fn core_and_modules_partition_the_catalogue() {
         assert_eq!(Indicator::COMMON_CORE.len(), 10);
-        assert_eq!(Indicator::COMMON_CORE.len() + Indicator::MODULES.len(), Indicator::ALL.len());
+        assert_eq!(
+            Indicator::COMMON_CORE.len() + Indicator::MODULES.len(),
+            Indicator::ALL.len()
+        );
         for i in Indicator::ALL {
             assert_ne!(i.is_common_core(), Indicator::MODULES.contains(i));
         }

@@ -15,7 +15,9 @@ pub struct Period {
 
 /// Why a period could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid period {value:?}: expected a month written YYYY-MM between 2000-01 and 2999-12, e.g. 2026-10")]
+#[error(
+    "invalid period {value:?}: expected a month written YYYY-MM between 2000-01 and 2999-12, e.g. 2026-10"
+)]
 pub struct PeriodError {
     /// What was given.
     pub value: String,
@@ -27,12 +29,17 @@ impl Period {
         if !(2000..=2999).contains(&year) {
             return None;
         }
-        Month::try_from(month).ok().map(|month| Self { year, month })
+        Month::try_from(month)
+            .ok()
+            .map(|month| Self { year, month })
     }
 
     /// The month a day belongs to.
     pub fn of_date(date: Date) -> Self {
-        Self { year: date.year(), month: date.month() }
+        Self {
+            year: date.year(),
+            month: date.month(),
+        }
     }
 
     /// The year.
@@ -62,7 +69,11 @@ impl Period {
     /// The next month.
     pub fn next(self) -> Self {
         let month = self.month.next();
-        let year = if month == Month::January { self.year + 1 } else { self.year };
+        let year = if month == Month::January {
+            self.year + 1
+        } else {
+            self.year
+        };
         Self { year, month }
     }
 
@@ -82,7 +93,9 @@ impl FromStr for Period {
     type Err = PeriodError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || PeriodError { value: s.to_owned() };
+        let err = || PeriodError {
+            value: s.to_owned(),
+        };
         let bytes = s.as_bytes();
         if bytes.len() != 7 || bytes[4] != b'-' || !s.is_char_boundary(4) {
             return Err(err());
@@ -120,7 +133,17 @@ mod tests {
     #[test]
     fn parses_and_rejects() {
         assert_eq!("2026-10".parse::<Period>().ok(), Period::new(2026, 10));
-        for bad in ["2026-13", "2026-00", "2026-1", "26-10", "2026/10", "2026-10-01", "", "１２３４-10", "1999-12"] {
+        for bad in [
+            "2026-13",
+            "2026-00",
+            "2026-1",
+            "26-10",
+            "2026/10",
+            "2026-10-01",
+            "",
+            "１２３４-10",
+            "1999-12",
+        ] {
             assert!(bad.parse::<Period>().is_err(), "{bad}");
         }
     }

@@ -56,7 +56,9 @@ pub enum TerritoryError {
         value: String,
     },
     /// Well-formed, but no such commune in the COG.
-    #[error("{value:?} is not a commune of the Code officiel géographique {year} (no such code in département {departement})")]
+    #[error(
+        "{value:?} is not a commune of the Code officiel géographique {year} (no such code in département {departement})"
+    )]
     UnknownCommune {
         /// What was given.
         value: String,
@@ -66,13 +68,17 @@ pub enum TerritoryError {
         departement: String,
     },
     /// Not one of the 101 départements.
-    #[error("{value:?} is not a département code: expected one of 01-19, 2A, 2B, 21-95, 971-974, 976")]
+    #[error(
+        "{value:?} is not a département code: expected one of 01-19, 2A, 2B, 21-95, 971-974, 976"
+    )]
     UnknownDepartement {
         /// What was given.
         value: String,
     },
     /// Not one of the 18 régions.
-    #[error("{value:?} is not a région code: expected one of 01-04, 06, 11, 24, 27, 28, 32, 44, 52, 53, 75, 76, 84, 93, 94")]
+    #[error(
+        "{value:?} is not a région code: expected one of 01-04, 06, 11, 24, 27, 28, 32, 44, 52, 53, 75, 76, 84, 93, 94"
+    )]
     UnknownRegion {
         /// What was given.
         value: String,
@@ -111,9 +117,10 @@ impl Cog {
             let fields: Vec<&str> = line.split('\t').collect();
             match fields.as_slice() {
                 ["Y", year] => cog.year = year.parse().unwrap_or(0),
-                ["R", code, name] => {
-                    cog.regions.push(Region { code: (*code).into(), name: (*name).into() })
-                }
+                ["R", code, name] => cog.regions.push(Region {
+                    code: (*code).into(),
+                    name: (*name).into(),
+                }),
                 ["D", code, region, name] => cog.departements.push(Departement {
                     code: (*code).into(),
                     region: (*region).into(),
@@ -168,13 +175,18 @@ impl Cog {
 
     /// Every current commune code (not former ones), in no particular order.
     pub fn current_commune_codes(&self) -> impl Iterator<Item = &str> + '_ {
-        self.communes.iter().filter(|(_, (_, former))| former.is_none()).map(|(code, _)| code.as_str())
+        self.communes
+            .iter()
+            .filter(|(_, (_, former))| former.is_none())
+            .map(|(code, _)| code.as_str())
     }
 
     /// Looks a commune code up: a current commune, an arrondissement, or a former commune.
     pub fn commune<'a>(&'a self, code: &'a str) -> Result<Commune<'a>, TerritoryError> {
         if !is_commune_code_shape(code) {
-            return Err(TerritoryError::Malformed { value: code.to_owned() });
+            return Err(TerritoryError::Malformed {
+                value: code.to_owned(),
+            });
         }
         match self.communes.get(code) {
             Some((idx, current)) => {
@@ -199,7 +211,9 @@ impl Cog {
         self.departements
             .iter()
             .find(|d| d.code == code)
-            .ok_or_else(|| TerritoryError::UnknownDepartement { value: code.to_owned() })
+            .ok_or_else(|| TerritoryError::UnknownDepartement {
+                value: code.to_owned(),
+            })
     }
 
     /// The région with that code.
@@ -207,7 +221,9 @@ impl Cog {
         self.regions
             .iter()
             .find(|r| r.code == code)
-            .ok_or_else(|| TerritoryError::UnknownRegion { value: code.to_owned() })
+            .ok_or_else(|| TerritoryError::UnknownRegion {
+                value: code.to_owned(),
+            })
     }
 }
 
@@ -225,7 +241,11 @@ pub fn is_commune_code_shape(code: &str) -> bool {
 }
 
 fn departement_prefix(code: &str) -> &str {
-    if code.starts_with("97") { &code[..3] } else { &code[..2] }
+    if code.starts_with("97") {
+        &code[..3]
+    } else {
+        &code[..2]
+    }
 }
 
 #[cfg(test)]
@@ -273,15 +293,23 @@ mod tests {
     #[test]
     fn rejects_malformed_and_unknown_codes() {
         let cog = Cog::get();
-        for bad in ["", "6938", "693855", "2C004", "20004", "A9385", "69 85", "ab123"] {
+        for bad in [
+            "", "6938", "693855", "2C004", "20004", "A9385", "69 85", "ab123",
+        ] {
             assert!(
                 matches!(cog.commune(bad), Err(TerritoryError::Malformed { .. })),
                 "{bad}"
             );
         }
-        assert!(matches!(cog.commune("69999"), Err(TerritoryError::UnknownCommune { .. })));
+        assert!(matches!(
+            cog.commune("69999"),
+            Err(TerritoryError::UnknownCommune { .. })
+        ));
         // Saint-Pierre-et-Miquelon is a COM, not one of the 101 départements.
-        assert!(matches!(cog.commune("97502"), Err(TerritoryError::UnknownCommune { .. })));
+        assert!(matches!(
+            cog.commune("97502"),
+            Err(TerritoryError::UnknownCommune { .. })
+        ));
         assert!(cog.departement("20").is_err());
         assert!(cog.region("99").is_err());
     }

@@ -1,0 +1,461 @@
+//! The `maillage` command line: argument parsing and what each command prints.
+//!
+//! Help summaries are in French, the sector's language; errors name the file, line, field and
+//! value at fault and what would be accepted.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use maillage_privacy::{IndicatorValue, Indicators};
+use maillage_protocol::vocab::Vocabulary as _;
+use maillage_protocol::{Indicator, Period};
+use serde_json::json;
+
+use crate::config::Role;
+use crate::import::{ImportError, Progress};
+use crate::node::{InitOptions, Node, NodeError};
+use crate::synth::{self, SynthOptions};
+
+/// Maillage : statistiques fédérées et respectueuses de la vie privée pour l'inclusion numérique.
+#[derive(Debug, Parser)]
+#[command(name = "maillage", version, about, long_about = None)]
+pub struct Cli {
+    /// Plus de détails dans le journal (-v, -vv).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Crée un nœud : paire de clés, base locale et maillage.toml commenté.
+    Init(InitArgs),
+    /// Importe un fichier d'activités (CSV du modèle national de compte rendu d'activité).
+    Import(ImportArgs),
+    /// Affiche les indicateurs exacts d'un mois, calculés sur la base locale.
+    Indicators(IndicatorsArgs),
+    /// Affiche le rôle, l'identité, les activités enregistrées et les mois couverts.
+    Status(StatusArgs),
+    /// Écrit un fichier d'activités fictives (données synthétiques reproductibles).
+    Generate(GenerateArgs),
+    /// Démonstration : crée un nœud, importe des données fictives et affiche ses indicateurs.
+    Demo(DemoArgs),
+}
+
+/// `maillage init`
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Dossier du nœud (créé ; doit être nouveau ou vide).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Rôle du nœud.
+    #[arg(long, value_enum, default_value_t = Role::Structure)]
+    pub role: Role,
+    /// Nom de la structure.
+    #[arg(long)]
+    pub name: String,
+    /// Code INSEE (COG) de la commune de la structure, par exemple 69385.
+    #[arg(long)]
+    pub code_insee: Option<String>,
+    /// SIRET, RNA ou RIDET de la structure.
+    #[arg(long)]
+    pub pivot: Option<String>,
+}
+
+/// `maillage import`
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Dossier du nœud.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Fichier CSV à importer.
+    pub file: PathBuf,
+    /// Sortie JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `maillage indicators`
+#[derive(Debug, Args)]
+pub struct IndicatorsArgs {
+    /// Dossier du nœud.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Mois, au format AAAA-MM.
+    #[arg(long)]
+    pub period: Period,
+    /// Ajoute les modules optionnels au socle commun.
+    #[arg(long)]
+    pub modules: bool,
+    /// Sortie JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `maillage status`
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Dossier du nœud.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Sortie JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `maillage generate`
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Fichier CSV à écrire.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Graine : la même graine donne le même fichier.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Premier mois, au format AAAA-MM.
+    #[arg(long, default_value = "2026-09")]
+    pub from: Period,
+    /// Nombre de mois.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=120))]
+    pub months: u32,
+    /// Nombre moyen d'activités par mois.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub activities_per_month: u32,
+    /// Code INSEE (COG) de la commune de la structure.
+    #[arg(long, default_value = "69385")]
+    pub commune: String,
+}
+
+/// `maillage demo`
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Graine des données fictives.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Garde le nœud et les données dans ce dossier (sinon un dossier temporaire, effacé).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Sortie JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs one command.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Init(args) => init(args),
+        Command::Import(args) => import(args),
+        Command::Indicators(args) => indicators(args),
+        Command::Status(args) => status(args),
+        Command::Generate(args) => generate(args),
+        Command::Demo(args) => demo(args),
+    }
+}
+
+fn init(args: InitArgs) -> Result<()> {
+    let node = Node::init(
+        &args.dir,
+        InitOptions {
+            role: args.role,
+            name: args.name,
+            code_insee: args.code_insee,
+            pivot: args.pivot,
+        },
+    )?;
+    tracing::info!(dir = %args.dir.display(), role = %node.config.node.role, "node created");
+    println!("Nœud créé dans {}", args.dir.display());
+    println!("  rôle      : {}", node.config.node.role.label());
+    println!("  nom       : {}", node.config.node.name);
+    println!("  identité  : {}", node.identity.public_hex());
+    println!(
+        "La clé secrète est dans {} (lisible par vous seul) : gardez-en une copie en lieu sûr.",
+        args.dir.join(crate::node::KEY_FILE).display()
+    );
+    Ok(())
+}
+
+/// A progress bar on stderr for large files read in a terminal.
+struct Bar(Option<ProgressBar>);
+
+impl Bar {
+    fn for_file(path: &Path) -> Self {
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        if size < 512 * 1024 || !std::io::stderr().is_terminal() {
+            return Self(None);
+        }
+        let bar = ProgressBar::new(size);
+        if let Ok(style) =
+            ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message("lecture");
+        Self(Some(bar))
+    }
+}
+
+impl Progress for Bar {
+    fn advance(&mut self, bytes: u64) {
+        if let Some(bar) = &self.0 {
+            bar.set_position(bytes);
+        }
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn import(args: ImportArgs) -> Result<()> {
+    let node = Node::open(&args.dir)?;
+    let mut bar = Bar::for_file(&args.file);
+    let result = node.import_file(&args.file, &mut bar);
+    drop(bar);
+    match result {
+        Ok((summary, warnings)) => {
+            tracing::info!(file = %args.file.display(), added = summary.added, replaced = summary.replaced, "import stored");
+            if args.json {
+                println!(
+                    "{}",
+                    json!({"ok": true, "file": args.file.display().to_string(), "summary": summary, "warnings": warnings})
+                );
+            } else {
+                for w in &warnings {
+                    eprintln!("attention : {w}");
+                }
+                println!(
+                    "Import de {} : {} ligne(s), {} activité(s) ajoutée(s), {} remplacée(s), {} inchangée(s).",
+                    args.file.display(),
+                    summary.rows,
+                    summary.added,
+                    summary.replaced,
+                    summary.unchanged
+                );
+            }
+            Ok(())
+        }
+        Err(NodeError::Import {
+            file,
+            source: ImportError::Rows(errors),
+        }) if args.json => {
+            let errors: Vec<_> = errors
+                .iter()
+                .map(|e| json!({"line": e.line, "column": e.column, "value": e.value, "message": e.message}))
+                .collect();
+            println!("{}", json!({"ok": false, "file": file, "errors": errors}));
+            bail!(
+                "{file}: {} invalid row(s); nothing was imported",
+                errors.len()
+            )
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn which_indicators(modules: bool) -> Vec<Indicator> {
+    let mut which = Indicator::COMMON_CORE.to_vec();
+    if modules {
+        which.extend_from_slice(Indicator::MODULES);
+    }
+    which
+}
+
+fn print_indicators(title: &str, indicators: &Indicators) {
+    println!("{title}");
+    for (indicator, value) in &indicators.values {
+        match value {
+            IndicatorValue::Scalar(v) => println!("  {:<50} {v:>8}", indicator.label()),
+            IndicatorValue::Categories(cells) => {
+                println!("  {}", indicator.label());
+                for (category, v) in cells {
+                    println!("    {category:<48} {v:>8}");
+                }
+            }
+        }
+    }
+}
+
+fn indicators(args: IndicatorsArgs) -> Result<()> {
+    let node = Node::open(&args.dir)?;
+    let indicators = node.indicators(args.period, &which_indicators(args.modules))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&indicators)?);
+    } else {
+        print_indicators(
+            &format!(
+                "Indicateurs exacts de {} — {} (non diffusés)",
+                args.period, node.config.node.name
+            ),
+            &indicators,
+        );
+    }
+    Ok(())
+}
+
+fn status(args: StatusArgs) -> Result<()> {
+    let node = Node::open(&args.dir)?;
+    let stats = node.store.stats().context("reading the store")?;
+    let cfg = &node.config.node;
+    if args.json {
+        let periods: serde_json::Map<String, serde_json::Value> = stats
+            .periods
+            .iter()
+            .map(|(p, (a, r))| (p.to_string(), json!({"activities": a, "rows": r})))
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "role": cfg.role, "name": cfg.name, "code_insee": cfg.code_insee, "pivot": cfg.pivot,
+                "identity": node.identity.public_hex(),
+                "activities": stats.activities, "rows": stats.rows, "imports": stats.imports,
+                "periods": periods,
+            })
+        );
+        return Ok(());
+    }
+    println!("Nœud {}", node.dir().display());
+    println!("  rôle        : {}", cfg.role.label());
+    println!("  nom         : {}", cfg.name);
+    if let Some(code) = &cfg.code_insee {
+        println!("  commune     : {code}");
+    }
+    println!("  identité    : {}", node.identity.public_hex());
+    println!(
+        "  activités   : {} ({} accompagnements, {} import(s))",
+        stats.activities, stats.rows, stats.imports
+    );
+    if stats.periods.is_empty() {
+        println!(
+            "  mois        : aucun (importez un fichier : maillage import --dir {} FICHIER.csv)",
+            node.dir().display()
+        );
+    } else {
+        println!("  mois couverts :");
+        for (period, (activities, rows)) in &stats.periods {
+            println!("    {period}  {activities:>6} activités  {rows:>6} accompagnements");
+        }
+    }
+    Ok(())
+}
+
+fn synth_options(args: &GenerateArgs) -> SynthOptions {
+    SynthOptions {
+        seed: args.seed,
+        first: args.from,
+        months: args.months,
+        activities_per_month: args.activities_per_month,
+        commune: args.commune.clone(),
+        id_prefix: format!("s{}", args.seed),
+    }
+}
+
+fn generate(args: GenerateArgs) -> Result<()> {
+    maillage_protocol::Cog::get()
+        .commune(&args.commune)
+        .map_err(|e| anyhow::anyhow!("--commune: {e}"))?;
+    let options = synth_options(&args);
+    let tmp = args.out.with_extension("csv.partial");
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let stats = synth::generate(&options, std::io::BufWriter::new(&file))
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    file.sync_all()
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &args.out)
+        .with_context(|| format!("renaming to {}", args.out.display()))?;
+    println!(
+        "{} : {} activités fictives, {} accompagnements, de {} sur {} mois (graine {}).",
+        args.out.display(),
+        stats.activities,
+        stats.rows,
+        args.from,
+        args.months,
+        args.seed
+    );
+    Ok(())
+}
+
+fn demo(args: DemoArgs) -> Result<()> {
+    let (root, _guard) = match &args.out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            (dir.clone(), None)
+        }
+        None => {
+            let tmp = tempfile::tempdir().context("creating a temporary directory")?;
+            (tmp.path().to_path_buf(), Some(tmp))
+        }
+    };
+    let node_dir = root.join("nodes").join("structure");
+    let csv = root.join("activites.csv");
+    let period = Period::new(2026, 9).unwrap_or_else(|| unreachable!("2026-09 is in range"));
+    let generate_args = GenerateArgs {
+        out: csv.clone(),
+        seed: args.seed,
+        from: period,
+        months: 2,
+        activities_per_month: 80,
+        commune: "69385".into(),
+    };
+    let stats = synth::generate(
+        &synth_options(&generate_args),
+        std::io::BufWriter::new(
+            std::fs::File::create(&csv).with_context(|| format!("creating {}", csv.display()))?,
+        ),
+    )?;
+    let node = Node::init(
+        &node_dir,
+        InitOptions {
+            role: Role::Structure,
+            name: "Espace numérique de démonstration".into(),
+            code_insee: Some("69385".into()),
+            pivot: None,
+        },
+    )?;
+    let (summary, _) = node.import_file(&csv, &mut ())?;
+    let indicators = node.indicators(period, &which_indicators(false))?;
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "identity": node.identity.public_hex(),
+                "imported": summary,
+                "generated": {"activities": stats.activities, "rows": stats.rows},
+                "indicators": indicators,
+            })
+        );
+    } else {
+        println!(
+            "Démonstration Maillage (un nœud de structure, données fictives, graine {})",
+            args.seed
+        );
+        println!(
+            "  nœud      : {} (identité {})",
+            node_dir.display(),
+            node.identity.public_hex()
+        );
+        println!(
+            "  import    : {} accompagnements, {} activités",
+            summary.rows, summary.added
+        );
+        println!();
+        print_indicators(
+            &format!("Indicateurs exacts de {period} (restent sur le nœud)"),
+            &indicators,
+        );
+        if args.out.is_none() {
+            println!();
+            println!("(dossier temporaire effacé ; --out DOSSIER pour le garder)");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,298 @@
+//! A node's directory: `maillage.toml`, `node.key` and the `store/`, opened together.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use maillage_privacy::{Indicators, exact};
+use maillage_protocol::{Cog, Indicator, Period};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::config::{Config, NodeSection, Role, validate_pivot};
+use crate::identity::{Identity, KeyError};
+use crate::import::{self, ImportError, Progress};
+use crate::store::{ImportRecord, ImportSummary, Store, StoreError};
+
+/// The configuration file's name inside a node directory.
+pub const CONFIG_FILE: &str = "maillage.toml";
+/// The key file's name inside a node directory.
+pub const KEY_FILE: &str = "node.key";
+/// The store's folder inside a node directory.
+pub const STORE_DIR: &str = "store";
+
+/// What can go wrong with a node directory.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// No node in this directory.
+    #[error(
+        "{dir} holds no Maillage node (no {CONFIG_FILE}); create one with: maillage init --dir {dir} --role structure --name \"...\""
+    )]
+    NotANode {
+        /// The directory.
+        dir: String,
+    },
+    /// `init` into a directory that already holds a node.
+    #[error("{dir} already holds a Maillage node; refusing to overwrite it (choose another --dir)")]
+    AlreadyANode {
+        /// The directory.
+        dir: String,
+    },
+    /// `init` into a directory holding other files.
+    #[error("{dir} is not empty; choose a new or empty directory for the node")]
+    NotEmpty {
+        /// The directory.
+        dir: String,
+    },
+    /// A value given to `init` is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// The configuration file is unreadable or invalid.
+    #[error("{path}: {message}")]
+    Config {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The key file.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The store.
+    #[error("store {path}: {source}")]
+    Store {
+        /// The store's folder.
+        path: String,
+        /// The cause.
+        source: StoreError,
+    },
+    /// The store is used by another process.
+    #[error(
+        "the store {path} is in use by another maillage process (for example `maillage serve`); stop it or wait for it to finish"
+    )]
+    Locked {
+        /// The store's folder.
+        path: String,
+    },
+    /// A file to import.
+    #[error("{file}: {source}")]
+    Import {
+        /// The file.
+        file: String,
+        /// The cause.
+        source: ImportError,
+    },
+    /// Any other I/O problem.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// What `maillage init` is told.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// The node's role.
+    pub role: Role,
+    /// The organisation's name.
+    pub name: String,
+    /// COG code of its commune.
+    pub code_insee: Option<String>,
+    /// SIRET, RNA or RIDET.
+    pub pivot: Option<String>,
+}
+
+/// An open node directory.
+#[derive(Debug)]
+pub struct Node {
+    dir: PathBuf,
+    /// The configuration.
+    pub config: Config,
+    /// The key pair.
+    pub identity: Identity,
+    /// The store.
+    pub store: Store,
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
+    move |source| NodeError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn open_store(path: &Path) -> Result<Store, NodeError> {
+    Store::open(path).map_err(|source| match source {
+        StoreError::Sled(sled::Error::Io(ref io))
+            if io.kind() == std::io::ErrorKind::WouldBlock =>
+        {
+            NodeError::Locked {
+                path: path.display().to_string(),
+            }
+        }
+        StoreError::Sled(sled::Error::Io(ref io)) if io.to_string().contains("lock") => {
+            NodeError::Locked {
+                path: path.display().to_string(),
+            }
+        }
+        source => NodeError::Store {
+            path: path.display().to_string(),
+            source,
+        },
+    })
+}
+
+impl Node {
+    /// Creates a node directory. It is assembled in a sibling folder and renamed into place,
+    /// so an interrupted `init` never leaves a half-made node behind.
+    pub fn init(dir: &Path, options: InitOptions) -> Result<Node, NodeError> {
+        let shown = dir.display().to_string();
+        if dir.join(CONFIG_FILE).exists() || dir.join(KEY_FILE).exists() {
+            return Err(NodeError::AlreadyANode { dir: shown });
+        }
+        if dir.exists() && fs::read_dir(dir).map_err(io_error(dir))?.next().is_some() {
+            return Err(NodeError::NotEmpty { dir: shown });
+        }
+        if options.name.trim().is_empty() {
+            return Err(NodeError::Invalid(
+                "--name is empty: give the organisation's name".into(),
+            ));
+        }
+        if let Some(code) = &options.code_insee {
+            Cog::get()
+                .commune(code)
+                .map_err(|e| NodeError::Invalid(format!("--code-insee: {e}")))?;
+        }
+        if let Some(pivot) = &options.pivot {
+            validate_pivot(pivot).map_err(|e| NodeError::Invalid(format!("--pivot: {e}")))?;
+        }
+
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fs::create_dir_all(&parent).map_err(io_error(&parent))?;
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let staging = parent.join(format!(".{name}.init-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&staging);
+        fs::create_dir(&staging).map_err(io_error(&staging))?;
+        let built = (|| {
+            let identity = Identity::generate()?;
+            identity.write_new(&staging.join(KEY_FILE))?;
+            let config = Config {
+                node: NodeSection {
+                    role: options.role,
+                    name: options.name.trim().to_owned(),
+                    code_insee: options.code_insee.clone(),
+                    pivot: options.pivot.clone(),
+                },
+            };
+            let config_path = staging.join(CONFIG_FILE);
+            fs::write(&config_path, config.to_commented_toml()).map_err(io_error(&config_path))?;
+            drop(open_store(&staging.join(STORE_DIR))?);
+            Ok::<_, NodeError>(())
+        })();
+        if let Err(e) = built {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        // rename(2) replaces an empty directory and refuses a non-empty one.
+        if let Err(e) = fs::rename(&staging, dir) {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(NodeError::Io {
+                path: shown,
+                source: e,
+            });
+        }
+        Self::open(dir)
+    }
+
+    /// Opens an existing node directory.
+    pub fn open(dir: &Path) -> Result<Node, NodeError> {
+        let config_path = dir.join(CONFIG_FILE);
+        if !config_path.exists() {
+            return Err(NodeError::NotANode {
+                dir: dir.display().to_string(),
+            });
+        }
+        let text = fs::read_to_string(&config_path).map_err(io_error(&config_path))?;
+        let config: Config = toml::from_str(&text).map_err(|e| NodeError::Config {
+            path: config_path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let identity = Identity::read(&dir.join(KEY_FILE))?;
+        let store = open_store(&dir.join(STORE_DIR))?;
+        Ok(Node {
+            dir: dir.to_path_buf(),
+            config,
+            identity,
+            store,
+        })
+    }
+
+    /// The node's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Imports an activity-report file: all or nothing, durable when it returns.
+    /// Returns what was stored and the warnings about the file.
+    pub fn import_file(
+        &self,
+        path: &Path,
+        progress: &mut dyn Progress,
+    ) -> Result<(ImportSummary, Vec<String>), NodeError> {
+        let shown = path.display().to_string();
+        let bytes = fs::read(path).map_err(io_error(path))?;
+        let batch = self.store.next_batch().map_err(|source| NodeError::Store {
+            path: self.store_path(),
+            source,
+        })?;
+        let parsed =
+            import::parse(&bytes, batch, progress).map_err(|source| NodeError::Import {
+                file: shown.clone(),
+                source,
+            })?;
+        let record = ImportRecord {
+            file: path
+                .file_name()
+                .map_or_else(|| shown.clone(), |n| n.to_string_lossy().into_owned()),
+            sha256: hex::encode(Sha256::digest(&bytes)),
+            at: OffsetDateTime::now_utc()
+                .format(&Rfc3339)
+                .unwrap_or_default(),
+            summary: ImportSummary::default(),
+        };
+        let summary = self
+            .store
+            .import(&parsed.activities, record)
+            .map_err(|source| NodeError::Store {
+                path: self.store_path(),
+                source,
+            })?;
+        Ok((summary, parsed.warnings))
+    }
+
+    /// The exact indicators of a period.
+    pub fn indicators(&self, period: Period, which: &[Indicator]) -> Result<Indicators, NodeError> {
+        let activities = self
+            .store
+            .activities_in(period)
+            .map_err(|source| NodeError::Store {
+                path: self.store_path(),
+                source,
+            })?;
+        Ok(exact::compute(period, &activities, which))
+    }
+
+    fn store_path(&self) -> String {
+        self.dir.join(STORE_DIR).display().to_string()
+    }
+}
