@@ -122,7 +122,11 @@ pub fn validate_pivot(pivot: &str) -> Result<(), String> {
     if pivot.len() == 14 && digits(pivot) {
         // La Poste's establishments (SIREN 356000000) use a digit-sum rule instead of Luhn.
         let la_poste = pivot.starts_with("356000000")
-            && pivot.bytes().map(|b| u32::from(b - b'0')).sum::<u32>().is_multiple_of(5);
+            && pivot
+                .bytes()
+                .map(|b| u32::from(b - b'0'))
+                .sum::<u32>()
+                .is_multiple_of(5);
         let ok = la_poste || luhn(pivot);
         return if ok {
             Ok(())

@@ -1,1 +1,5 @@
+//! Maillage's integration tests: one binary, one module per capability.
 
+mod cli;
+mod crash;
+mod import_semantics;

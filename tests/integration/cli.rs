@@ -1,0 +1,170 @@
+//! Process-level tests of the `maillage` command line.
+
+use maillage_tests::{init_structure, maillage, run_err, run_json, run_ok};
+use serde_json::json;
+
+#[test]
+fn init_creates_a_node_with_a_private_key_and_refuses_to_overwrite() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join("asso").display().to_string();
+    let out = run_ok(&[
+        "init",
+        "--dir",
+        &dir,
+        "--role",
+        "structure",
+        "--name",
+        "Les Clés du Numérique",
+        "--code-insee",
+        "2A004",
+        "--pivot",
+        "W751234567",
+    ]);
+    let status = run_json(&["status", "--dir", &dir, "--json"]);
+    let identity = status["identity"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(identity.len(), 64);
+    assert!(out.contains(&identity), "init prints the public identity");
+    let key = std::fs::read_to_string(tmp.path().join("asso/node.key")).expect("key file");
+    assert!(!out.contains(key.trim()), "the secret is never printed");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(tmp.path().join("asso/node.key"))
+            .expect("key")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert_eq!(status["role"], json!("structure"));
+    assert_eq!(status["code_insee"], json!("2A004"));
+    let config = std::fs::read_to_string(tmp.path().join("asso/maillage.toml")).expect("config");
+    assert!(
+        config.lines().any(|l| l.starts_with('#')),
+        "the config is commented"
+    );
+
+    let again = run_err(&["init", "--dir", &dir, "--name", "Autre"]);
+    assert!(again.contains("already holds a Maillage node"), "{again}");
+    let still = run_json(&["status", "--dir", &dir, "--json"]);
+    assert_eq!(
+        still["identity"],
+        json!(identity),
+        "the key was not replaced"
+    );
+}
+
+#[test]
+fn init_validates_what_it_is_given() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join("n").display().to_string();
+    assert!(
+        run_err(&[
+            "init",
+            "--dir",
+            &dir,
+            "--name",
+            "x",
+            "--code-insee",
+            "99999"
+        ])
+        .contains("99999")
+    );
+    assert!(run_err(&["init", "--dir", &dir, "--name", "x", "--pivot", "123"]).contains("SIRET"));
+    assert!(
+        run_err(&["init", "--dir", &dir, "--name", "x", "--role", "boss"]).contains("structure")
+    );
+    assert!(
+        !tmp.path().join("n").exists(),
+        "a refused init leaves nothing behind"
+    );
+    std::fs::create_dir(tmp.path().join("full")).expect("dir");
+    std::fs::write(tmp.path().join("full/notes.txt"), "mine").expect("file");
+    let full = tmp.path().join("full").display().to_string();
+    assert!(run_err(&["init", "--dir", &full, "--name", "x"]).contains("not empty"));
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("full/notes.txt"))
+            .ok()
+            .as_deref(),
+        Some("mine")
+    );
+    // An existing empty directory is fine.
+    std::fs::create_dir(tmp.path().join("empty")).expect("dir");
+    run_ok(&[
+        "init",
+        "--dir",
+        &tmp.path().join("empty").display().to_string(),
+        "--name",
+        "x",
+        "--role",
+        "hub",
+    ]);
+}
+
+#[test]
+fn commands_on_a_missing_node_say_how_to_create_one() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join("none").display().to_string();
+    let err = run_err(&["status", "--dir", &dir]);
+    assert!(err.contains("maillage init --dir"), "{err}");
+    let err = run_err(&["indicators", "--dir", &dir, "--period", "2026-13"]);
+    assert!(err.contains("2026-13") && err.contains("YYYY-MM"), "{err}");
+}
+
+#[test]
+fn a_second_process_on_the_same_store_gets_a_clear_error() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let node = init_structure(tmp.path());
+    // Hold the store open in this process.
+    let _held = maillage_node::Node::open(std::path::Path::new(&node)).expect("open");
+    let err = run_err(&["status", "--dir", &node]);
+    assert!(err.contains("in use by another maillage process"), "{err}");
+}
+
+#[test]
+fn indicators_json_lists_every_category_with_zeros() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let node = init_structure(tmp.path());
+    let v = run_json(&[
+        "indicators",
+        "--dir",
+        &node,
+        "--period",
+        "2026-10",
+        "--json",
+        "--modules",
+    ]);
+    let ind = &v["indicators"];
+    assert_eq!(v["period"], json!("2026-10"));
+    assert_eq!(ind["activites"], json!({"individuel": 0, "collectif": 0}));
+    assert_eq!(ind["beneficiaires"], json!(0));
+    assert_eq!(ind["thematiques"].as_object().map(|m| m.len()), Some(19));
+    assert_eq!(ind["tranches_age"].as_object().map(|m| m.len()), Some(8));
+    assert_eq!(ind["demarches"].as_object().map(|m| m.len()), Some(11));
+    assert_eq!(ind["durees"].as_object().map(|m| m.len()), Some(4));
+    let core = run_json(&[
+        "indicators",
+        "--dir",
+        &node,
+        "--period",
+        "2026-10",
+        "--json",
+    ]);
+    assert_eq!(core["indicators"].as_object().map(|m| m.len()), Some(10));
+}
+
+#[test]
+fn demo_runs_on_embedded_defaults() {
+    let v = run_json(&["demo", "--json", "--seed", "5"]);
+    let ind = &v["indicators"]["indicators"];
+    assert!(ind["beneficiaires"].as_u64().unwrap_or(0) > 10, "{v}");
+    assert_eq!(v["imported"]["rows"], v["generated"]["rows"]);
+    let text = run_ok(&["demo"]);
+    assert!(text.contains("Bénéficiaires"), "{text}");
+}
+
+#[test]
+fn help_is_in_french() {
+    let out = maillage().arg("--help").output().expect("run");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("Importe un fichier d'activités"), "{help}");
+}
