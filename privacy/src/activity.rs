@@ -3,11 +3,11 @@
 //! One [`Activity`] per `activite_id`, holding one [`Participant`] per imported row. Values are
 //! the sector's vocabularies, never free text, except the structure's own identifiers.
 
+use maillage_protocol::Period;
 use maillage_protocol::vocab::{
     ActivityType, Autonomie, Genre, Materiel, NiveauAtelier, PlaceType, StatutSocial, Thematique,
     TrancheAge,
 };
-use maillage_protocol::Period;
 use serde::{Deserialize, Serialize};
 use time::Date;
 

@@ -9,8 +9,8 @@ use maillage_protocol::vocab::{
     Thematique, TrancheAge, Vocabulary,
 };
 use maillage_protocol::{Indicator, Period};
-use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 
 use crate::activity::{Activity, Participant};
 
@@ -63,7 +63,10 @@ pub struct Indicators {
 impl Indicators {
     /// The value of one indicator, if it was computed.
     pub fn get(&self, indicator: Indicator) -> Option<&IndicatorValue> {
-        self.values.iter().find(|(i, _)| *i == indicator).map(|(_, v)| v)
+        self.values
+            .iter()
+            .find(|(i, _)| *i == indicator)
+            .map(|(_, v)| v)
     }
 }
 
@@ -97,7 +100,11 @@ struct Row<'a> {
 impl Row<'_> {
     /// "Latest" order of DATA.md: latest date, then latest in import order.
     fn order(&self) -> (time::Date, u64, u64) {
-        (self.activity.date, self.activity.batch, self.participant.line)
+        (
+            self.activity.date,
+            self.activity.batch,
+            self.participant.line,
+        )
     }
 }
 
@@ -120,7 +127,11 @@ fn people<'a>(rows: &[Row<'a>]) -> Vec<&'a Participant> {
     let mut named: Vec<&Row<'a>> = latest.into_values().collect();
     // Deterministic order, so that anything derived from this list is reproducible.
     named.sort_by_key(|r| r.order());
-    named.into_iter().map(|r| r.participant).chain(anonymous).collect()
+    named
+        .into_iter()
+        .map(|r| r.participant)
+        .chain(anonymous)
+        .collect()
 }
 
 fn histogram<V: Vocabulary>(
@@ -142,7 +153,12 @@ pub fn compute(period: Period, activities: &[Activity], which: &[Indicator]) -> 
     let activities: Vec<&Activity> = activities.iter().filter(|a| a.period() == period).collect();
     let rows: Vec<Row<'_>> = activities
         .iter()
-        .flat_map(|a| a.participants.iter().map(move |p| Row { activity: a, participant: p }))
+        .flat_map(|a| {
+            a.participants.iter().map(move |p| Row {
+                activity: a,
+                participant: p,
+            })
+        })
         .collect();
     let people = people(&rows);
     let count = |pred: &dyn Fn(&Row<'_>) -> bool| rows.iter().filter(|r| pred(r)).count() as u64;
@@ -151,7 +167,9 @@ pub fn compute(period: Period, activities: &[Activity], which: &[Indicator]) -> 
         .iter()
         .map(|&indicator| {
             let value = match indicator {
-                Indicator::Activites => histogram(ActivityType::ALL, activities.iter().map(|a| a.kind)),
+                Indicator::Activites => {
+                    histogram(ActivityType::ALL, activities.iter().map(|a| a.kind))
+                }
                 Indicator::Accompagnements => {
                     histogram(ActivityType::ALL, rows.iter().map(|r| r.activity.kind))
                 }
@@ -164,15 +182,20 @@ pub fn compute(period: Period, activities: &[Activity], which: &[Indicator]) -> 
                 ),
                 Indicator::Thematiques => histogram(
                     Thematique::mediation(),
-                    rows.iter().flat_map(|r| r.participant.themes.iter().copied()),
+                    rows.iter()
+                        .flat_map(|r| r.participant.themes.iter().copied()),
                 ),
                 Indicator::TranchesAge => histogram(
                     TrancheAge::ALL,
-                    people.iter().map(|p| p.tranche_age.unwrap_or(TrancheAge::NonCommunique)),
+                    people
+                        .iter()
+                        .map(|p| p.tranche_age.unwrap_or(TrancheAge::NonCommunique)),
                 ),
                 Indicator::StatutsSociaux => histogram(
                     StatutSocial::ALL,
-                    people.iter().map(|p| p.statut_social.unwrap_or(StatutSocial::NonCommunique)),
+                    people
+                        .iter()
+                        .map(|p| p.statut_social.unwrap_or(StatutSocial::NonCommunique)),
                 ),
                 Indicator::Autonomie => histogram(
                     Autonomie::ALL,
@@ -185,26 +208,34 @@ pub fn compute(period: Period, activities: &[Activity], which: &[Indicator]) -> 
                 }
                 Indicator::Genres => histogram(
                     Genre::ALL,
-                    people.iter().map(|p| p.genre.unwrap_or(Genre::NonCommunique)),
+                    people
+                        .iter()
+                        .map(|p| p.genre.unwrap_or(Genre::NonCommunique)),
                 ),
                 Indicator::Durees => histogram(
                     DurationBand::ALL,
-                    activities.iter().map(|a| DurationBand::of_minutes(a.duration_min)),
+                    activities
+                        .iter()
+                        .map(|a| DurationBand::of_minutes(a.duration_min)),
                 ),
-                Indicator::Lieux => {
-                    histogram(PlaceType::ALL, activities.iter().filter_map(|a| a.place_type))
-                }
+                Indicator::Lieux => histogram(
+                    PlaceType::ALL,
+                    activities.iter().filter_map(|a| a.place_type),
+                ),
                 Indicator::Materiel => histogram(
                     Materiel::ALL,
-                    rows.iter().flat_map(|r| r.participant.materiel.iter().copied()),
+                    rows.iter()
+                        .flat_map(|r| r.participant.materiel.iter().copied()),
                 ),
                 Indicator::Demarches => histogram(
                     Thematique::administrative(),
-                    rows.iter().flat_map(|r| r.participant.themes.iter().copied()),
+                    rows.iter()
+                        .flat_map(|r| r.participant.themes.iter().copied()),
                 ),
-                Indicator::NiveauxAteliers => {
-                    histogram(NiveauAtelier::ALL, activities.iter().filter_map(|a| a.level))
-                }
+                Indicator::NiveauxAteliers => histogram(
+                    NiveauAtelier::ALL,
+                    activities.iter().filter_map(|a| a.level),
+                ),
             };
             (indicator, value)
         })
