@@ -5,14 +5,16 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use maillage_privacy::{IndicatorValue, Indicators};
 use maillage_protocol::vocab::Vocabulary as _;
-use maillage_protocol::{Indicator, Period};
+use maillage_protocol::{Indicator, Period, SignedRelease};
 use serde_json::json;
+use tracing_subscriber::EnvFilter;
 
 use crate::config::Role;
 use crate::import::{ImportError, Progress};
@@ -41,6 +43,12 @@ pub enum Command {
     Indicators(IndicatorsArgs),
     /// Affiche le rôle, l'identité, les activités enregistrées et les mois couverts.
     Status(StatusArgs),
+    /// Clôt un mois : produit (ou redonne) sa diffusion bruitée et signée.
+    Release(ReleaseArgs),
+    /// Vérifie la signature et la structure d'un fichier de diffusion.
+    Verify(VerifyArgs),
+    /// Affiche le budget de confidentialité dépensé et restant par mois.
+    Budget(BudgetArgs),
     /// Écrit un fichier d'activités fictives (données synthétiques reproductibles).
     Generate(GenerateArgs),
     /// Démonstration : crée un nœud, importe des données fictives et affiche ses indicateurs.
@@ -108,6 +116,47 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// `maillage release`
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// Dossier du nœud.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Mois, au format AAAA-MM.
+    #[arg(long)]
+    pub period: Period,
+    /// Diffuse un mois qui n'est pas terminé (les activités saisies ensuite n'y figureront pas).
+    #[arg(long)]
+    pub force_open_period: bool,
+    /// Écrit aussi la diffusion signée (JSON) dans ce fichier.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Sortie JSON : la diffusion signée.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `maillage verify`
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Fichier de diffusion (JSON, ou binaire CBOR).
+    pub file: PathBuf,
+    /// Sortie JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `maillage budget`
+#[derive(Debug, Args)]
+pub struct BudgetArgs {
+    /// Dossier du nœud.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Sortie JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `maillage generate`
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
@@ -145,6 +194,47 @@ pub struct DemoArgs {
     pub json: bool,
 }
 
+/// The whole `maillage` program: parses arguments, installs logging, runs the command and
+/// turns its outcome into an exit code. The binary's `main` is only this call.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter =
+        EnvFilter::try_from_env("MAILLAGE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        // A reader that went away (`maillage ... | head`) is not an error worth reporting.
+        Err(err)
+            if err
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("erreur : {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints a line on stdout, returning an error instead of panicking when stdout is closed
+/// (e.g. `maillage release ... | head`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 /// Runs one command.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -152,6 +242,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Import(args) => import(args),
         Command::Indicators(args) => indicators(args),
         Command::Status(args) => status(args),
+        Command::Release(args) => release(args),
+        Command::Verify(args) => verify(args),
+        Command::Budget(args) => budget(args),
         Command::Generate(args) => generate(args),
         Command::Demo(args) => demo(args),
     }
@@ -168,14 +261,14 @@ fn init(args: InitArgs) -> Result<()> {
         },
     )?;
     tracing::info!(dir = %args.dir.display(), role = %node.config.node.role, "node created");
-    println!("Nœud créé dans {}", args.dir.display());
-    println!("  rôle      : {}", node.config.node.role.label());
-    println!("  nom       : {}", node.config.node.name);
-    println!("  identité  : {}", node.identity.public_hex());
-    println!(
+    out!("Nœud créé dans {}", args.dir.display())?;
+    out!("  rôle      : {}", node.config.node.role.label())?;
+    out!("  nom       : {}", node.config.node.name)?;
+    out!("  identité  : {}", node.identity.public_hex())?;
+    out!(
         "La clé secrète est dans {} (lisible par vous seul) : gardez-en une copie en lieu sûr.",
         args.dir.join(crate::node::KEY_FILE).display()
-    );
+    )?;
     Ok(())
 }
 
@@ -224,22 +317,22 @@ fn import(args: ImportArgs) -> Result<()> {
         Ok((summary, warnings)) => {
             tracing::info!(file = %args.file.display(), added = summary.added, replaced = summary.replaced, "import stored");
             if args.json {
-                println!(
+                out!(
                     "{}",
                     json!({"ok": true, "file": args.file.display().to_string(), "summary": summary, "warnings": warnings})
-                );
+                )?;
             } else {
                 for w in &warnings {
                     eprintln!("attention : {w}");
                 }
-                println!(
+                out!(
                     "Import de {} : {} ligne(s), {} activité(s) ajoutée(s), {} remplacée(s), {} inchangée(s).",
                     args.file.display(),
                     summary.rows,
                     summary.added,
                     summary.replaced,
                     summary.unchanged
-                );
+                )?;
             }
             Ok(())
         }
@@ -251,7 +344,7 @@ fn import(args: ImportArgs) -> Result<()> {
                 .iter()
                 .map(|e| json!({"line": e.line, "column": e.column, "value": e.value, "message": e.message}))
                 .collect();
-            println!("{}", json!({"ok": false, "file": file, "errors": errors}));
+            out!("{}", json!({"ok": false, "file": file, "errors": errors}))?;
             bail!(
                 "{file}: {} invalid row(s); nothing was imported",
                 errors.len()
@@ -269,26 +362,27 @@ fn which_indicators(modules: bool) -> Vec<Indicator> {
     which
 }
 
-fn print_indicators(title: &str, indicators: &Indicators) {
-    println!("{title}");
+fn print_indicators(title: &str, indicators: &Indicators) -> std::io::Result<()> {
+    out!("{title}")?;
     for (indicator, value) in &indicators.values {
         match value {
-            IndicatorValue::Scalar(v) => println!("  {:<50} {v:>8}", indicator.label()),
+            IndicatorValue::Scalar(v) => out!("  {:<50} {v:>8}", indicator.label())?,
             IndicatorValue::Categories(cells) => {
-                println!("  {}", indicator.label());
+                out!("  {}", indicator.label())?;
                 for (category, v) in cells {
-                    println!("    {category:<48} {v:>8}");
+                    out!("    {category:<48} {v:>8}")?;
                 }
             }
         }
     }
+    Ok(())
 }
 
 fn indicators(args: IndicatorsArgs) -> Result<()> {
     let node = Node::open(&args.dir)?;
     let indicators = node.indicators(args.period, &which_indicators(args.modules))?;
     if args.json {
-        println!("{}", serde_json::to_string(&indicators)?);
+        out!("{}", serde_json::to_string(&indicators)?)?;
     } else {
         print_indicators(
             &format!(
@@ -296,7 +390,7 @@ fn indicators(args: IndicatorsArgs) -> Result<()> {
                 args.period, node.config.node.name
             ),
             &indicators,
-        );
+        )?;
     }
     Ok(())
 }
@@ -311,7 +405,7 @@ fn status(args: StatusArgs) -> Result<()> {
             .iter()
             .map(|(p, (a, r))| (p.to_string(), json!({"activities": a, "rows": r})))
             .collect();
-        println!(
+        out!(
             "{}",
             json!({
                 "role": cfg.role, "name": cfg.name, "code_insee": cfg.code_insee, "pivot": cfg.pivot,
@@ -319,30 +413,216 @@ fn status(args: StatusArgs) -> Result<()> {
                 "activities": stats.activities, "rows": stats.rows, "imports": stats.imports,
                 "periods": periods,
             })
-        );
+        )?;
         return Ok(());
     }
-    println!("Nœud {}", node.dir().display());
-    println!("  rôle        : {}", cfg.role.label());
-    println!("  nom         : {}", cfg.name);
+    out!("Nœud {}", node.dir().display())?;
+    out!("  rôle        : {}", cfg.role.label())?;
+    out!("  nom         : {}", cfg.name)?;
     if let Some(code) = &cfg.code_insee {
-        println!("  commune     : {code}");
+        out!("  commune     : {code}")?;
     }
-    println!("  identité    : {}", node.identity.public_hex());
-    println!(
+    out!("  identité    : {}", node.identity.public_hex())?;
+    out!(
         "  activités   : {} ({} accompagnements, {} import(s))",
-        stats.activities, stats.rows, stats.imports
-    );
+        stats.activities,
+        stats.rows,
+        stats.imports
+    )?;
     if stats.periods.is_empty() {
-        println!(
+        out!(
             "  mois        : aucun (importez un fichier : maillage import --dir {} FICHIER.csv)",
             node.dir().display()
-        );
+        )?;
     } else {
-        println!("  mois couverts :");
+        out!("  mois couverts :")?;
         for (period, (activities, rows)) in &stats.periods {
-            println!("    {period}  {activities:>6} activités  {rows:>6} accompagnements");
+            out!("    {period}  {activities:>6} activités  {rows:>6} accompagnements")?;
         }
+    }
+    Ok(())
+}
+
+fn release(args: ReleaseArgs) -> Result<()> {
+    let node = Node::open(&args.dir)?;
+    let now = time::OffsetDateTime::now_utc();
+    if args.force_open_period && !args.period.has_ended(now.date()) {
+        eprintln!(
+            "attention : {} n'est pas terminé ; la diffusion le clôt tel qu'il est, et les activités saisies ensuite n'y figureront pas.",
+            args.period
+        );
+    }
+    let outcome = crate::release::release_period(
+        &node,
+        args.period,
+        args.force_open_period,
+        now.date(),
+        u64::try_from(now.unix_timestamp()).unwrap_or(0),
+    )?;
+    let signed = &outcome.release;
+    if let Some(out) = &args.out {
+        write_atomically(out, signed.to_json_pretty().as_bytes())?;
+    }
+    if args.json {
+        out!("{}", serde_json::to_string(signed)?)?;
+        return Ok(());
+    }
+    let r = signed.release();
+    out!(
+        "Diffusion de {} — {} ({} {} = {})",
+        r.period,
+        if outcome.created {
+            "créée, enregistrée et signée"
+        } else {
+            "déjà enregistrée, redonnée à l'identique"
+        },
+        r.mechanism.name(),
+        r.mechanism.loss_field(),
+        r.mechanism.loss()
+    )?;
+    out!("  signataire : {}", hex::encode(r.signer.as_bytes()))?;
+    out!("  identifiant : {}", signed.id())?;
+    out!(
+        "  {:<46} {:>8} {:>10} {:>8}",
+        "indicateur / catégorie",
+        "valeur",
+        "± (95 %)",
+        "échelle"
+    )?;
+    let mut last = None;
+    for cell in &r.cells {
+        if last != Some(cell.indicator) {
+            out!("  {}", cell.indicator.label())?;
+            last = Some(cell.indicator);
+        }
+        out!(
+            "    {:<44} {:>8} {:>10.1} {:>8.2}",
+            cell.category.as_deref().unwrap_or("total"),
+            cell.value,
+            cell.ci95_half_width,
+            cell.scale
+        )?;
+    }
+    if let Some(out) = &args.out {
+        out!("  fichier : {}", out.display())?;
+    }
+    Ok(())
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("partial");
+    {
+        let mut file =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        std::io::Write::write_all(&mut file, bytes)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        file.sync_all()
+            .with_context(|| format!("writing {}", tmp.display()))?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+fn verify(args: VerifyArgs) -> Result<()> {
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let first = bytes.iter().copied().find(|b| !b.is_ascii_whitespace());
+    let result = if first == Some(b'{') {
+        std::str::from_utf8(&bytes)
+            .map_err(|e| anyhow::anyhow!("not UTF-8 text at byte {}", e.valid_up_to()))
+            .and_then(|text| SignedRelease::from_json_and_verify(text).map_err(Into::into))
+    } else {
+        SignedRelease::decode_and_verify(&bytes).map_err(Into::into)
+    };
+    match result {
+        Ok(signed) => {
+            let r = signed.release();
+            if args.json {
+                out!(
+                    "{}",
+                    json!({"ok": true, "file": args.file.display().to_string(), "signer": hex::encode(r.signer.as_bytes()),
+                           "period": r.period, "id": signed.id().to_string(), "cells": r.cells.len(),
+                           "mechanism": r.mechanism.name(), r.mechanism.loss_field(): r.mechanism.loss()})
+                )?;
+            } else {
+                out!(
+                    "{} : diffusion valide — signataire {}, mois {}, {} cellules, {} {} = {}",
+                    args.file.display(),
+                    hex::encode(r.signer.as_bytes()),
+                    r.period,
+                    r.cells.len(),
+                    r.mechanism.name(),
+                    r.mechanism.loss_field(),
+                    r.mechanism.loss()
+                )?;
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if args.json {
+                out!(
+                    "{}",
+                    json!({"ok": false, "file": args.file.display().to_string(), "error": format!("{e:#}")})
+                )?;
+            }
+            Err(e.context(format!(
+                "{} is not a valid signed release",
+                args.file.display()
+            )))
+        }
+    }
+}
+
+fn budget(args: BudgetArgs) -> Result<()> {
+    let node = Node::open(&args.dir)?;
+    let ledger = node.ledger()?;
+    let stats = node.store.stats().context("reading the store")?;
+    let params = &node.config.privacy;
+    let unit = match params.mechanism {
+        maillage_privacy::release::Mechanism::DiscreteLaplace => "epsilon",
+        maillage_privacy::release::Mechanism::DiscreteGaussian => "rho",
+    };
+    // Every period with data or a release; unreleased ones have their whole budget left.
+    let mut periods: std::collections::BTreeMap<String, serde_json::Value> = stats
+        .periods
+        .keys()
+        .map(|p| (p.to_string(), json!({"period": p, "budget": params.budget, "spent": 0.0, "left": params.budget, "unit": unit, "released": false})))
+        .collect();
+    for (period, entry) in &ledger {
+        periods.insert(
+            period.clone(),
+            json!({"period": period, "budget": entry.budget, "spent": entry.spent,
+                   "left": (entry.budget - entry.spent).max(0.0), "unit": entry.unit,
+                   "released": true, "release_id": entry.release_id}),
+        );
+    }
+    if args.json {
+        out!(
+            "{}",
+            json!({"budget_per_period": params.budget, "unit": unit, "periods": periods.values().collect::<Vec<_>>()})
+        )?;
+        return Ok(());
+    }
+    out!(
+        "Budget de confidentialité par mois : {} = {} ({})",
+        unit,
+        params.budget,
+        params.mechanism
+    )?;
+    if periods.is_empty() {
+        out!("  aucun mois enregistré")?;
+    }
+    for p in periods.values() {
+        out!(
+            "  {}  dépensé {:>8.4}  restant {:>8.4}  {}",
+            p["period"].as_str().unwrap_or(""),
+            p["spent"].as_f64().unwrap_or(0.0),
+            p["left"].as_f64().unwrap_or(0.0),
+            if p["released"].as_bool().unwrap_or(false) {
+                "diffusé"
+            } else {
+                "non diffusé"
+            }
+        )?;
     }
     Ok(())
 }
@@ -372,7 +652,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &args.out)
         .with_context(|| format!("renaming to {}", args.out.display()))?;
-    println!(
+    out!(
         "{} : {} activités fictives, {} accompagnements, de {} sur {} mois (graine {}).",
         args.out.display(),
         stats.activities,
@@ -380,7 +660,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
         args.from,
         args.months,
         args.seed
-    );
+    )?;
     Ok(())
 }
 
@@ -424,7 +704,7 @@ fn demo(args: DemoArgs) -> Result<()> {
     let (summary, _) = node.import_file(&csv, &mut ())?;
     let indicators = node.indicators(period, &which_indicators(false))?;
     if args.json {
-        println!(
+        out!(
             "{}",
             json!({
                 "identity": node.identity.public_hex(),
@@ -432,29 +712,30 @@ fn demo(args: DemoArgs) -> Result<()> {
                 "generated": {"activities": stats.activities, "rows": stats.rows},
                 "indicators": indicators,
             })
-        );
+        )?;
     } else {
-        println!(
+        out!(
             "Démonstration Maillage (un nœud de structure, données fictives, graine {})",
             args.seed
-        );
-        println!(
+        )?;
+        out!(
             "  nœud      : {} (identité {})",
             node_dir.display(),
             node.identity.public_hex()
-        );
-        println!(
+        )?;
+        out!(
             "  import    : {} accompagnements, {} activités",
-            summary.rows, summary.added
-        );
-        println!();
+            summary.rows,
+            summary.added
+        )?;
+        out!()?;
         print_indicators(
             &format!("Indicateurs exacts de {period} (restent sur le nœud)"),
             &indicators,
-        );
+        )?;
         if args.out.is_none() {
-            println!();
-            println!("(dossier temporaire effacé ; --out DOSSIER pour le garder)");
+            out!()?;
+            out!("(dossier temporaire effacé ; --out DOSSIER pour le garder)")?;
         }
     }
     Ok(())

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use maillage_privacy::release::PrivacyParams;
 use serde::{Deserialize, Serialize};
 
 /// A node's role in the network.
@@ -62,6 +63,9 @@ impl FromStr for Role {
 pub struct Config {
     /// Who this node is.
     pub node: NodeSection,
+    /// How releases are made (the governance policy will replace these local settings).
+    #[serde(default)]
+    pub privacy: PrivacyParams,
 }
 
 /// The `[node]` section.
@@ -98,7 +102,29 @@ impl Config {
              role = {}\n\
              # The organisation's name, as shown to hubs and in dashboards.\n\
              name = {}\n\
-             {}{}",
+             {}{}\
+             \n\
+             # How monthly releases are made. Every key has a default (shown commented out);\n\
+             # the sector's adopted policy will replace these local settings.\n\
+             [privacy]\n\
+             # Noise mechanism: \"laplace\" (discrete Laplace, pure ε-DP) or \"gaussian\" (discrete Gaussian, ρ-zCDP).\n\
+             # mechanism = \"laplace\"\n\
+             # Privacy budget per month: ε for Laplace, ρ for Gaussian (0 < budget <= 10).\n\
+             # budget = 1.0\n\
+             # Indicators released, each with its share of the budget (default: the ten\n\
+             # common-core indicators, weight 1 each):\n\
+             # indicators = [{{ indicator = \"activites\", weight = 1.0 }}, ...]\n\
+             \n\
+             # Contribution bounds: how much one person can weigh in a release.\n\
+             [privacy.bounds]\n\
+             # K: at most this many accompaniments of one person count per month (1-100).\n\
+             # max_rows_per_person = 10\n\
+             # D: durations are clamped to this many minutes (1-1440).\n\
+             # max_duration_min = 240\n\
+             # T: at most this many themes of one accompaniment count (1-19).\n\
+             # max_themes_per_row = 3\n\
+             # M: at most this many equipment values of one accompaniment count (1-5).\n\
+             # max_materiel_per_row = 2\n",
             quote(self.node.role.as_str()),
             quote(&self.node.name),
             optional(
@@ -187,6 +213,7 @@ mod tests {
                 code_insee: Some("69385".into()),
                 pivot: None,
             },
+            privacy: PrivacyParams::default(),
         };
         let text = config.to_commented_toml();
         assert_eq!(toml::from_str::<Config>(&text)?, config);

@@ -10,6 +10,7 @@ pub mod config;
 pub mod identity;
 pub mod import;
 pub mod node;
+pub mod release;
 pub mod store;
 pub mod synth;
 

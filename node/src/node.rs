@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use maillage_privacy::{Indicators, exact};
+use maillage_privacy::{Activity, Indicators, exact};
 use maillage_protocol::{Cog, Indicator, Period};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -12,7 +12,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::config::{Config, NodeSection, Role, validate_pivot};
 use crate::identity::{Identity, KeyError};
 use crate::import::{self, ImportError, Progress};
-use crate::store::{ImportRecord, ImportSummary, Store, StoreError};
+use crate::store::{Committed, ImportRecord, ImportSummary, LedgerEntry, Store, StoreError};
 
 /// The configuration file's name inside a node directory.
 pub const CONFIG_FILE: &str = "maillage.toml";
@@ -125,6 +125,13 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
     }
 }
 
+/// Writes a new file and waits until it is on disk.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), NodeError> {
+    let mut file = fs::File::create(path).map_err(io_error(path))?;
+    std::io::Write::write_all(&mut file, bytes).map_err(io_error(path))?;
+    file.sync_all().map_err(io_error(path))
+}
+
 fn open_store(path: &Path) -> Result<Store, NodeError> {
     Store::open(path).map_err(|source| match source {
         StoreError::Sled(sled::Error::Io(ref io))
@@ -147,8 +154,9 @@ fn open_store(path: &Path) -> Result<Store, NodeError> {
 }
 
 impl Node {
-    /// Creates a node directory. It is assembled in a sibling folder and renamed into place,
-    /// so an interrupted `init` never leaves a half-made node behind.
+    /// Creates a node directory. The key and configuration are assembled in a sibling folder and
+    /// renamed into place, so an interrupted `init` never leaves a half-made node behind; the
+    /// store is created when the node is first opened.
     pub fn init(dir: &Path, options: InitOptions) -> Result<Node, NodeError> {
         let shown = dir.display().to_string();
         if dir.join(CONFIG_FILE).exists() || dir.join(KEY_FILE).exists() {
@@ -193,10 +201,12 @@ impl Node {
                     code_insee: options.code_insee.clone(),
                     pivot: options.pivot.clone(),
                 },
+                privacy: Default::default(),
             };
             let config_path = staging.join(CONFIG_FILE);
-            fs::write(&config_path, config.to_commented_toml()).map_err(io_error(&config_path))?;
-            drop(open_store(&staging.join(STORE_DIR))?);
+            write_synced(&config_path, config.to_commented_toml().as_bytes())?;
+            // The store is created by the first open, after the rename: opening it here and
+            // again after the rename would race with sled's background flusher for the lock.
             Ok::<_, NodeError>(())
         })();
         if let Err(e) = built {
@@ -273,23 +283,53 @@ impl Node {
         let summary = self
             .store
             .import(&parsed.activities, record)
-            .map_err(|source| NodeError::Store {
-                path: self.store_path(),
-                source,
-            })?;
+            .map_err(|source| self.store_error(source))?;
         Ok((summary, parsed.warnings))
     }
 
     /// The exact indicators of a period.
     pub fn indicators(&self, period: Period, which: &[Indicator]) -> Result<Indicators, NodeError> {
-        let activities = self
-            .store
+        Ok(exact::compute(period, &self.activities_in(period)?, which))
+    }
+
+    /// Every stored activity of a period.
+    pub fn activities_in(&self, period: Period) -> Result<Vec<Activity>, NodeError> {
+        self.store
             .activities_in(period)
-            .map_err(|source| NodeError::Store {
-                path: self.store_path(),
-                source,
-            })?;
-        Ok(exact::compute(period, &activities, which))
+            .map_err(|source| self.store_error(source))
+    }
+
+    /// The stored release of a period, in its wire bytes.
+    pub fn stored_release(&self, period: Period) -> Result<Option<Vec<u8>>, NodeError> {
+        self.store
+            .release(period)
+            .map_err(|source| self.store_error(source))
+    }
+
+    /// Stores a period's release with its budget spend (see [`Store::commit_release`]).
+    pub fn commit_release(
+        &self,
+        period: Period,
+        release: &[u8],
+        entry: &LedgerEntry,
+    ) -> Result<Committed, NodeError> {
+        self.store
+            .commit_release(period, release, entry)
+            .map_err(|source| self.store_error(source))
+    }
+
+    /// The budget ledger.
+    pub fn ledger(&self) -> Result<Vec<(String, LedgerEntry)>, NodeError> {
+        self.store
+            .ledger()
+            .map_err(|source| self.store_error(source))
+    }
+
+    fn store_error(&self, source: StoreError) -> NodeError {
+        NodeError::Store {
+            path: self.store_path(),
+            source,
+        }
     }
 
     fn store_path(&self) -> String {

@@ -4,10 +4,13 @@
 //! - `activities`: `activite_id` → CBOR [`Activity`]
 //! - `by_period`: `YYYY-MM` `\0` `activite_id` → empty (the period index)
 //! - `imports`: batch id (big-endian u64) → CBOR [`ImportRecord`]
+//! - `releases`: `YYYY-MM` → the signed release of that period, in its wire bytes
+//! - `ledger`: `YYYY-MM` → CBOR [`LedgerEntry`], the budget that release spent
 //! - `meta`: `schema` → the store's format version
 //!
 //! Every import is one sled transaction over all trees followed by a flush: either the whole
-//! file is stored durably, or nothing of it is.
+//! file is stored durably, or nothing of it is. A release and its budget spend are likewise
+//! written in one transaction, and never overwritten: a period is released once.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -87,6 +90,30 @@ pub struct StoreStats {
     pub periods: BTreeMap<Period, (u64, u64)>,
 }
 
+/// What one period's release spent, as the budget ledger records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// The period's budget when it was released (ε or ρ).
+    pub budget: f64,
+    /// What the release spent, from OpenDP's privacy map.
+    pub spent: f64,
+    /// `epsilon` or `rho`.
+    pub unit: String,
+    /// The release's id (hex SHA-256 of its signed message).
+    pub release_id: String,
+    /// When it was created (Unix seconds).
+    pub created_at: u64,
+}
+
+/// The result of asking to store a period's release.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Committed {
+    /// The release given was stored, with its ledger entry.
+    Stored,
+    /// A release of that period was already stored: these are its bytes, unchanged.
+    Existing(Vec<u8>),
+}
+
 /// The node's store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -94,6 +121,8 @@ pub struct Store {
     activities: sled::Tree,
     by_period: sled::Tree,
     imports: sled::Tree,
+    releases: sled::Tree,
+    ledger: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -135,6 +164,8 @@ impl Store {
             activities: db.open_tree("activities")?,
             by_period: db.open_tree("by_period")?,
             imports: db.open_tree("imports")?,
+            releases: db.open_tree("releases")?,
+            ledger: db.open_tree("ledger")?,
             meta: db.open_tree("meta")?,
             db,
         };
@@ -244,6 +275,60 @@ impl Store {
             cell.1 += rows;
         }
         Ok(stats)
+    }
+
+    /// Stores a period's signed release and its budget spend in one transaction, durably, unless
+    /// the period already has a release: then nothing is written and the stored bytes are
+    /// returned. This is the only way a release enters the store, so a period's budget is spent
+    /// at most once and a release, once stored, never changes.
+    pub fn commit_release(
+        &self,
+        period: Period,
+        release: &[u8],
+        entry: &LedgerEntry,
+    ) -> Result<Committed, StoreError> {
+        let key = period.to_string();
+        let outcome = (&self.releases, &self.ledger)
+            .transaction(|(releases, ledger)| {
+                if let Some(existing) = releases.get(key.as_bytes())? {
+                    return Ok(Committed::Existing(existing.to_vec()));
+                }
+                if ledger.get(key.as_bytes())?.is_some() {
+                    return Err(ConflictableTransactionError::Abort(StoreError::Corrupt {
+                        tree: "ledger",
+                        key: key.clone(),
+                        reason: "a budget spend is recorded but its release is missing; refusing to spend the budget again".into(),
+                    }));
+                }
+                releases.insert(key.as_bytes(), release)?;
+                ledger.insert(key.as_bytes(), encode(entry))?;
+                Ok(Committed::Stored)
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => StoreError::Sled(e),
+            })?;
+        self.db.flush()?;
+        Ok(outcome)
+    }
+
+    /// The stored release of a period, in its wire bytes.
+    pub fn release(&self, period: Period) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.releases.get(period.to_string())?.map(|v| v.to_vec()))
+    }
+
+    /// The budget ledger: every released period with what it spent, oldest first.
+    pub fn ledger(&self) -> Result<Vec<(String, LedgerEntry)>, StoreError> {
+        self.ledger
+            .iter()
+            .map(|entry| {
+                let (key, bytes) = entry?;
+                Ok((
+                    String::from_utf8_lossy(&key).into_owned(),
+                    decode("ledger", &key, &bytes)?,
+                ))
+            })
+            .collect()
     }
 
     /// Every import, oldest first.

@@ -1,6 +1,6 @@
 //! Process-level tests of the `maillage` command line.
 
-use maillage_tests::{init_structure, maillage, run_err, run_json, run_ok};
+use crate::support::{init_structure, maillage, run_err, run_json, run_ok};
 use serde_json::json;
 
 #[test]

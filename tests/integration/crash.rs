@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use maillage_tests::{init_structure, maillage, run_json, run_ok};
+use crate::support::{init_structure, maillage, run_json, run_ok};
 
 #[test]
 fn import_killed_midway_stores_all_or_nothing() {

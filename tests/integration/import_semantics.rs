@@ -1,7 +1,7 @@
 //! Import semantics and exact indicators against files written to DATA.md, checked through the
 //! real `maillage` binary and hand-computed expected values.
 
-use maillage_tests::{init_structure, run_err, run_json, run_ok, write};
+use crate::support::{init_structure, run_err, run_json, run_ok, write};
 use serde_json::{Value, json};
 
 const HEADER: &str = "activite_id,date,type,duree,type_lieu,lieu_code_insee,thematiques,materiel,autonomie,oriente_vers_structure,niveau_atelier,beneficiaire_id,premier_accompagnement,genre,tranche_age,statut_social,commune_code_insee";
@@ -242,7 +242,7 @@ fn one_invalid_row_rejects_the_whole_file_and_every_error_is_listed() {
 }
 
 fn run_json_err(args: &[&str]) -> Value {
-    let out = maillage_tests::run(args);
+    let out = crate::support::run(args);
     assert!(!out.status.success(), "should fail: {args:?}");
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON on stdout ({e})"))
 }
@@ -255,7 +255,7 @@ fn spreadsheet_exports_are_accepted_as_they_come() {
     let text = "\u{feff}Remarque, duree ,date,type,activite_id,thematiques,beneficiaire_id\r\n\
                 \"vu en mairie, bureau 2\", 45 ,2026-10-05,individuel,\" a1 \",\"email | sante\",p1\r\n";
     let file = write(tmp.path(), "export.csv", text);
-    let out = maillage_tests::run(&["import", "--dir", &node, &file]);
+    let out = crate::support::run(&["import", "--dir", &node, &file]);
     assert!(
         out.status.success(),
         "{}",

@@ -1,5 +1,8 @@
 //! Maillage's integration tests: one binary, one module per capability.
 
+mod support;
+
 mod cli;
 mod crash;
 mod import_semantics;
+mod release;

@@ -1,0 +1,3 @@
+//! Integration tests of `maillage-protocol`, as one test binary.
+
+mod release_vectors;
