@@ -338,16 +338,19 @@ fn import(args: ImportArgs) -> Result<()> {
         }
         Err(NodeError::Import {
             file,
-            source: ImportError::Rows(errors),
+            source: ImportError::Rows { errors, unlisted },
         }) if args.json => {
             let errors: Vec<_> = errors
                 .iter()
                 .map(|e| json!({"line": e.line, "column": e.column, "value": e.value, "message": e.message}))
                 .collect();
-            out!("{}", json!({"ok": false, "file": file, "errors": errors}))?;
+            out!(
+                "{}",
+                json!({"ok": false, "file": file, "errors": errors, "unlisted_errors": unlisted})
+            )?;
             bail!(
                 "{file}: {} invalid row(s); nothing was imported",
-                errors.len()
+                errors.len() as u64 + unlisted
             )
         }
         Err(e) => Err(e.into()),

@@ -7,13 +7,14 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::io::Read;
 
 use maillage_privacy::{Activity, Participant};
-use maillage_protocol::Cog;
 use maillage_protocol::vocab::{
     ActivityType, Autonomie, Genre, Materiel, NiveauAtelier, OuiNon, PlaceType, StatutSocial,
     Thematique, TrancheAge, Vocabulary,
 };
+use maillage_protocol::{Cog, Period};
 use time::Date;
 use time::macros::format_description;
 
@@ -86,9 +87,27 @@ pub enum ImportError {
     /// The header row is unusable.
     #[error("line 1 (header): {0}")]
     Header(String),
-    /// Some rows are invalid; every one is listed.
-    #[error("{} invalid row(s); nothing was imported:\n{}", .0.len(), list(.0))]
-    Rows(Vec<RowError>),
+    /// Some rows are invalid; every one is listed (up to [`MAX_LISTED_ERRORS`]).
+    #[error("{} invalid row(s); nothing was imported:\n{}{}", .errors.len() as u64 + .unlisted, list(.errors), unlisted_note(*.unlisted))]
+    Rows {
+        /// The errors, by line.
+        errors: Vec<RowError>,
+        /// How many more errors there were beyond those listed.
+        unlisted: u64,
+    },
+    /// Writing what was read failed (disk full…); nothing was imported.
+    #[error("cannot stage the import: {0}")]
+    Stage(String),
+}
+
+fn unlisted_note(unlisted: u64) -> String {
+    if unlisted == 0 {
+        String::new()
+    } else {
+        format!(
+            "\n  … and {unlisted} more invalid row(s) not listed (at most {MAX_LISTED_ERRORS} are)"
+        )
+    }
 }
 
 fn list(errors: &[RowError]) -> String {
@@ -99,7 +118,7 @@ fn list(errors: &[RowError]) -> String {
         .join("\n")
 }
 
-/// A file that passed every check.
+/// A file that passed every check, read whole into memory (tests, benchmarks, small files).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedFile {
     /// The activities, in the order of their first row in the file.
@@ -120,35 +139,219 @@ impl Progress for () {
     fn advance(&mut self, _bytes: u64) {}
 }
 
-/// One validated row before rows are grouped into activities.
-struct Row {
-    line: u64,
-    activite_id: String,
+/// At most this many errors are listed; the rest are counted. A file with more invalid rows
+/// than this is systematically wrong, and listing them all could exhaust a small server.
+pub const MAX_LISTED_ERRORS: usize = 10_000;
+
+/// At most this many warnings are kept; the rest are counted in a last warning.
+const MAX_WARNINGS: usize = 100;
+
+/// One validated row, with the fields of its activity: what a streaming import stages.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Row {
+    /// The structure's id of the activity.
+    pub activite_id: String,
+    /// The activity's day.
+    pub date: Date,
+    /// Individual or collective (the legacy type already read as `individuel`).
+    pub kind: ActivityType,
+    /// Minutes.
+    pub duree: u32,
+    /// Where it took place.
+    pub place_type: Option<PlaceType>,
+    /// COG code of the place.
+    pub place_commune: Option<String>,
+    /// Workshop level.
+    pub level: Option<NiveauAtelier>,
+    /// The person's part (its `line` is the row's line).
+    pub participant: Participant,
+}
+
+/// What a successful validation learnt about the file, without keeping its rows.
+#[derive(Debug, Clone, Default)]
+pub struct Validated {
+    /// Data rows read (empty rows excluded).
+    pub rows: u64,
+    /// Distinct activities.
+    pub activities: u64,
+    /// Warnings about the file.
+    pub warnings: Vec<String>,
+    /// Every activity id of the file with its period, in order of first appearance.
+    pub ids: Vec<(String, Period)>,
+}
+
+/// Checks that the rows of one activity agree, keeping a compact summary per activity so that
+/// a file of a million rows is checked without holding its rows.
+#[derive(Default)]
+struct Heads {
+    by_hash: HashMap<u128, Head>,
+    arena: String,
+    order: Vec<u128>,
+}
+
+struct Head {
+    id_start: u32,
+    id_len: u32,
+    first_line: u64,
     date: Date,
     kind: ActivityType,
     duree: u32,
     place_type: Option<PlaceType>,
-    place_commune: Option<String>,
+    place_commune: Option<[u8; 5]>,
     level: Option<NiveauAtelier>,
-    participant: Participant,
 }
 
-/// Reads and validates a whole activity-report file. `batch` is recorded in every activity
-/// (it orders rows "in import order" across imports).
-pub fn parse(
-    bytes: &[u8],
-    batch: u64,
+fn id_hash(id: &str) -> u128 {
+    use std::hash::{Hash, Hasher};
+    let half = |salt: u8| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        salt.hash(&mut h);
+        id.hash(&mut h);
+        h.finish()
+    };
+    (u128::from(half(1)) << 64) | u128::from(half(2))
+}
+
+fn commune_bytes(code: Option<&str>) -> Option<[u8; 5]> {
+    code.and_then(|c| c.as_bytes().try_into().ok())
+}
+
+impl Heads {
+    /// Records a row; returns the errors that make it disagree with its activity's first row.
+    fn check(&mut self, row: &Row) -> Vec<RowError> {
+        let hash = id_hash(&row.activite_id);
+        let Some(head) = self.by_hash.get(&hash) else {
+            let id_start = u32::try_from(self.arena.len()).unwrap_or(u32::MAX);
+            self.arena.push_str(&row.activite_id);
+            self.by_hash.insert(
+                hash,
+                Head {
+                    id_start,
+                    id_len: u32::try_from(row.activite_id.len()).unwrap_or(u32::MAX),
+                    first_line: row.participant.line,
+                    date: row.date,
+                    kind: row.kind,
+                    duree: row.duree,
+                    place_type: row.place_type,
+                    place_commune: commune_bytes(row.place_commune.as_deref()),
+                    level: row.level,
+                },
+            );
+            self.order.push(hash);
+            return Vec::new();
+        };
+        let mut errors = Vec::new();
+        let first_line = head.first_line;
+        let stored = &self.arena[head.id_start as usize..(head.id_start + head.id_len) as usize];
+        if stored != row.activite_id {
+            // A 128-bit hash collision between two ids: astronomically unlikely, never silent.
+            errors.push(RowError {
+                line: row.participant.line,
+                column: Some("activite_id".into()),
+                value: Some(row.activite_id.clone()),
+                message: format!("internal: this id collides with {stored:?} of line {first_line}; rename one of them"),
+            });
+            return errors;
+        }
+        let mut disagree = |column: &str, ours: String, first: String| {
+            if ours != first {
+                errors.push(RowError {
+                    line: row.participant.line,
+                    column: Some(column.to_owned()),
+                    value: Some(ours),
+                    message: format!(
+                        "the rows of activity {:?} must agree on {column}; line {first_line} has {first:?}",
+                        row.activite_id
+                    ),
+                });
+            }
+        };
+        let opt = |v: Option<&str>| v.unwrap_or("").to_owned();
+        let commune = |c: Option<[u8; 5]>| {
+            c.map(|c| String::from_utf8_lossy(&c).into_owned())
+                .unwrap_or_default()
+        };
+        disagree("date", row.date.to_string(), head.date.to_string());
+        disagree("type", row.kind.code().into(), head.kind.code().into());
+        disagree("duree", row.duree.to_string(), head.duree.to_string());
+        disagree(
+            "type_lieu",
+            opt(row.place_type.map(PlaceType::code)),
+            opt(head.place_type.map(PlaceType::code)),
+        );
+        disagree(
+            "lieu_code_insee",
+            opt(row.place_commune.as_deref()),
+            commune(head.place_commune),
+        );
+        disagree(
+            "niveau_atelier",
+            opt(row.level.map(NiveauAtelier::code)),
+            opt(head.level.map(NiveauAtelier::code)),
+        );
+        if head.kind == ActivityType::Individuel && row.kind == ActivityType::Individuel {
+            errors.push(RowError {
+                line: row.participant.line,
+                column: Some("activite_id".into()),
+                value: Some(row.activite_id.clone()),
+                message: format!(
+                    "an individuel activity has exactly one row; line {first_line} already has this activite_id (use type collectif for a workshop, or a distinct activite_id)"
+                ),
+            });
+        }
+        errors
+    }
+
+    fn ids(&self) -> Vec<(String, Period)> {
+        self.order
+            .iter()
+            .filter_map(|h| self.by_hash.get(h))
+            .map(|head| {
+                let id =
+                    &self.arena[head.id_start as usize..(head.id_start + head.id_len) as usize];
+                (id.to_owned(), Period::of_date(head.date))
+            })
+            .collect()
+    }
+}
+
+/// Collects errors up to [`MAX_LISTED_ERRORS`], counting the rest.
+#[derive(Default)]
+struct Errors {
+    listed: Vec<RowError>,
+    unlisted: u64,
+}
+
+impl Errors {
+    fn push(&mut self, error: RowError) {
+        if self.listed.len() < MAX_LISTED_ERRORS {
+            self.listed.push(error);
+        } else {
+            self.unlisted += 1;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.listed.is_empty()
+    }
+}
+
+/// Reads and validates a whole activity-report file as a stream, handing every valid row to
+/// `sink` in file order. Rows are checked against the other rows of their activity as they
+/// come. On any invalid row the whole file is rejected (after reading it to the end, so that
+/// every error is listed); the caller must then discard what `sink` received.
+pub fn validate(
+    reader: impl Read,
+    sink: &mut dyn FnMut(Row) -> std::io::Result<()>,
     progress: &mut dyn Progress,
-) -> Result<ParsedFile, ImportError> {
+) -> Result<Validated, ImportError> {
     // The csv crate reports line numbers one short after CRLF line ends; with LF only they are
     // exact, and error messages must name the right line.
-    let normalized = normalize_line_ends(bytes);
-    let reader: &[u8] = &normalized;
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .trim(csv::Trim::None)
-        .from_reader(reader);
+        .from_reader(CrlfToLf::new(reader));
     let mut records = csv.byte_records();
 
     let header = match records.next() {
@@ -157,6 +360,7 @@ pub fn parse(
     };
     let columns = Columns::from_header(&header)?;
     let mut warnings = Vec::new();
+    let mut dropped_warnings = 0u64;
     if !columns.unknown.is_empty() {
         warnings.push(format!(
             "unknown column(s) ignored: {} (the model's columns are: {})",
@@ -165,18 +369,22 @@ pub fn parse(
         ));
     }
 
-    let mut errors = Vec::new();
-    let mut rows = Vec::new();
-    let mut record_count: u64 = 0;
+    let mut errors = Errors::default();
+    let mut heads = Heads::default();
+    let mut rows = 0u64;
+    let mut row_errors = Vec::new();
     for record in records {
         let record = record.map_err(csv_error)?;
-        let line = record.position().map_or(0, |p| p.line());
-        record_count += 1;
-        if record_count.is_multiple_of(1024) {
-            progress.advance(record.position().map_or(0, |p| p.byte()));
+        let (line, byte) = record.position().map_or((0, 0), |p| (p.line(), p.byte()));
+        if line.is_multiple_of(1024) {
+            progress.advance(byte);
         }
         if record.iter().all(|cell| trim_bytes(cell).is_empty()) {
-            warnings.push(format!("line {line} is empty and was skipped"));
+            if warnings.len() < MAX_WARNINGS {
+                warnings.push(format!("line {line} is empty and was skipped"));
+            } else {
+                dropped_warnings += 1;
+            }
             continue;
         }
         if record.len() != columns.count {
@@ -196,38 +404,158 @@ pub fn parse(
             record: &record,
             columns: &columns,
             line,
-            errors: &mut errors,
+            errors: &mut row_errors,
         };
-        if let Some(row) = cells.row() {
-            rows.push(row);
+        let row = cells.row();
+        for e in row_errors.drain(..) {
+            errors.push(e);
+        }
+        let Some(row) = row else { continue };
+        for e in heads.check(&row) {
+            errors.push(e);
+        }
+        rows += 1;
+        if errors.is_empty() {
+            sink(row).map_err(|e| ImportError::Stage(e.to_string()))?;
         }
     }
-    let activities = group(rows, batch, &mut errors);
     if !errors.is_empty() {
-        errors.sort_by_key(|e| e.line);
-        return Err(ImportError::Rows(errors));
+        let mut listed = errors.listed;
+        listed.sort_by_key(|e| e.line);
+        return Err(ImportError::Rows {
+            errors: listed,
+            unlisted: errors.unlisted,
+        });
     }
-    let rows = activities.iter().map(|a| a.participants.len() as u64).sum();
-    Ok(ParsedFile {
-        activities,
+    if dropped_warnings > 0 {
+        warnings.push(format!(
+            "{dropped_warnings} more empty line(s) were skipped"
+        ));
+    }
+    let ids = heads.ids();
+    Ok(Validated {
         rows,
+        activities: ids.len() as u64,
         warnings,
+        ids,
     })
 }
 
-fn normalize_line_ends(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    if !bytes.contains(&b'\r') {
-        return std::borrow::Cow::Borrowed(bytes);
-    }
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut iter = bytes.iter().copied().peekable();
-    while let Some(b) = iter.next() {
-        if b == b'\r' && iter.peek() == Some(&b'\n') {
-            continue;
+/// Reads and validates a whole file into memory, grouping rows into activities. `batch` is
+/// recorded in every activity (it orders rows "in import order" across imports).
+pub fn parse(
+    bytes: &[u8],
+    batch: u64,
+    progress: &mut dyn Progress,
+) -> Result<ParsedFile, ImportError> {
+    let mut rows = Vec::new();
+    let validated = validate(
+        bytes,
+        &mut |row| {
+            rows.push(row);
+            Ok(())
+        },
+        progress,
+    )?;
+    Ok(ParsedFile {
+        activities: group(rows, batch),
+        rows: validated.rows,
+        warnings: validated.warnings,
+    })
+}
+
+/// Groups validated rows (which agree within each activity) into activities, in order of
+/// their first row.
+pub fn group(rows: Vec<Row>, batch: u64) -> Vec<Activity> {
+    let mut activities: Vec<Activity> = Vec::new();
+    let mut by_id: HashMap<String, usize> = HashMap::new();
+    for row in rows {
+        match by_id.get(&row.activite_id) {
+            Some(&i) => activities[i].participants.push(row.participant),
+            None => {
+                by_id.insert(row.activite_id.clone(), activities.len());
+                activities.push(Activity {
+                    id: row.activite_id,
+                    date: row.date,
+                    kind: row.kind,
+                    duration_min: row.duree,
+                    place_type: row.place_type,
+                    place_commune: row.place_commune,
+                    level: row.level,
+                    batch,
+                    participants: vec![row.participant],
+                });
+            }
         }
-        out.push(b);
     }
-    std::borrow::Cow::Owned(out)
+    activities
+}
+
+/// Turns CRLF line ends into LF as bytes stream through (a lone CR is kept).
+struct CrlfToLf<R> {
+    inner: R,
+    pending_cr: bool,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl<R: Read> CrlfToLf<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            pending_cr: false,
+            buf: Vec::new(),
+            pos: 0,
+        }
+    }
+
+    fn fill(&mut self) -> std::io::Result<bool> {
+        let mut raw = [0u8; 64 * 1024];
+        let n = self.inner.read(&mut raw)?;
+        self.buf.clear();
+        self.pos = 0;
+        if n == 0 {
+            if self.pending_cr {
+                self.pending_cr = false;
+                self.buf.push(b'\r');
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+        let mut bytes = raw[..n].iter().copied().peekable();
+        if self.pending_cr {
+            self.pending_cr = false;
+            if bytes.peek() != Some(&b'\n') {
+                self.buf.push(b'\r');
+            }
+        }
+        while let Some(b) = bytes.next() {
+            if b == b'\r' {
+                match bytes.peek() {
+                    Some(b'\n') => continue,
+                    Some(_) => self.buf.push(b),
+                    None => self.pending_cr = true,
+                }
+            } else {
+                self.buf.push(b);
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl<R: Read> Read for CrlfToLf<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.buf.len() {
+            if !self.fill()? {
+                return Ok(0);
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 fn csv_error(err: csv::Error) -> ImportError {
@@ -477,7 +805,6 @@ impl Cells<'_> {
             return None;
         }
         Some(Row {
-            line: self.line,
             activite_id: activite_id?,
             date: date?,
             kind: kind?,
@@ -502,81 +829,6 @@ impl Cells<'_> {
     }
 }
 
-/// Groups rows by `activite_id`, checking that the rows of one activity agree.
-fn group(rows: Vec<Row>, batch: u64, errors: &mut Vec<RowError>) -> Vec<Activity> {
-    let mut activities: Vec<(u64, Activity)> = Vec::new();
-    let mut by_id: HashMap<String, usize> = HashMap::new();
-    for row in rows {
-        let Some(&i) = by_id.get(&row.activite_id) else {
-            by_id.insert(row.activite_id.clone(), activities.len());
-            activities.push((
-                row.line,
-                Activity {
-                    id: row.activite_id,
-                    date: row.date,
-                    kind: row.kind,
-                    duration_min: row.duree,
-                    place_type: row.place_type,
-                    place_commune: row.place_commune,
-                    level: row.level,
-                    batch,
-                    participants: vec![row.participant],
-                },
-            ));
-            continue;
-        };
-        let (first_line, activity) = &mut activities[i];
-        let mut disagree = |column: &str, ours: String, first: String| {
-            if ours != first {
-                errors.push(RowError {
-                    line: row.line,
-                    column: Some(column.to_owned()),
-                    value: Some(ours),
-                    message: format!(
-                        "the rows of activity {:?} must agree on {column}; line {first_line} has {first:?}",
-                        activity.id
-                    ),
-                });
-            }
-        };
-        let opt = |v: Option<&str>| v.unwrap_or("").to_owned();
-        disagree("date", row.date.to_string(), activity.date.to_string());
-        disagree("type", row.kind.code().into(), activity.kind.code().into());
-        disagree(
-            "duree",
-            row.duree.to_string(),
-            activity.duration_min.to_string(),
-        );
-        disagree(
-            "type_lieu",
-            opt(row.place_type.map(PlaceType::code)),
-            opt(activity.place_type.map(PlaceType::code)),
-        );
-        disagree(
-            "lieu_code_insee",
-            opt(row.place_commune.as_deref()),
-            opt(activity.place_commune.as_deref()),
-        );
-        disagree(
-            "niveau_atelier",
-            opt(row.level.map(NiveauAtelier::code)),
-            opt(activity.level.map(NiveauAtelier::code)),
-        );
-        if activity.kind == ActivityType::Individuel && row.kind == ActivityType::Individuel {
-            errors.push(RowError {
-                line: row.line,
-                column: Some("activite_id".into()),
-                value: Some(activity.id.clone()),
-                message: format!(
-                    "an individuel activity has exactly one row; line {first_line} already has this activite_id (use type collectif for a workshop, or a distinct activite_id)"
-                ),
-            });
-        }
-        activity.participants.push(row.participant);
-    }
-    activities.into_iter().map(|(_, a)| a).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -597,7 +849,7 @@ mod tests {
 
     fn row_errors(text: &str) -> Vec<RowError> {
         match parse_str(text) {
-            Err(ImportError::Rows(errors)) => errors,
+            Err(ImportError::Rows { errors, .. }) => errors,
             other => panic!("expected row errors, got {other:?}"),
         }
     }
@@ -744,7 +996,7 @@ mod tests {
             b"a,2026-10-01,individuel,30,ok\nb,2026-10-01,individuel,30,\xff\xfe\n",
         );
         match parse(&bytes, 1, &mut ()) {
-            Err(ImportError::Rows(errors)) => {
+            Err(ImportError::Rows { errors, .. }) => {
                 assert_eq!(errors.len(), 1);
                 assert_eq!(errors[0].line, 3);
                 assert!(errors[0].message.contains("UTF-8"));

@@ -118,6 +118,20 @@ pub struct Node {
     pub store: Store,
 }
 
+/// Computes the SHA-256 of what is read through it.
+struct HashingReader<R> {
+    inner: R,
+    hash: Sha256,
+}
+
+impl<R: std::io::Read> std::io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
     move |source| NodeError::Io {
         path: path.display().to_string(),
@@ -132,25 +146,35 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), NodeError> {
     file.sync_all().map_err(io_error(path))
 }
 
+fn is_lock_error(error: &StoreError) -> bool {
+    matches!(error, StoreError::Sled(sled::Error::Io(io))
+        if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock"))
+}
+
 fn open_store(path: &Path) -> Result<Store, NodeError> {
-    Store::open(path).map_err(|source| match source {
-        StoreError::Sled(sled::Error::Io(ref io))
-            if io.kind() == std::io::ErrorKind::WouldBlock =>
-        {
-            NodeError::Locked {
-                path: path.display().to_string(),
+    // sled's background flusher may hold the lock a moment after a store is dropped, so a lock
+    // error is retried briefly before it is reported as another process using the store.
+    let mut attempts = 0;
+    loop {
+        match Store::open(path) {
+            Ok(store) => return Ok(store),
+            Err(e) if is_lock_error(&e) && attempts < 10 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) if is_lock_error(&e) => {
+                return Err(NodeError::Locked {
+                    path: path.display().to_string(),
+                });
+            }
+            Err(source) => {
+                return Err(NodeError::Store {
+                    path: path.display().to_string(),
+                    source,
+                });
             }
         }
-        StoreError::Sled(sled::Error::Io(ref io)) if io.to_string().contains("lock") => {
-            NodeError::Locked {
-                path: path.display().to_string(),
-            }
-        }
-        source => NodeError::Store {
-            path: path.display().to_string(),
-            source,
-        },
-    })
+    }
 }
 
 impl Node {
@@ -260,13 +284,18 @@ impl Node {
         progress: &mut dyn Progress,
     ) -> Result<(ImportSummary, Vec<String>), NodeError> {
         let shown = path.display().to_string();
-        let bytes = fs::read(path).map_err(io_error(path))?;
-        let batch = self.store.next_batch().map_err(|source| NodeError::Store {
-            path: self.store_path(),
-            source,
-        })?;
-        let parsed =
-            import::parse(&bytes, batch, progress).map_err(|source| NodeError::Import {
+        let file = fs::File::open(path).map_err(io_error(path))?;
+        let mut reader = HashingReader {
+            inner: std::io::BufReader::with_capacity(1 << 16, file),
+            hash: Sha256::new(),
+        };
+        let mut staging = self
+            .store
+            .begin_import()
+            .map_err(|source| self.store_error(source))?;
+        // An error here drops `staging`, which deletes the staging file: nothing is stored.
+        let validated = import::validate(&mut reader, &mut |row| staging.push(&row), progress)
+            .map_err(|source| NodeError::Import {
                 file: shown.clone(),
                 source,
             })?;
@@ -274,7 +303,7 @@ impl Node {
             file: path
                 .file_name()
                 .map_or_else(|| shown.clone(), |n| n.to_string_lossy().into_owned()),
-            sha256: hex::encode(Sha256::digest(&bytes)),
+            sha256: hex::encode(reader.hash.finalize()),
             at: OffsetDateTime::now_utc()
                 .format(&Rfc3339)
                 .unwrap_or_default(),
@@ -282,9 +311,9 @@ impl Node {
         };
         let summary = self
             .store
-            .import(&parsed.activities, record)
+            .commit_import(staging, record)
             .map_err(|source| self.store_error(source))?;
-        Ok((summary, parsed.warnings))
+        Ok((summary, validated.warnings))
     }
 
     /// The exact indicators of a period.

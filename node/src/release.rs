@@ -159,3 +159,87 @@ fn stored(period: Period, bytes: &[u8]) -> Result<Outcome, ReleaseError> {
         created: false,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Role;
+    use crate::node::InitOptions;
+
+    fn node_with_data(dir: &std::path::Path) -> Node {
+        let node = Node::init(
+            &dir.join("node"),
+            InitOptions {
+                role: Role::Structure,
+                name: "t".into(),
+                code_insee: None,
+                pivot: None,
+            },
+        )
+        .expect("init");
+        let csv = dir.join("data.csv");
+        let file = std::fs::File::create(&csv).expect("csv");
+        crate::synth::generate(&crate::synth::SynthOptions::default(), file).expect("generate");
+        node.import_file(&csv, &mut ()).expect("import");
+        node
+    }
+
+    fn day(s: &str) -> Date {
+        Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).expect("date")
+    }
+
+    #[test]
+    fn concurrent_releases_of_one_period_spend_the_budget_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let node = node_with_data(dir.path());
+        let period: Period = "2026-09".parse().expect("period");
+        let outcomes: Vec<Outcome> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8u64)
+                .map(|i| {
+                    let node = &node;
+                    scope.spawn(move || {
+                        release_period(node, period, false, day("2026-11-01"), 1_800_000_000 + i)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread").expect("release"))
+                .collect()
+        });
+        let first = outcomes[0].release.to_bytes();
+        assert!(
+            outcomes.iter().all(|o| o.release.to_bytes() == first),
+            "one release, whoever asked"
+        );
+        assert_eq!(outcomes.iter().filter(|o| o.created).count(), 1);
+        let ledger = node.ledger().expect("ledger");
+        assert_eq!(ledger.len(), 1);
+        let (_, entry) = &ledger[0];
+        assert!(entry.spent <= entry.budget, "{entry:?}");
+        assert_eq!(entry.release_id, outcomes[0].release.id().to_string());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
+        /// Whatever sequence of periods is asked for, each is released at most once and no
+        /// ledger entry records more spend than its budget.
+        #[test]
+        fn the_ledger_never_overspends(asks in proptest::collection::vec(0usize..3, 1..8)) {
+            let dir = tempfile::tempdir().expect("tmp");
+            let node = node_with_data(dir.path());
+            let periods: Vec<Period> = ["2026-08", "2026-09", "2026-10"].iter().map(|p| p.parse().expect("p")).collect();
+            let mut first: std::collections::HashMap<usize, Vec<u8>> = Default::default();
+            for i in asks {
+                let out = release_period(&node, periods[i], false, day("2026-12-01"), 1_800_000_000).expect("release");
+                let bytes = out.release.to_bytes();
+                proptest::prop_assert_eq!(first.entry(i).or_insert_with(|| bytes.clone()).clone(), bytes);
+            }
+            let ledger = node.ledger().expect("ledger");
+            proptest::prop_assert_eq!(ledger.len(), first.len());
+            for (_, e) in ledger {
+                proptest::prop_assert!(e.spent <= e.budget);
+            }
+        }
+    }
+}

@@ -64,3 +64,57 @@ fn import_killed_midway_stores_all_or_nothing() {
     let stored = run_json(&["status", "--dir", &node, "--json"])["activities"].as_u64();
     assert_eq!(stored, Some(full));
 }
+
+#[test]
+fn killed_right_after_the_import_acknowledges_nothing_is_lost() {
+    use std::io::Read;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let node = init_structure(tmp.path());
+    let csv = tmp.path().join("data.csv").display().to_string();
+    run_ok(&[
+        "generate",
+        "--out",
+        &csv,
+        "--seed",
+        "8",
+        "--months",
+        "2",
+        "--activities-per-month",
+        "3000",
+    ]);
+    let mut child = maillage()
+        .args(["import", "--dir", &node, &csv])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Wait for the acknowledgement's first byte, then kill -9 at once.
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 1];
+    let acknowledged = stdout.read(&mut first).map(|n| n == 1).unwrap_or(false);
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    assert!(acknowledged, "the import printed its acknowledgement");
+
+    let probe = tempfile::tempdir().expect("temp dir");
+    let reference = init_structure(probe.path());
+    run_ok(&["import", "--dir", &reference, &csv]);
+    let expected = run_json(&["status", "--dir", &reference, "--json"]);
+    let found = run_json(&["status", "--dir", &node, "--json"]);
+    assert_eq!(found["activities"], expected["activities"]);
+    assert_eq!(found["rows"], expected["rows"]);
+    assert_eq!(found["periods"], expected["periods"]);
+    for period in ["2026-09", "2026-10"] {
+        let a = run_json(&["indicators", "--dir", &node, "--period", period, "--json"]);
+        let b = run_json(&[
+            "indicators",
+            "--dir",
+            &reference,
+            "--period",
+            period,
+            "--json",
+        ]);
+        assert_eq!(a, b);
+    }
+}

@@ -330,3 +330,40 @@ fn generated_data_round_trips_through_import() {
     }
     assert_eq!(accompaniments, rows);
 }
+
+#[test]
+fn corsican_overseas_arrondissement_and_former_commune_codes() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let node = init_structure(tmp.path());
+    let text = [
+        HEADER,
+        // Ajaccio (2A), Bastia (2B), Saint-Denis de La Réunion, Mamoudzou, Marseille 1er, Paris 20e
+        "c1,2026-10-01,individuel,30,lieu_activite,2A004,email,,,,,x1,,,,,2B033",
+        "c2,2026-10-01,individuel,30,lieu_activite,97411,email,,,,,x2,,,,,97611",
+        "c3,2026-10-01,individuel,30,lieu_activite,13201,email,,,,,x3,,,,,75120",
+        // Cordieux, a former commune now part of Montluel (01262)
+        "c4,2026-10-01,individuel,30,lieu_activite,01120,email,,,,,x4,,,,,01120",
+    ]
+    .join("\n");
+    let file = write(tmp.path(), "codes.csv", &text);
+    run_ok(&["import", "--dir", &node, &file]);
+    assert_eq!(
+        indicators(&node, "2026-10")["indicators"]["beneficiaires"],
+        json!(4)
+    );
+
+    // Saint-Pierre-et-Miquelon is not one of the 101 départements; 20xxx never exists.
+    for bad in ["97502", "20004", "69999"] {
+        let text = format!("{HEADER}\nz,2026-10-01,individuel,30,lieu_activite,{bad},,,,,,,,,,,\n");
+        let file = write(tmp.path(), "bad-code.csv", &text);
+        let err = run_err(&["import", "--dir", &node, &file]);
+        assert!(
+            err.contains(bad) && err.contains("lieu_code_insee"),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        run_json(&["status", "--dir", &node, "--json"])["activities"],
+        json!(4)
+    );
+}
