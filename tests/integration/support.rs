@@ -1,24 +1,12 @@
-//! Helpers for Maillage's integration tests: locating the `maillage` binary and running it.
+//! Helpers for Maillage's integration tests: running the `maillage` program as a process.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The `maillage` binary built by `cargo test --workspace` (next to this test's executable).
+/// The `maillage` program, built by cargo for this test package from the binary's own entry
+/// point (`maillage_node::cli::main`), so it is always fresh.
 pub fn maillage_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_default();
-    // target/<profile>/deps/integration-<hash> → target/<profile>/maillage
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let bin = profile_dir.join(format!("maillage{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` (which builds the binary) or `cargo build -p maillage-node` first",
-        bin.display()
-    );
-    bin
+    PathBuf::from(env!("CARGO_BIN_EXE_maillage-under-test"))
 }
 
 /// A `maillage` command ready to run, with logs quiet and a fixed locale-free environment.
