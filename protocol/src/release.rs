@@ -869,7 +869,7 @@ impl Release {
 
 /// The id of a release: SHA-256 of `SIGNING_DOMAIN ‖ canonical release`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ReleaseId([u8; 32]);
+pub struct ReleaseId(pub(crate) [u8; 32]);
 
 impl ReleaseId {
     fn of_canonical(canonical: &[u8]) -> Self {

@@ -1,3 +1,5 @@
 //! Integration tests of `maillage-protocol`, as one test binary.
 
+mod checkpoint_vectors;
+mod merkle_vectors;
 mod release_vectors;
