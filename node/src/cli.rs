@@ -17,7 +17,9 @@ use serde_json::json;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Role;
+use crate::hub::{Hub, Refusal};
 use crate::import::{ImportError, Progress};
+use crate::members::{Member, Members};
 use crate::node::{InitOptions, Node, NodeError};
 use crate::synth::{self, SynthOptions};
 
@@ -49,6 +51,18 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Affiche le budget de confidentialité dépensé et restant par mois.
     Budget(BudgetArgs),
+    /// Hub : gère la liste des membres admis (clé publique, nom, rôle).
+    #[command(subcommand)]
+    Members(MembersCommand),
+    /// Hub : accepte des diffusions signées dans le journal et remet un reçu signé pour chacune.
+    Accept(AcceptArgs),
+    /// Hub : signe l'agrégat d'un mois (sommes, variances, intervalles à 95 %, couverture).
+    Aggregate(AggregateArgs),
+    /// Hub : journal des contributions (export d'un dossier d'audit).
+    #[command(subcommand)]
+    Log(LogCommand),
+    /// Audite hors ligne un dossier exporté : signatures, preuves, sommes, budgets.
+    Audit(AuditArgs),
     /// Écrit un fichier d'activités fictives (données synthétiques reproductibles).
     Generate(GenerateArgs),
     /// Démonstration : crée un nœud, importe des données fictives et affiche ses indicateurs.
@@ -157,6 +171,115 @@ pub struct BudgetArgs {
     pub json: bool,
 }
 
+/// `maillage members ...`
+#[derive(Debug, Subcommand)]
+pub enum MembersCommand {
+    /// Ajoute un membre (par sa clé, ou en lisant le dossier de son nœud).
+    Add(MembersAddArgs),
+    /// Liste les membres.
+    List(MembersListArgs),
+}
+
+/// `maillage members add`
+#[derive(Debug, Args)]
+pub struct MembersAddArgs {
+    /// Dossier du nœud du hub.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Clé publique du membre (64 caractères hexadécimaux).
+    #[arg(
+        long,
+        required_unless_present = "from_node",
+        conflicts_with = "from_node"
+    )]
+    pub key: Option<String>,
+    /// Nom du membre.
+    #[arg(long, required_unless_present = "from_node")]
+    pub name: Option<String>,
+    /// Rôle du membre.
+    #[arg(long, value_enum, default_value_t = Role::Structure)]
+    pub role: Role,
+    /// Code INSEE (COG) de la commune du membre.
+    #[arg(long)]
+    pub code_insee: Option<String>,
+    /// Lit la clé, le nom, le rôle et la commune dans le dossier du nœud du membre.
+    #[arg(long)]
+    pub from_node: Option<PathBuf>,
+}
+
+/// `maillage members list`
+#[derive(Debug, Args)]
+pub struct MembersListArgs {
+    /// Dossier du nœud du hub.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Sortie JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `maillage accept`
+#[derive(Debug, Args)]
+pub struct AcceptArgs {
+    /// Dossier du nœud du hub.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Fichiers de diffusion signée (JSON ou binaire).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Écrit le reçu de chaque diffusion acceptée dans ce dossier.
+    #[arg(long)]
+    pub receipts: Option<PathBuf>,
+    /// Sortie JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `maillage aggregate`
+#[derive(Debug, Args)]
+pub struct AggregateArgs {
+    /// Dossier du nœud du hub.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Mois, au format AAAA-MM.
+    #[arg(long)]
+    pub period: Period,
+    /// Sortie JSON : l'agrégat signé.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `maillage log ...`
+#[derive(Debug, Subcommand)]
+pub enum LogCommand {
+    /// Exporte le dossier d'audit d'un mois.
+    Export(LogExportArgs),
+}
+
+/// `maillage log export`
+#[derive(Debug, Args)]
+pub struct LogExportArgs {
+    /// Dossier du nœud du hub.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Mois, au format AAAA-MM.
+    #[arg(long)]
+    pub period: Period,
+    /// Dossier d'audit à créer.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `maillage audit`
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Dossier d'audit (écrit par maillage log export).
+    pub bundle: PathBuf,
+    /// Sortie JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `maillage generate`
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
@@ -245,6 +368,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Release(args) => release(args),
         Command::Verify(args) => verify(args),
         Command::Budget(args) => budget(args),
+        Command::Members(MembersCommand::Add(args)) => members_add(args),
+        Command::Members(MembersCommand::List(args)) => members_list(args),
+        Command::Accept(args) => accept(args),
+        Command::Aggregate(args) => aggregate(args),
+        Command::Log(LogCommand::Export(args)) => log_export(args),
+        Command::Audit(args) => audit(args),
         Command::Generate(args) => generate(args),
         Command::Demo(args) => demo(args),
     }
@@ -626,6 +755,257 @@ fn budget(args: BudgetArgs) -> Result<()> {
                 "non diffusé"
             }
         )?;
+    }
+    Ok(())
+}
+
+fn unix_now() -> u64 {
+    u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0)
+}
+
+fn members_add(args: MembersAddArgs) -> Result<()> {
+    let hub = Node::open(&args.dir)?;
+    let member = match &args.from_node {
+        Some(dir) => {
+            let other = Node::open(dir)?;
+            Member {
+                key: other.identity.public_hex(),
+                name: args
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| other.config.node.name.clone()),
+                role: other.config.node.role,
+                code_insee: args
+                    .code_insee
+                    .clone()
+                    .or_else(|| other.config.node.code_insee.clone()),
+            }
+        }
+        None => Member {
+            key: args.key.clone().unwrap_or_default(),
+            name: args.name.clone().unwrap_or_default(),
+            role: args.role,
+            code_insee: args.code_insee.clone(),
+        },
+    };
+    if let Some(code) = &member.code_insee {
+        maillage_protocol::Cog::get()
+            .commune(code)
+            .map_err(|e| anyhow::anyhow!("--code-insee: {e}"))?;
+    }
+    let mut members = Members::load(hub.dir())?;
+    members.add(member.clone())?;
+    out!(
+        "Membre ajouté : {} ({}, {}) — {} membre(s)",
+        member.name,
+        member.role.label(),
+        member.key,
+        members.len()
+    )?;
+    Ok(())
+}
+
+fn members_list(args: MembersListArgs) -> Result<()> {
+    let hub = Node::open(&args.dir)?;
+    let members = Members::load(hub.dir())?;
+    if args.json {
+        out!(
+            "{}",
+            serde_json::to_string(&members.iter().collect::<Vec<_>>())?
+        )?;
+        return Ok(());
+    }
+    out!("{} membre(s)", members.len())?;
+    for m in members.iter() {
+        out!("  {}  {:<10} {}", m.key, m.role.as_str(), m.name)?;
+    }
+    Ok(())
+}
+
+fn accept(args: AcceptArgs) -> Result<()> {
+    let node = Node::open(&args.dir)?;
+    let mut hub = Hub::open(&node)?;
+    let mut submissions = Vec::new();
+    for file in &args.files {
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let first = bytes.iter().copied().find(|b| !b.is_ascii_whitespace());
+        // JSON files are read into the wire form; anything that fails is refused below.
+        let wire = if first == Some(b'{') {
+            match std::str::from_utf8(&bytes)
+                .ok()
+                .map(SignedRelease::from_json)
+            {
+                Some(Ok(release)) => release.to_bytes(),
+                Some(Err(e)) => {
+                    submissions.push((file, Err(e.to_string())));
+                    continue;
+                }
+                None => {
+                    submissions.push((file, Err("not UTF-8 text".to_owned())));
+                    continue;
+                }
+            }
+        } else {
+            bytes
+        };
+        submissions.push((file, Ok(wire)));
+    }
+    let wires: Vec<Vec<u8>> = submissions
+        .iter()
+        .filter_map(|(_, w)| w.as_ref().ok().cloned())
+        .collect();
+    let mut outcomes = hub.accept_batch(&wires, unix_now())?.into_iter();
+    if let Some(dir) = &args.receipts {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut report = Vec::new();
+    let mut refused = 0;
+    for (file, wire) in &submissions {
+        let outcome = match wire {
+            Ok(_) => outcomes
+                .next()
+                .unwrap_or_else(|| Err(Refusal::Invalid("not processed".into()))),
+            Err(e) => Err(Refusal::Invalid(e.clone())),
+        };
+        match outcome {
+            Ok(accepted) => {
+                let r = accepted.receipt.receipt();
+                if let Some(dir) = &args.receipts {
+                    let name = format!("receipt-{}.json", r.release_id);
+                    write_atomically(
+                        &dir.join(name),
+                        accepted.receipt.to_json_pretty().as_bytes(),
+                    )?;
+                }
+                report.push(json!({"file": file.display().to_string(), "accepted": true, "new": accepted.new,
+                    "index": r.index, "release_id": r.release_id.to_string(), "receipt": accepted.receipt}));
+                if !args.json {
+                    out!(
+                        "{} : {} (index {}, reçu signé)",
+                        file.display(),
+                        if accepted.new {
+                            "acceptée"
+                        } else {
+                            "déjà reçue"
+                        },
+                        r.index
+                    )?;
+                }
+            }
+            Err(refusal) => {
+                refused += 1;
+                report.push(json!({"file": file.display().to_string(), "accepted": false, "reason": refusal.to_string()}));
+                if !args.json {
+                    out!("{} : refusée — {refusal}", file.display())?;
+                }
+            }
+        }
+    }
+    if args.json {
+        out!("{}", json!({"log_size": hub.log_size(), "results": report}))?;
+    }
+    if refused > 0 {
+        bail!("{refused} submission(s) refused");
+    }
+    Ok(())
+}
+
+fn aggregate(args: AggregateArgs) -> Result<()> {
+    let node = Node::open(&args.dir)?;
+    let mut hub = Hub::open(&node)?;
+    let signed = hub.aggregate(args.period, unix_now())?;
+    if args.json {
+        out!("{}", serde_json::to_string(&signed)?)?;
+        return Ok(());
+    }
+    let a = signed.aggregate();
+    out!(
+        "Agrégat de {} — {} contribution(s), journal de taille {}",
+        a.period,
+        a.contributions.len(),
+        a.checkpoint_size
+    )?;
+    out!(
+        "  couverture : {} membre(s) ont contribué, {} manquant(s)",
+        a.contributed.len(),
+        a.missing.len()
+    )?;
+    out!(
+        "  {:<46} {:>10} {:>12}",
+        "indicateur / catégorie",
+        "somme",
+        "± (95 %)"
+    )?;
+    for cell in &a.cells {
+        out!(
+            "  {:<46} {:>10} {:>12.1}",
+            format!(
+                "{} {}",
+                cell.indicator,
+                cell.category.as_deref().unwrap_or("")
+            ),
+            cell.sum,
+            cell.ci95_half_width
+        )?;
+    }
+    Ok(())
+}
+
+fn log_export(args: LogExportArgs) -> Result<()> {
+    let node = Node::open(&args.dir)?;
+    let hub = Hub::open(&node)?;
+    let aggregate = hub
+        .latest_aggregate(args.period)?
+        .map(|a| a.to_json_pretty());
+    let summary = crate::bundle::export(&hub, args.period, aggregate, &args.out, unix_now())?;
+    out!(
+        "Dossier d'audit {} : {} diffusion(s) du journal dont {} de {}, {} point(s) de contrôle, {} équivoque(s), agrégat {}",
+        args.out.display(),
+        summary.releases,
+        summary.period_releases,
+        args.period,
+        summary.checkpoints,
+        summary.equivocations,
+        if summary.aggregate {
+            "inclus"
+        } else {
+            "absent (maillage aggregate d'abord)"
+        }
+    )?;
+    Ok(())
+}
+
+fn audit(args: AuditArgs) -> Result<()> {
+    let report = crate::audit::audit(&args.bundle);
+    if args.json {
+        out!("{}", serde_json::to_string(&report)?)?;
+    } else {
+        out!(
+            "Audit de {} : {} — {} diffusion(s) vérifiée(s), {} constat(s)",
+            args.bundle.display(),
+            if report.ok {
+                "conforme"
+            } else {
+                "NON CONFORME"
+            },
+            report.releases_verified,
+            report.findings.len()
+        )?;
+        for f in &report.findings {
+            out!(
+                "  - [{:?}] {} ({}){}",
+                f.kind,
+                f.what,
+                f.location,
+                f.signer
+                    .as_ref()
+                    .map(|s| format!(", signé par {s}"))
+                    .unwrap_or_default()
+            )?;
+        }
+    }
+    if !report.ok {
+        bail!("the audit found {} problem(s)", report.findings.len());
     }
     Ok(())
 }

@@ -5,10 +5,14 @@
 //! runs the daemon, the network and the HTTP API. It drives `maillage-protocol`,
 //! `maillage-privacy` and `maillage-policy`, which stay free of I/O.
 
+pub mod audit;
+pub mod bundle;
 pub mod cli;
 pub mod config;
+pub mod hub;
 pub mod identity;
 pub mod import;
+pub mod members;
 pub mod node;
 pub mod release;
 pub mod store;

@@ -1,14 +1,15 @@
 //! The node's embedded store (sled): activity records, imports, releases and the budget ledger.
 //!
-//! Trees:
-//! - `segments`: `YYYY-MM` + bucket (u8) → CBOR list of that period's [`Activity`]s whose id
+//! Values are encoded with postcard (compact and fast; they never leave the node, so they
+//! need no canonical form). Trees:
+//! - `segments`: `YYYY-MM` + bucket (u8) → postcard list of that period's [`Activity`]s whose id
 //!   hashes to the bucket, sorted by id. Activities are stored in a few dozen values per month,
 //!   not one key each, so that importing a million rows costs a few thousand writes.
-//! - `ids`: bucket (u8) → CBOR map `activite_id` → period: where each activity is stored.
-//! - `period_stats`: `YYYY-MM` → CBOR (activities, rows).
-//! - `imports`: batch id (big-endian u64) → CBOR [`ImportRecord`]
+//! - `ids`: bucket (u8) → map `activite_id` → period: where each activity is stored.
+//! - `period_stats`: `YYYY-MM` + bucket → (activities, rows) of that segment.
+//! - `imports`: batch id (big-endian u64) → [`ImportRecord`]
 //! - `releases`: `YYYY-MM` → the signed release of that period, in its wire bytes
-//! - `ledger`: `YYYY-MM` → CBOR [`LedgerEntry`], the budget that release spent
+//! - `ledger`: `YYYY-MM` → [`LedgerEntry`], the budget that release spent
 //! - `meta`: `schema` → the format version; `pending_import` → the import being applied
 //!
 //! An import is all or nothing without holding the file in memory: the rows are validated and
@@ -35,7 +36,7 @@ mod staging;
 
 pub use staging::{StagingWriter, stable_hash};
 
-const SCHEMA_VERSION: u64 = 2;
+const SCHEMA_VERSION: u64 = 3;
 
 /// Buckets of activities per period.
 const SEGMENT_BUCKETS: u8 = 16;
@@ -43,6 +44,8 @@ const SEGMENT_BUCKETS: u8 = 16;
 const ID_BUCKETS: u8 = 64;
 /// At most about this many rows of one import are held in memory while it is applied.
 const APPLY_CHUNK_ROWS: u64 = 50_000;
+/// sled's page cache.
+const SLED_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// What can go wrong with the store.
 #[derive(Debug, thiserror::Error)]
@@ -165,11 +168,10 @@ pub struct Store {
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    // unwrap safety: serializing plain data into a Vec cannot fail.
+    // unwrap safety: serializing plain data (no maps with non-string keys, no skipped fields)
+    // into a Vec cannot fail.
     #[allow(clippy::unwrap_used)]
-    ciborium::into_writer(value, &mut bytes).unwrap();
-    bytes
+    postcard::to_allocvec(value).unwrap()
 }
 
 fn decode<T: DeserializeOwned>(
@@ -177,7 +179,7 @@ fn decode<T: DeserializeOwned>(
     key: &[u8],
     bytes: &[u8],
 ) -> Result<T, StoreError> {
-    ciborium::from_reader(bytes).map_err(|e| StoreError::Corrupt {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
         tree,
         key: String::from_utf8_lossy(key).into_owned(),
         reason: e.to_string(),
@@ -245,9 +247,11 @@ impl Drop for ImportStaging {
 impl Store {
     /// Opens (or creates) the store at `path`, finishing any import a crash interrupted.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        // A small page cache: nodes run on 512 MB servers, and sled's default is 1 GB.
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::LowSpace)
+            .cache_capacity(SLED_CACHE_BYTES)
             .open()?;
         let store = Self {
             dir: path.to_path_buf(),
@@ -350,12 +354,10 @@ impl Store {
         let mut rows_per: BTreeMap<(Period, u8), u64> = BTreeMap::new();
         staging::read_frames(
             &path,
-            |_| true,
-            |head, row| {
-                if let Some(row) = row {
-                    new_period.insert(row.activite_id, head.period);
-                }
+            |_| false,
+            |head, _| {
                 *rows_per.entry((head.period, head.bucket)).or_default() += 1;
+                new_period.insert(head.id, head.period);
                 Ok(())
             },
         )
@@ -411,7 +413,7 @@ impl Store {
             let mut staged: BTreeMap<(Period, u8), Vec<Row>> = BTreeMap::new();
             staging::read_frames(
                 &path,
-                |h| chunk.contains(&(h.period, h.bucket)),
+                |h: &staging::FrameHead| chunk.contains(&(h.period, h.bucket)),
                 |h, row| {
                     if let Some(row) = row {
                         staged.entry((h.period, h.bucket)).or_default().push(row);
@@ -427,10 +429,6 @@ impl Store {
                 );
                 let gone = removals.remove(&(period, bucket)).unwrap_or_default();
                 self.rewrite_segment(period, bucket, incoming, &gone, &moved, &mut summary)?;
-            }
-            let periods: BTreeSet<Period> = chunk.iter().map(|(p, _)| *p).collect();
-            for period in periods {
-                self.refresh_stats(period)?;
             }
             chunk_start = chunk_end;
         }
@@ -504,28 +502,14 @@ impl Store {
         }
         let key = segment_key(period, bucket);
         if stored.is_empty() {
-            self.segments.remove(key)?;
+            self.segments.remove(&key)?;
+            self.period_stats.remove(&key)?;
         } else {
+            let rows: u64 = stored.values().map(|a| a.participants.len() as u64).sum();
             let list: Vec<&Activity> = stored.values().collect();
-            self.segments.insert(key, encode(&list))?;
-        }
-        Ok(())
-    }
-
-    fn refresh_stats(&self, period: Period) -> Result<(), StoreError> {
-        let (mut activities, mut rows) = (0u64, 0u64);
-        for bucket in 0..SEGMENT_BUCKETS {
-            for a in self.load_segment(period, bucket)? {
-                activities += 1;
-                rows += a.participants.len() as u64;
-            }
-        }
-        let key = period.to_string();
-        if activities == 0 {
-            self.period_stats.remove(key.as_bytes())?;
-        } else {
+            self.segments.insert(&key, encode(&list))?;
             self.period_stats
-                .insert(key.as_bytes(), encode(&(activities, rows)))?;
+                .insert(&key, encode(&(stored.len() as u64, rows)))?;
         }
         Ok(())
     }
@@ -549,7 +533,7 @@ impl Store {
         for entry in self.period_stats.iter() {
             let (key, bytes) = entry?;
             let (activities, rows): (u64, u64) = decode("period_stats", &key, &bytes)?;
-            let period: Period = std::str::from_utf8(&key)
+            let period: Period = std::str::from_utf8(key.get(..7).unwrap_or_default())
                 .ok()
                 .and_then(|k| k.parse().ok())
                 .ok_or_else(|| StoreError::Corrupt {
@@ -559,7 +543,9 @@ impl Store {
                 })?;
             stats.activities += activities;
             stats.rows += rows;
-            stats.periods.insert(period, (activities, rows));
+            let cell = stats.periods.entry(period).or_default();
+            cell.0 += activities;
+            cell.1 += rows;
         }
         Ok(stats)
     }
@@ -616,6 +602,18 @@ impl Store {
                 ))
             })
             .collect()
+    }
+
+    /// A named tree of the same database, for the role-specific state (hub log, aggregates)
+    /// that other modules own.
+    pub fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        Ok(self.db.open_tree(name)?)
+    }
+
+    /// Waits until everything written so far is on disk.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
     }
 
     /// Every import, oldest first.

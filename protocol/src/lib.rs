@@ -3,21 +3,28 @@
 //! This crate owns what every peer must agree on byte for byte: the sector's vocabularies
 //! (the codes of the national activity-report model), the indicator catalogue, reporting
 //! periods and the official geographic code (COG) that totals are aggregated by, the signed
-//! release (its canonical encoding, signature and JSON view), and the hub's append-only Merkle
-//! log of contributions with its signed checkpoints and receipts. Later it also holds the other
-//! wire types.
+//! release (its canonical encoding, signature and JSON view), the hub's append-only Merkle
+//! log of contributions with its signed checkpoints and receipts, the signed aggregates of hubs
+//! and the national node, and proofs of equivocation. Later it also holds the other wire types.
 //!
 //! It does no I/O and spawns no tasks, and its dependencies stay light: every other crate, and
 //! every peer, links it.
 
+pub mod aggregate;
 pub mod checkpoint;
 pub mod indicator;
 pub mod merkle;
+#[cfg(feature = "network")]
+pub mod network;
 pub mod period;
 pub mod release;
 pub mod territory;
 pub mod vocab;
 
+pub use aggregate::{
+    Aggregate, AggregateCell, AggregateError, AggregateId, ContributionRef, EquivocationError,
+    EquivocationProof, Level, SignedAggregate,
+};
 pub use checkpoint::{Checkpoint, CheckpointError, Receipt, SignedCheckpoint, SignedReceipt};
 pub use indicator::{Indicator, IndicatorKind};
 pub use merkle::{MerkleError, MerkleLog, verify_consistency, verify_inclusion};

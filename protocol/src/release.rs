@@ -85,6 +85,7 @@ mod json;
 mod tests;
 
 use std::fmt;
+use std::str::FromStr;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
@@ -372,7 +373,7 @@ pub enum ReleaseError {
     /// A hex field that does not decode.
     #[error("{field}: {value:?} is not accepted: expected {expected}")]
     InvalidHex {
-        /// `signer` or `signature`.
+        /// `signer`, `signature` or `release_id`.
         field: &'static str,
         /// What was given (or its beginning).
         value: String,
@@ -606,6 +607,7 @@ fn check_cell_floats(index: usize, cell: &Cell) -> Result<(), ReleaseError> {
 }
 
 /// The cells of one indicator being checked: which category comes next.
+#[derive(Debug)]
 struct Group {
     indicator: Indicator,
     /// Every cell the indicator must list, in order: its categories, or one `None`.
@@ -628,18 +630,18 @@ impl Group {
         }
     }
 
-    fn accept(&mut self, index: usize, cell: &Cell) -> Result<(), ReleaseError> {
+    fn accept(&mut self, index: usize, category: Option<&str>) -> Result<(), ReleaseError> {
         let Some(&expected) = self.slots.get(self.next) else {
             return Err(ReleaseError::DuplicateCell {
                 cell: index,
                 indicator: self.indicator,
             });
         };
-        if cell.category.as_deref() != expected {
+        if category != expected {
             return Err(ReleaseError::UnexpectedCategory {
                 cell: index,
                 indicator: self.indicator,
-                found: cell.category.as_deref().map(excerpt),
+                found: category.map(excerpt),
                 expected,
             });
         }
@@ -660,35 +662,61 @@ impl Group {
     }
 }
 
+/// Checks, one cell at a time, that cells come in catalogue order and complete (the rule in the
+/// module documentation). Shared with aggregates, whose cells follow the same rule so that they
+/// add up cell by cell; the errors are the [`ReleaseError`] cell-order variants.
+#[derive(Debug, Default)]
+pub(crate) struct CellOrder {
+    group: Option<Group>,
+}
+
+impl CellOrder {
+    /// Takes the next cell, at position `index`.
+    pub(crate) fn accept(
+        &mut self,
+        index: usize,
+        indicator: Indicator,
+        category: Option<&str>,
+    ) -> Result<(), ReleaseError> {
+        let mut current = match self.group.take() {
+            Some(g) if g.indicator == indicator => g,
+            Some(previous) => {
+                previous.finish(index)?;
+                if indicator.index() <= previous.indicator.index() {
+                    return Err(ReleaseError::IndicatorOrder {
+                        cell: index,
+                        indicator,
+                        previous: previous.indicator,
+                    });
+                }
+                Group::new(indicator)
+            }
+            None => Group::new(indicator),
+        };
+        current.accept(index, category)?;
+        self.group = Some(current);
+        Ok(())
+    }
+
+    /// Fails if the last indicator stopped before its last category; `len` is the cell count.
+    pub(crate) fn finish(self, len: usize) -> Result<(), ReleaseError> {
+        match self.group {
+            Some(last) => last.finish(len),
+            None => Ok(()),
+        }
+    }
+}
+
 fn check_cells(cells: &[Cell]) -> Result<(), ReleaseError> {
     if cells.is_empty() {
         return Err(ReleaseError::NoCells);
     }
-    let mut group: Option<Group> = None;
+    let mut order = CellOrder::default();
     for (index, cell) in cells.iter().enumerate() {
         check_cell_floats(index, cell)?;
-        let mut current = match group.take() {
-            Some(g) if g.indicator == cell.indicator => g,
-            Some(previous) => {
-                previous.finish(index)?;
-                if cell.indicator.index() <= previous.indicator.index() {
-                    return Err(ReleaseError::IndicatorOrder {
-                        cell: index,
-                        indicator: cell.indicator,
-                        previous: previous.indicator,
-                    });
-                }
-                Group::new(cell.indicator)
-            }
-            None => Group::new(cell.indicator),
-        };
-        current.accept(index, cell)?;
-        group = Some(current);
+        order.accept(index, cell.indicator, cell.category.as_deref())?;
     }
-    match group {
-        Some(last) => last.finish(cells.len()),
-        None => Ok(()),
-    }
+    order.finish(cells.len())
 }
 
 /// `SIGNING_DOMAIN ‖ canonical`.
@@ -879,9 +907,29 @@ impl ReleaseId {
         Self(hasher.finalize().into())
     }
 
+    /// The id with these 32 bytes, e.g. read back from a store or a receipt.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
     /// The digest.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
+    }
+}
+
+/// Reads 64 hexadecimal digits (either case), as [`ReleaseId`]'s `Display` writes them.
+impl FromStr for ReleaseId {
+    type Err = ReleaseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut bytes = [0; 32];
+        hex::decode_to_slice(s, &mut bytes).map_err(|_| ReleaseError::InvalidHex {
+            field: "release_id",
+            value: excerpt(s),
+            expected: "64 hexadecimal digits (a 32-byte SHA-256 hash)",
+        })?;
+        Ok(Self(bytes))
     }
 }
 

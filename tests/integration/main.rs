@@ -4,5 +4,6 @@ mod support;
 
 mod cli;
 mod crash;
+mod hub;
 mod import_semantics;
 mod release;

@@ -1,0 +1,133 @@
+//! Import benchmark: a million generated rows imported into a fresh node, against parsing the
+//! same file with the `csv` crate alone in the same run; then a month's exact indicators.
+//!
+//! Run: `cargo bench -p maillage-node --bench import` (add `-- --rows N` for another size).
+//! Peak memory is the process's resident high-water mark (VmHWM), reset before each phase
+//! through /proc/self/clear_refs, so each phase's figure is its own.
+
+use std::io::BufReader;
+use std::time::Instant;
+
+use maillage_node::config::Role;
+use maillage_node::node::{InitOptions, Node};
+use maillage_node::synth::{self, SynthOptions};
+use maillage_protocol::{Indicator, Period};
+
+fn reset_peak() {
+    // "5" resets the peak resident set size of this process (Linux ≥ 4.0).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let target_rows: u64 = args
+        .iter()
+        .position(|a| a == "--rows")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let csv_path = tmp.path().join("activites.csv");
+
+    // About 2.2 rows per activity in the generator; ten months of equal size.
+    let months = 10;
+    let per_month = u32::try_from(target_rows * 10 / 22 / u64::from(months)).unwrap_or(u32::MAX);
+    let options = SynthOptions {
+        seed: 42,
+        first: Period::new(2025, 1).expect("period"),
+        months,
+        activities_per_month: per_month,
+        commune: "69385".into(),
+        id_prefix: "bench".into(),
+    };
+    let started = Instant::now();
+    let file = std::fs::File::create(&csv_path).expect("create csv");
+    let generated = synth::generate(&options, std::io::BufWriter::new(file)).expect("generate");
+    let size_mb = std::fs::metadata(&csv_path).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
+    println!(
+        "generated {} rows ({} activities, {months} months, {size_mb:.1} MB) in {:.1} s",
+        generated.rows,
+        generated.activities,
+        started.elapsed().as_secs_f64()
+    );
+
+    // Baseline: the csv crate alone reading every record of the same file.
+    reset_peak();
+    let started = Instant::now();
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(BufReader::new(
+            std::fs::File::open(&csv_path).expect("open"),
+        ));
+    let mut record = csv::ByteRecord::new();
+    let mut parsed = 0u64;
+    while reader.read_byte_record(&mut record).expect("csv") {
+        parsed += 1;
+    }
+    let parse_s = started.elapsed().as_secs_f64();
+    let parse_peak = peak_mb();
+    println!(
+        "csv crate alone : {parsed} rows in {parse_s:.2} s = {:.0} rows/s, peak {parse_peak:.0} MB",
+        parsed as f64 / parse_s
+    );
+
+    // The real import into a fresh node: validation, staging, commit, apply, flush.
+    let node = Node::init(
+        &tmp.path().join("node"),
+        InitOptions {
+            role: Role::Structure,
+            name: "bench".into(),
+            code_insee: None,
+            pivot: None,
+        },
+    )
+    .expect("init");
+    reset_peak();
+    let started = Instant::now();
+    let (summary, _) = node.import_file(&csv_path, &mut ()).expect("import");
+    let import_s = started.elapsed().as_secs_f64();
+    let import_peak = peak_mb();
+    let ratio = import_s / parse_s;
+    println!(
+        "maillage import  : {} rows in {import_s:.2} s = {:.0} rows/s, peak {import_peak:.0} MB, {ratio:.1}× the parse-only time (target ≤ 3×, peak < 200 MB)",
+        summary.rows,
+        summary.rows as f64 / import_s
+    );
+
+    // A month's exact indicators (each month holds a tenth of the rows).
+    let period = Period::new(2025, 3).expect("period");
+    let mut times = Vec::new();
+    let mut month_rows = 0;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let activities = node.activities_in(period).expect("read month");
+        let indicators =
+            maillage_privacy::exact::compute(period, &activities, Indicator::COMMON_CORE);
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        month_rows = activities
+            .iter()
+            .map(|a| a.participants.len())
+            .sum::<usize>();
+        std::hint::black_box(indicators);
+    }
+    times.sort_by(f64::total_cmp);
+    let indicators_ms = times[times.len() / 2];
+    println!(
+        "month indicators : {month_rows} rows read from the store and computed in {indicators_ms:.0} ms (median of 5; target < 200 ms over 100,000 rows)"
+    );
+    println!(
+        "{{\"rows\": {}, \"parse_s\": {parse_s:.3}, \"import_s\": {import_s:.3}, \"import_rows_per_s\": {:.0}, \"ratio_to_parse\": {ratio:.2}, \"import_peak_mb\": {import_peak:.0}, \"parse_peak_mb\": {parse_peak:.0}, \"month_rows\": {month_rows}, \"month_indicators_ms\": {indicators_ms:.1}}}",
+        summary.rows,
+        summary.rows as f64 / import_s
+    );
+}

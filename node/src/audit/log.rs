@@ -1,0 +1,938 @@
+//! Steps 2 to 4 of an audit: the releases, the receipts, and the Merkle log they make, against
+//! the hub's signed checkpoints and the proofs of the bundle.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{BufRead, BufReader};
+
+use ed25519_dalek::{Signature, VerifyingKey};
+use maillage_privacy::accuracy::Summand;
+use maillage_privacy::release::Mechanism as PrivacyMechanism;
+use maillage_protocol::checkpoint::{RECEIPT_SIGNING_DOMAIN, contribution_leaf_hash};
+use maillage_protocol::merkle::{Hash, MerkleLog, verify_consistency, verify_inclusion};
+use maillage_protocol::release::SIGNING_DOMAIN;
+use maillage_protocol::vocab::Vocabulary as _;
+use maillage_protocol::{Indicator, Mechanism, Period, ReleaseId, SignedCheckpoint, SignedReceipt};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::{Auditor, BATCH, FindingKind, contributing_role, files, hex_key, verify_all};
+use crate::bundle::{LeafLine, Proofs};
+
+/// What the audit knows of one leaf from its line of `releases.jsonl`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Leaf {
+    /// The release id (SHA-256 of the signed message).
+    pub id: ReleaseId,
+    /// Its signer.
+    pub signer: VerifyingKey,
+    /// Its period.
+    pub period: Period,
+}
+
+/// The running sum of one cell over the summed releases, in log order.
+#[derive(Debug, Clone)]
+pub(super) struct CellSum {
+    pub indicator: Indicator,
+    pub category: Option<String>,
+    pub summands: Vec<Summand>,
+}
+
+/// A cell's place in catalogue order: indicator, then category position.
+pub(super) type CellKey = (usize, usize);
+
+/// The categories of every indicator, by indicator index (computed once).
+#[derive(Debug)]
+pub(super) struct Catalogue(Vec<Vec<&'static str>>);
+
+impl Catalogue {
+    pub(super) fn new() -> Self {
+        Self(Indicator::ALL.iter().map(|i| i.categories()).collect())
+    }
+
+    pub(super) fn key(&self, indicator: Indicator, category: Option<&str>) -> CellKey {
+        let index = indicator.index();
+        let position = match (category, self.0.get(index)) {
+            (Some(c), Some(categories)) => categories
+                .iter()
+                .position(|k| *k == c)
+                .unwrap_or(usize::MAX),
+            _ => 0,
+        };
+        (index, position)
+    }
+}
+
+/// Step 2's outcome.
+#[derive(Debug, Default)]
+pub(super) struct Releases {
+    /// One per line; `None` for a line that is not a valid release.
+    pub leaves: Vec<Option<Leaf>>,
+    /// Lines whose signature verified.
+    pub verified: u64,
+    /// The sums of the aggregate's period, if there is an aggregate.
+    pub sums: BTreeMap<CellKey, CellSum>,
+}
+
+/// Steps 2 to 4's outcome, what the aggregate is checked against.
+#[derive(Debug, Default)]
+pub(super) struct Log {
+    /// One per line of `releases.jsonl`.
+    pub leaves: Vec<Option<Leaf>>,
+    /// The tree rebuilt from them.
+    pub tree: MerkleLog,
+    /// Valid checkpoints (verified, the hub's, the hub's log) by size: position in
+    /// `checkpoints.json` and root.
+    pub checkpoints: BTreeMap<u64, Vec<(usize, Hash)>>,
+    /// Lines of `releases.jsonl` whose signature verified.
+    pub releases_verified: u64,
+    /// The sums of the aggregate's period.
+    pub sums: BTreeMap<CellKey, CellSum>,
+}
+
+fn privacy_mechanism(mechanism: Mechanism) -> PrivacyMechanism {
+    match mechanism {
+        Mechanism::Laplace { .. } => PrivacyMechanism::DiscreteLaplace,
+        Mechanism::Gaussian { .. } => PrivacyMechanism::DiscreteGaussian,
+    }
+}
+
+/// `releases.jsonl:17`: lines are shown 1-based, as editors do; leaf `n` is line `n + 1`.
+pub(super) fn line_of(file: &str, position: usize) -> String {
+    format!("{file}:{}", position + 1)
+}
+
+/// Decodes proof hashes, naming the first that is not 64 hex digits.
+fn hashes(hexes: &[String]) -> Result<Vec<Hash>, String> {
+    hexes
+        .iter()
+        .enumerate()
+        .map(|(n, h)| {
+            let mut out = [0u8; 32];
+            hex::decode_to_slice(h, &mut out)
+                .map(|()| out)
+                .map_err(|_| format!("proof[{n}] is not 64 hexadecimal digits (a SHA-256 hash)"))
+        })
+        .collect()
+}
+
+/// Signatures waiting for one batch verification, with what to report if one fails.
+#[derive(Debug, Default)]
+struct Pending {
+    messages: Vec<Vec<u8>>,
+    signatures: Vec<Signature>,
+    keys: Vec<VerifyingKey>,
+    /// Line position and a description of the signed document.
+    what: Vec<(usize, String)>,
+}
+
+impl Pending {
+    fn push(
+        &mut self,
+        message: Vec<u8>,
+        signature: Signature,
+        key: VerifyingKey,
+        at: (usize, String),
+    ) {
+        self.messages.push(message);
+        self.signatures.push(signature);
+        self.keys.push(key);
+        self.what.push(at);
+    }
+
+    /// Verifies what is pending; returns the positions that verified and reports the others.
+    fn flush(&mut self, auditor: &mut Auditor, file: &str) -> Vec<usize> {
+        let results = verify_all(&self.messages, &self.signatures, &self.keys);
+        let mut good = Vec::with_capacity(results.len());
+        for ((ok, key), (position, what)) in results.into_iter().zip(&self.keys).zip(&self.what) {
+            if ok {
+                good.push(*position);
+            } else {
+                auditor.find(
+                    FindingKind::BadSignature,
+                    format!("{} signature", line_of(file, *position)),
+                    Some(key),
+                    format!(
+                        "the signature of {what} does not verify with {}",
+                        hex_key(key)
+                    ),
+                );
+            }
+        }
+        self.messages.clear();
+        self.signatures.clear();
+        self.keys.clear();
+        self.what.clear();
+        good
+    }
+}
+
+/// Calls `each` with the position and bytes of every line of a file (without its `\n`); a file
+/// that cannot be read is a finding. A last empty line (after the final `\n`) is not a line.
+fn for_each_line(
+    auditor: &mut Auditor,
+    file: &str,
+    mut each: impl FnMut(&mut Auditor, usize, &[u8]),
+) {
+    let path = auditor.dir.join(file);
+    let mut reader = match std::fs::File::open(&path) {
+        Ok(f) => BufReader::with_capacity(1 << 20, f),
+        Err(e) => {
+            let shown = path.display().to_string();
+            auditor.find(
+                FindingKind::Unreadable,
+                file,
+                None,
+                format!("cannot read {shown}: {e}; every bundle has this file"),
+            );
+            return;
+        }
+    };
+    let mut line = Vec::new();
+    let mut position = 0usize;
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => return,
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                each(auditor, position, &line);
+                position += 1;
+            }
+            Err(e) => {
+                auditor.find(
+                    FindingKind::Unreadable,
+                    line_of(file, position),
+                    None,
+                    format!("reading stopped: {e}"),
+                );
+                return;
+            }
+        }
+    }
+}
+
+impl Auditor {
+    /// Step 2: every release line. `summed` is the aggregate's period and checkpoint size: the
+    /// cells of the releases it should sum are accumulated on the way.
+    pub(super) fn releases(&mut self, summed: Option<(Period, u64)>) -> Releases {
+        let catalogue = Catalogue::new();
+        let role = contributing_role(self.level);
+        let policy = self.manifest.as_ref().map(|m| m.policy.clone());
+        let mut out = Releases::default();
+        let mut pending = Pending::default();
+        let mut by_id: HashMap<ReleaseId, usize> = HashMap::new();
+        let mut by_signer: HashMap<([u8; 32], Period), (usize, ReleaseId)> = HashMap::new();
+        let file = files::RELEASES;
+        for_each_line(self, file, |auditor, position, line| {
+            let at = line_of(file, position);
+            let parsed: LeafLine = match serde_json::from_slice(line) {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    auditor.find(
+                        FindingKind::Malformed,
+                        at,
+                        None,
+                        format!(
+                            "leaf {position} is not a line {{\"index\": n, \"release\": <signed release>}}: {e}"
+                        ),
+                    );
+                    out.leaves.push(None);
+                    return;
+                }
+            };
+            let signed = parsed.release;
+            let r = signed.release();
+            let signer = r.signer;
+            let shown = hex_key(&signer);
+            if parsed.index != position as u64 {
+                auditor.find(
+                    FindingKind::WrongIndex,
+                    format!("{at} index"),
+                    Some(&signer),
+                    format!(
+                        "the line says index {} but it is leaf {position} of the log (line {})",
+                        parsed.index,
+                        position + 1
+                    ),
+                );
+            }
+            let message = [SIGNING_DOMAIN, signed.canonical_release().as_slice()].concat();
+            // The release id is defined as SHA-256 of the signed message (see
+            // `maillage_protocol::release`); computing it here saves encoding twice.
+            let id = ReleaseId::from_bytes(Sha256::digest(&message).into());
+            let described = format!("release {id} of {shown} for {}", r.period);
+
+            if auditor.members_read {
+                match auditor.members.get(signer.as_bytes()) {
+                    Some(found) if *found == role => {}
+                    Some(found) => auditor.find(
+                        FindingKind::NotAMember,
+                        format!("{at} release.signer"),
+                        Some(&signer),
+                        format!(
+                            "{described}: the signer is a member with role {found}; only members with role {role} contribute to this log"
+                        ),
+                    ),
+                    None => auditor.find(
+                        FindingKind::NotAMember,
+                        format!("{at} release.signer"),
+                        Some(&signer),
+                        format!("{described}: the signer is not in members.json"),
+                    ),
+                }
+            }
+            if let Some(policy) = &policy {
+                if r.mechanism.name() != policy.mechanism {
+                    auditor.find(
+                        FindingKind::WrongMechanism,
+                        format!("{at} release.mechanism"),
+                        Some(&signer),
+                        format!(
+                            "{described} uses {}; the policy's mechanism is {}",
+                            r.mechanism.name(),
+                            policy.mechanism
+                        ),
+                    );
+                }
+                if r.mechanism.loss() > policy.budget {
+                    auditor.find(
+                        FindingKind::OverBudget,
+                        format!("{at} release.{}", r.mechanism.loss_field()),
+                        Some(&signer),
+                        format!(
+                            "{described} spends {} = {}, over the policy's budget of {} per period",
+                            r.mechanism.loss_field(),
+                            r.mechanism.loss(),
+                            policy.budget
+                        ),
+                    );
+                }
+            }
+            if let Some(first) = by_id.get(&id) {
+                auditor.find(
+                    FindingKind::DuplicateRelease,
+                    at.clone(),
+                    Some(&signer),
+                    format!(
+                        "{described} is logged twice: at leaf {first} (line {}) and leaf {position}",
+                        first + 1
+                    ),
+                );
+            } else {
+                by_id.insert(id, position);
+                match by_signer.get(&(signer.to_bytes(), r.period)) {
+                    Some((first, first_id)) => auditor.find(
+                        FindingKind::Equivocation,
+                        at.clone(),
+                        Some(&signer),
+                        format!(
+                            "{shown} signed two different releases for {}: {first_id} at leaf {first} (line {}) and {id} at leaf {position}",
+                            r.period,
+                            first + 1
+                        ),
+                    ),
+                    None => {
+                        by_signer.insert((signer.to_bytes(), r.period), (position, id));
+                    }
+                }
+            }
+            if let Some((period, size)) = summed
+                && r.period == period
+                && (position as u64) < size
+            {
+                let mechanism = privacy_mechanism(r.mechanism);
+                for cell in &r.cells {
+                    let key = catalogue.key(cell.indicator, cell.category.as_deref());
+                    out.sums
+                        .entry(key)
+                        .or_insert_with(|| CellSum {
+                            indicator: cell.indicator,
+                            category: cell.category.clone(),
+                            summands: Vec::new(),
+                        })
+                        .summands
+                        .push(Summand {
+                            value: cell.value,
+                            mechanism,
+                            scale: cell.scale,
+                        });
+                }
+            }
+            out.leaves.push(Some(Leaf {
+                id,
+                signer,
+                period: r.period,
+            }));
+            pending.push(message, *signed.signature(), signer, (position, described));
+            if pending.messages.len() >= BATCH {
+                out.verified += pending.flush(auditor, file).len() as u64;
+            }
+        });
+        out.verified += pending.flush(self, file).len() as u64;
+        out
+    }
+
+    /// Step 3: the receipts. Returns, for each position, the release id a verified receipt of
+    /// the hub names there.
+    fn receipts(&mut self, leaves: &[Option<Leaf>]) -> Vec<Option<ReleaseId>> {
+        let hub = self.hub;
+        let origin = self.origin.clone();
+        let log_size = self.log_size().unwrap_or(leaves.len() as u64);
+        let mut named: Vec<Option<ReleaseId>> = Vec::new();
+        let mut candidates: Vec<Option<ReleaseId>> = Vec::new();
+        let mut pending = Pending::default();
+        let file = files::RECEIPTS;
+        let mut lines = 0usize;
+        for_each_line(self, file, |auditor, position, line| {
+            lines = position + 1;
+            let at = line_of(file, position);
+            candidates.push(None);
+            let signed: SignedReceipt = match serde_json::from_slice(line) {
+                Ok(signed) => signed,
+                Err(e) => {
+                    auditor.find(
+                        FindingKind::Malformed,
+                        at,
+                        None,
+                        format!("the receipt of leaf {position} is not a signed receipt: {e}"),
+                    );
+                    return;
+                }
+            };
+            let r = signed.receipt();
+            let signer = r.hub;
+            let mut good = true;
+            if let Some(hub) = &hub
+                && signer != *hub
+            {
+                good = false;
+                auditor.find(
+                    FindingKind::WrongLog,
+                    format!("{at} hub"),
+                    Some(&signer),
+                    format!(
+                        "the receipt is signed by {}, not by the hub {}",
+                        hex_key(&signer),
+                        hex_key(hub)
+                    ),
+                );
+            }
+            if let Some(origin) = &origin
+                && r.origin != *origin
+            {
+                good = false;
+                auditor.find(
+                    FindingKind::WrongLog,
+                    format!("{at} origin"),
+                    Some(&signer),
+                    format!(
+                        "the receipt is for log {:?}, not the hub's log {origin:?}",
+                        r.origin
+                    ),
+                );
+            }
+            if r.index != position as u64 {
+                good = false;
+                auditor.find(
+                    FindingKind::ReceiptMismatch,
+                    format!("{at} index"),
+                    Some(&signer),
+                    format!(
+                        "the receipt on the line of leaf {position} is for leaf {}",
+                        r.index
+                    ),
+                );
+            }
+            match leaves.get(position) {
+                Some(Some(leaf)) if leaf.id != r.release_id => auditor.find(
+                    FindingKind::ReceiptMismatch,
+                    format!("{at} release_id"),
+                    Some(&signer),
+                    format!(
+                        "the hub's receipt names release {} as leaf {position}, but {} holds release {} of {}",
+                        r.release_id,
+                        line_of(files::RELEASES, position),
+                        leaf.id,
+                        hex_key(&leaf.signer)
+                    ),
+                ),
+                Some(_) => {}
+                None => auditor.find(
+                    FindingKind::ReceiptMismatch,
+                    at.clone(),
+                    Some(&signer),
+                    format!(
+                        "a receipt for leaf {position}, beyond the {} lines of {}",
+                        leaves.len(),
+                        files::RELEASES
+                    ),
+                ),
+            }
+            if r.checkpoint_size > log_size {
+                auditor.find(
+                    FindingKind::ReceiptMismatch,
+                    format!("{at} checkpoint_size"),
+                    Some(&signer),
+                    format!(
+                        "the receipt promises a checkpoint of size {}, beyond the log's {log_size} leaves",
+                        r.checkpoint_size
+                    ),
+                );
+            }
+            if good && let Some(slot) = candidates.last_mut() {
+                *slot = Some(r.release_id);
+            }
+            let message = [
+                RECEIPT_SIGNING_DOMAIN,
+                signed.canonical_receipt().as_slice(),
+            ]
+            .concat();
+            let described = format!("the receipt of leaf {}", r.index);
+            pending.push(message, *signed.signature(), signer, (position, described));
+            if pending.messages.len() >= BATCH {
+                for p in pending.flush(auditor, file) {
+                    keep_verified(&mut named, &candidates, p);
+                }
+            }
+        });
+        for p in pending.flush(self, file) {
+            keep_verified(&mut named, &candidates, p);
+        }
+        for position in lines..leaves.len() {
+            let signer = leaves.get(position).copied().flatten().map(|l| l.signer);
+            self.find(
+                FindingKind::MissingReceipt,
+                line_of(file, position),
+                None,
+                format!(
+                    "leaf {position} ({}) has no receipt",
+                    match signer {
+                        Some(s) => format!("a release of {}", hex_key(&s)),
+                        None => line_of(files::RELEASES, position),
+                    }
+                ),
+            );
+        }
+        named.resize(leaves.len().max(named.len()), None);
+        named
+    }
+
+    /// Steps 3 and 4: receipts, the tree, checkpoints and proofs.
+    pub(super) fn log(&mut self, releases: Releases) -> Log {
+        let Releases {
+            leaves,
+            verified,
+            sums,
+        } = releases;
+        let receipt_ids = self.receipts(&leaves);
+        if let Some(size) = self.log_size()
+            && size != leaves.len() as u64
+        {
+            self.find(
+                FindingKind::LogSizeMismatch,
+                files::RELEASES,
+                None,
+                format!(
+                    "{} holds {} releases, but {} says the bundle covers a log of {size}",
+                    files::RELEASES,
+                    leaves.len(),
+                    files::MANIFEST
+                ),
+            );
+        }
+        // A line that could not be read stands for the release its verified receipt names, so
+        // that one bad line is one finding and not a cascade of root mismatches.
+        let unknown = ReleaseId::from_bytes([0; 32]);
+        let tree = MerkleLog::from_leaf_hashes(leaves.iter().enumerate().map(|(n, leaf)| {
+            let id = match leaf {
+                Some(leaf) => leaf.id,
+                None => receipt_ids.get(n).copied().flatten().unwrap_or(unknown),
+            };
+            contribution_leaf_hash(&id)
+        }));
+        let mut log = Log {
+            leaves,
+            tree,
+            checkpoints: BTreeMap::new(),
+            releases_verified: verified,
+            sums,
+        };
+        self.checkpoints(&mut log);
+        self.proofs(&log);
+        log
+    }
+
+    /// Step 4: the checkpoints against the rebuilt tree.
+    fn checkpoints(&mut self, log: &mut Log) {
+        let Some(bytes) = self.read(files::CHECKPOINTS, false) else {
+            return;
+        };
+        let list: Vec<serde_json::Value> = match serde_json::from_slice(&bytes) {
+            Ok(list) => list,
+            Err(e) => {
+                self.find(
+                    FindingKind::Malformed,
+                    files::CHECKPOINTS,
+                    None,
+                    format!("not a JSON array of signed checkpoints: {e}"),
+                );
+                return;
+            }
+        };
+        let len = log.tree.len();
+        for (n, value) in list.into_iter().enumerate() {
+            let at = format!("{}[{n}]", files::CHECKPOINTS);
+            let signed: SignedCheckpoint = match serde_json::from_value(value) {
+                Ok(signed) => signed,
+                Err(e) => {
+                    self.find(
+                        FindingKind::Malformed,
+                        at,
+                        None,
+                        format!("not a signed checkpoint: {e}"),
+                    );
+                    continue;
+                }
+            };
+            let c = signed.checkpoint();
+            let signer = c.signer;
+            let mut valid = true;
+            if let Err(e) = signed.verify() {
+                valid = false;
+                self.find(
+                    FindingKind::BadSignature,
+                    format!("{at}.signature"),
+                    Some(&signer),
+                    format!("checkpoint of tree size {}: {e}", c.tree_size),
+                );
+            }
+            if let Some(hub) = &self.hub
+                && signer != *hub
+            {
+                valid = false;
+                let hub = hex_key(hub);
+                self.find(
+                    FindingKind::WrongLog,
+                    format!("{at}.signer"),
+                    Some(&signer),
+                    format!(
+                        "the checkpoint of tree size {} is signed by {}, not by the hub {hub}",
+                        c.tree_size,
+                        hex_key(&signer)
+                    ),
+                );
+            }
+            if let Some(origin) = self.origin.clone()
+                && c.origin != origin
+            {
+                valid = false;
+                self.find(
+                    FindingKind::WrongLog,
+                    format!("{at}.origin"),
+                    Some(&signer),
+                    format!(
+                        "the checkpoint of tree size {} is for log {:?}, not the hub's log {origin:?}",
+                        c.tree_size, c.origin
+                    ),
+                );
+            }
+            if !valid {
+                continue;
+            }
+            match log.tree.root_at(c.tree_size) {
+                Ok(root) if root == c.root => {}
+                Ok(root) => self.find(
+                    FindingKind::CheckpointMismatch,
+                    format!("{at}.root"),
+                    Some(&signer),
+                    format!(
+                        "the hub signed root {} for tree size {}, but the first {} releases of {} make root {}",
+                        hex::encode(c.root),
+                        c.tree_size,
+                        c.tree_size,
+                        files::RELEASES,
+                        hex::encode(root)
+                    ),
+                ),
+                Err(_) => self.find(
+                    FindingKind::CheckpointMismatch,
+                    format!("{at}.tree_size"),
+                    Some(&signer),
+                    format!(
+                        "the hub signed a checkpoint of tree size {}, but {} holds only {len} releases",
+                        c.tree_size,
+                        files::RELEASES
+                    ),
+                ),
+            }
+            let same_size = log.checkpoints.entry(c.tree_size).or_default();
+            if let Some((first, root)) = same_size.iter().find(|(_, root)| *root != c.root) {
+                let (first, root) = (*first, *root);
+                same_size.push((n, c.root));
+                self.find(
+                    FindingKind::Fork,
+                    at,
+                    Some(&signer),
+                    format!(
+                        "the log forked: {}[{first}] and this checkpoint are both signed by the hub for tree size {} with different roots {} and {}",
+                        files::CHECKPOINTS,
+                        c.tree_size,
+                        hex::encode(root),
+                        hex::encode(c.root)
+                    ),
+                );
+            } else {
+                same_size.push((n, c.root));
+            }
+        }
+        let covered = self.log_size().unwrap_or(len);
+        // An empty log needs no checkpoint.
+        if covered > 0 && !log.checkpoints.contains_key(&covered) {
+            let hub = self.hub;
+            self.find(
+                FindingKind::MissingCheckpoint,
+                files::CHECKPOINTS,
+                hub.as_ref(),
+                format!(
+                    "no valid checkpoint signed by the hub covers the whole log of {covered} leaves"
+                ),
+            );
+        }
+    }
+
+    /// Reads `proofs.json`, element by element if the whole does not parse, so that one bad
+    /// proof is one finding.
+    fn read_proofs(&mut self) -> Proofs {
+        let Some(bytes) = self.read(files::PROOFS, false) else {
+            return Proofs::default();
+        };
+        let error = match serde_json::from_slice::<Proofs>(&bytes) {
+            Ok(proofs) => return proofs,
+            Err(e) => e,
+        };
+        #[derive(Deserialize)]
+        struct Loose {
+            #[serde(default)]
+            inclusion: Vec<serde_json::Value>,
+            #[serde(default)]
+            consistency: Vec<serde_json::Value>,
+        }
+        let Ok(loose) = serde_json::from_slice::<Loose>(&bytes) else {
+            self.find(
+                FindingKind::Malformed,
+                files::PROOFS,
+                None,
+                format!(
+                    "not a JSON object {{\"inclusion\": [...], \"consistency\": [...]}}: {error}"
+                ),
+            );
+            return Proofs::default();
+        };
+        let mut proofs = Proofs::default();
+        for (n, value) in loose.inclusion.into_iter().enumerate() {
+            match serde_json::from_value(value) {
+                Ok(p) => proofs.inclusion.push(p),
+                Err(e) => self.find(
+                    FindingKind::Malformed,
+                    format!("{} inclusion[{n}]", files::PROOFS),
+                    None,
+                    format!("not an inclusion proof {{\"index\", \"tree_size\", \"proof\"}}: {e}"),
+                ),
+            }
+        }
+        for (n, value) in loose.consistency.into_iter().enumerate() {
+            match serde_json::from_value(value) {
+                Ok(p) => proofs.consistency.push(p),
+                Err(e) => self.find(
+                    FindingKind::Malformed,
+                    format!("{} consistency[{n}]", files::PROOFS),
+                    None,
+                    format!(
+                        "not a consistency proof {{\"old_size\", \"new_size\", \"proof\"}}: {e}"
+                    ),
+                ),
+            }
+        }
+        if proofs.inclusion.is_empty() && proofs.consistency.is_empty() {
+            self.find(
+                FindingKind::Malformed,
+                files::PROOFS,
+                None,
+                error.to_string(),
+            );
+        }
+        proofs
+    }
+
+    /// Step 4 (continued): consistency and inclusion proofs.
+    fn proofs(&mut self, log: &Log) {
+        let proofs = self.read_proofs();
+        let root_of = |size: u64| {
+            log.checkpoints
+                .get(&size)
+                .and_then(|v| v.first())
+                .map(|(_, r)| *r)
+        };
+
+        let mut present: BTreeSet<(u64, u64)> = BTreeSet::new();
+        for (n, p) in proofs.consistency.iter().enumerate() {
+            let at = format!("{} consistency[{n}]", files::PROOFS);
+            present.insert((p.old_size, p.new_size));
+            let proof = match hashes(&p.proof) {
+                Ok(proof) => proof,
+                Err(e) => {
+                    self.find(FindingKind::InconsistentCheckpoints, at, None, e);
+                    continue;
+                }
+            };
+            let (Some(old_root), Some(new_root)) = (root_of(p.old_size), root_of(p.new_size))
+            else {
+                let missing = if root_of(p.old_size).is_none() {
+                    p.old_size
+                } else {
+                    p.new_size
+                };
+                self.find(
+                    FindingKind::MissingCheckpoint,
+                    at,
+                    None,
+                    format!(
+                        "a consistency proof from tree size {} to {}, but {} has no valid checkpoint of size {missing}",
+                        p.old_size,
+                        p.new_size,
+                        files::CHECKPOINTS
+                    ),
+                );
+                continue;
+            };
+            if let Err(e) = verify_consistency(p.old_size, p.new_size, &old_root, &new_root, &proof)
+            {
+                self.find(
+                    FindingKind::InconsistentCheckpoints,
+                    at,
+                    None,
+                    format!(
+                        "the checkpoints of tree sizes {} and {} are not shown consistent: {e}",
+                        p.old_size, p.new_size
+                    ),
+                );
+            }
+        }
+        let sizes: Vec<u64> = log.checkpoints.keys().copied().collect();
+        for pair in sizes.windows(2) {
+            if let [old, new] = pair
+                && !present.contains(&(*old, *new))
+            {
+                self.find(
+                    FindingKind::MissingConsistencyProof,
+                    format!("{} consistency", files::PROOFS),
+                    None,
+                    format!(
+                        "no consistency proof between the consecutive checkpoints of tree sizes {old} and {new}"
+                    ),
+                );
+            }
+        }
+
+        let len = log.tree.len();
+        let mut has_proof = vec![false; log.leaves.len()];
+        let mut unsigned_sizes: BTreeMap<u64, usize> = BTreeMap::new();
+        for (n, p) in proofs.inclusion.iter().enumerate() {
+            let at = format!("{} inclusion[{n}]", files::PROOFS);
+            let Some(leaf_hash) = log.tree.leaf_hash_at(p.index) else {
+                self.find(
+                    FindingKind::BadInclusionProof,
+                    format!("{at}.index"),
+                    None,
+                    format!(
+                        "an inclusion proof of leaf {}, beyond the {len} releases of {}",
+                        p.index,
+                        files::RELEASES
+                    ),
+                );
+                continue;
+            };
+            if let Some(slot) = usize::try_from(p.index)
+                .ok()
+                .and_then(|i| has_proof.get_mut(i))
+            {
+                *slot = true;
+            }
+            let proof = match hashes(&p.proof) {
+                Ok(proof) => proof,
+                Err(e) => {
+                    self.find(
+                        FindingKind::BadInclusionProof,
+                        format!("{at}.proof"),
+                        None,
+                        e,
+                    );
+                    continue;
+                }
+            };
+            let Some(root) = root_of(p.tree_size) else {
+                *unsigned_sizes.entry(p.tree_size).or_default() += 1;
+                continue;
+            };
+            if let Err(e) = verify_inclusion(&leaf_hash, p.index, p.tree_size, &proof, &root) {
+                let position = usize::try_from(p.index).unwrap_or(usize::MAX);
+                let release = match log.leaves.get(position).copied().flatten() {
+                    Some(leaf) => format!("release {} of {}", leaf.id, hex_key(&leaf.signer)),
+                    None => "an unreadable release".into(),
+                };
+                self.find(
+                    FindingKind::BadInclusionProof,
+                    at,
+                    None,
+                    format!(
+                        "leaf {} ({}, {release}) is not shown in the checkpoint of tree size {}: {e}",
+                        p.index,
+                        line_of(files::RELEASES, position),
+                        p.tree_size
+                    ),
+                );
+            }
+        }
+        for (size, count) in unsigned_sizes {
+            self.find(
+                FindingKind::MissingCheckpoint,
+                format!("{} inclusion", files::PROOFS),
+                None,
+                format!(
+                    "{count} inclusion proof(s) are against tree size {size}, but {} has no valid checkpoint of that size",
+                    files::CHECKPOINTS
+                ),
+            );
+        }
+        for (position, _) in has_proof.iter().enumerate().filter(|(_, has)| !**has) {
+            self.find(
+                FindingKind::MissingInclusionProof,
+                format!("{} inclusion", files::PROOFS),
+                None,
+                format!(
+                    "leaf {position} ({}) has no inclusion proof",
+                    line_of(files::RELEASES, position)
+                ),
+            );
+        }
+    }
+}
+
+/// Records the release id of a receipt that verified (`candidates` holds the id of each
+/// receipt that passed the other checks).
+fn keep_verified(
+    named: &mut Vec<Option<ReleaseId>>,
+    candidates: &[Option<ReleaseId>],
+    position: usize,
+) {
+    if let Some(id) = candidates.get(position).copied().flatten() {
+        if named.len() <= position {
+            named.resize(position + 1, None);
+        }
+        if let Some(slot) = named.get_mut(position) {
+            *slot = Some(id);
+        }
+    }
+}
