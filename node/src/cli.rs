@@ -61,6 +61,10 @@ pub enum Command {
     /// Hub : journal des contributions (export d'un dossier d'audit).
     #[command(subcommand)]
     Log(LogCommand),
+    /// Hub : sert le nœud sur le réseau (libp2p) et reçoit les diffusions des membres.
+    Serve(ServeArgs),
+    /// Structure : envoie la diffusion enregistrée d'un mois à son hub et garde le reçu signé.
+    Submit(SubmitArgs),
     /// Audite hors ligne un dossier exporté : signatures, preuves, sommes, budgets.
     Audit(AuditArgs),
     /// Écrit un fichier d'activités fictives (données synthétiques reproductibles).
@@ -270,6 +274,37 @@ pub struct LogExportArgs {
     pub out: PathBuf,
 }
 
+/// `maillage serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Dossier du nœud du hub.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Adresse d'écoute libp2p (répétable).
+    #[arg(long, default_values_t = ["/ip4/127.0.0.1/tcp/0".parse::<libp2p::Multiaddr>().unwrap_or(libp2p::Multiaddr::empty())])]
+    pub listen: Vec<libp2p::Multiaddr>,
+}
+
+/// `maillage submit`
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// Dossier du nœud de la structure.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Mois, au format AAAA-MM.
+    #[arg(long)]
+    pub period: Period,
+    /// Adresse du hub, telle que maillage serve l'affiche (…/p2p/<identifiant>).
+    #[arg(long)]
+    pub to: libp2p::Multiaddr,
+    /// Délai d'attente de la réponse, en secondes.
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+    /// Sortie JSON : le reçu signé.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `maillage audit`
 #[derive(Debug, Args)]
 pub struct AuditArgs {
@@ -373,6 +408,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Accept(args) => accept(args),
         Command::Aggregate(args) => aggregate(args),
         Command::Log(LogCommand::Export(args)) => log_export(args),
+        Command::Serve(args) => {
+            let node = Node::open(&args.dir)?;
+            crate::net::serve(&node, &args.listen)
+        }
+        Command::Submit(args) => submit(args),
         Command::Audit(args) => audit(args),
         Command::Generate(args) => generate(args),
         Command::Demo(args) => demo(args),
@@ -975,6 +1015,28 @@ fn log_export(args: LogExportArgs) -> Result<()> {
     Ok(())
 }
 
+fn submit(args: SubmitArgs) -> Result<()> {
+    let node = Node::open(&args.dir)?;
+    let receipt = crate::net::submit(
+        &node,
+        args.period,
+        &args.to,
+        std::time::Duration::from_secs(args.timeout),
+    )?;
+    if args.json {
+        out!("{}", serde_json::to_string(&receipt)?)?;
+    } else {
+        let r = receipt.receipt();
+        out!(
+            "Diffusion de {} reçue par le hub {} : index {} du journal (reçu signé enregistré)",
+            args.period,
+            hex::encode(r.hub.as_bytes()),
+            r.index
+        )?;
+    }
+    Ok(())
+}
+
 fn audit(args: AuditArgs) -> Result<()> {
     let report = crate::audit::audit(&args.bundle);
     if args.json {
@@ -993,7 +1055,7 @@ fn audit(args: AuditArgs) -> Result<()> {
         )?;
         for f in &report.findings {
             out!(
-                "  - [{:?}] {} ({}){}",
+                "  - [{}] {} ({}){}",
                 f.kind,
                 f.what,
                 f.location,

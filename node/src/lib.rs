@@ -13,6 +13,7 @@ pub mod hub;
 pub mod identity;
 pub mod import;
 pub mod members;
+pub mod net;
 pub mod node;
 pub mod release;
 pub mod store;

@@ -6,4 +6,5 @@ mod cli;
 mod crash;
 mod hub;
 mod import_semantics;
+mod network;
 mod release;
