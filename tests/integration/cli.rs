@@ -153,13 +153,34 @@ fn indicators_json_lists_every_category_with_zeros() {
 }
 
 #[test]
-fn demo_runs_on_embedded_defaults() {
-    let v = run_json(&["demo", "--json", "--seed", "5"]);
-    let ind = &v["indicators"]["indicators"];
-    assert!(ind["beneficiaires"].as_u64().unwrap_or(0) > 10, "{v}");
-    assert_eq!(v["imported"]["rows"], v["generated"]["rows"]);
-    let text = run_ok(&["demo"]);
-    assert!(text.contains("Bénéficiaires"), "{text}");
+fn demo_runs_the_federation_on_embedded_defaults() {
+    let v = run_json(&["demo", "--json", "--seed", "5", "--structures", "8"]);
+    assert_eq!(v["structures"], json!(8));
+    assert_eq!(v["coverage"]["contributed"], json!(8));
+    assert_eq!(v["audit"]["ok"], json!(true), "{v}");
+    assert_eq!(v["audit"]["releases_verified"], json!(8));
+    let totals = v["totals"].as_array().cloned().unwrap_or_default();
+    assert_eq!(totals.len(), 43, "every common-core cell");
+    let people = totals
+        .iter()
+        .find(|t| t["indicator"] == "beneficiaires")
+        .cloned()
+        .unwrap_or_default();
+    let truth = people["truth"].as_f64().unwrap_or(0.0);
+    let (lo, hi) = (
+        people["ci95"][0].as_f64().unwrap_or(0.0),
+        people["ci95"][1].as_f64().unwrap_or(0.0),
+    );
+    assert!(truth > 50.0, "{people}");
+    // A 95% interval misses the truth 5% of the time: a 20-fold widening makes this test fail
+    // by chance with probability far below 1e-6 while still catching a broken interval.
+    let (mid, half) = ((lo + hi) / 2.0, (hi - lo) / 2.0);
+    assert!((truth - mid).abs() <= 20.0 * half, "{people}");
+    let text = run_ok(&["demo", "--structures", "3"]);
+    assert!(
+        text.contains("Bénéficiaires") && text.contains("conforme"),
+        "{text}"
+    );
 }
 
 #[test]
