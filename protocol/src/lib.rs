@@ -5,10 +5,12 @@
 //! periods and the official geographic code (COG) that totals are aggregated by, the signed
 //! release (its canonical encoding, signature and JSON view), the hub's append-only Merkle
 //! log of contributions with its signed checkpoints and receipts, the signed aggregates of hubs
-//! and the national node, and proofs of equivocation. Later it also holds the other wire types.
+//! and the national node, and proofs of equivocation; with the `network` feature, the libp2p
+//! behaviour and request/response messages peers exchange.
 //!
-//! It does no I/O and spawns no tasks, and its dependencies stay light: every other crate, and
-//! every peer, links it.
+//! It does no I/O and spawns no tasks: the network module builds a swarm but never polls it;
+//! the node drives it. Its default dependencies stay light (libp2p only with `network`): every
+//! other crate, and every peer, links it.
 
 pub mod aggregate;
 pub mod checkpoint;
