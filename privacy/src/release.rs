@@ -6,8 +6,9 @@
 //! computes for the whole release), and the release itself ([`NoisyRelease`]).
 //!
 //! Every release is one OpenDP measurement: for each indicator, a transformation from the
-//! dataset of bounded [`Contribution`]s (one per person, under the symmetric distance, so one
-//! person added or removed is distance 1) to its cells, whose stability map is the indicator's
+//! dataset of bounded [`Contribution`]s (one per person, in the packed form of
+//! [`crate::bounded`], under the symmetric distance, so one person added or removed is
+//! distance 1) to its cells, whose stability map is the indicator's
 //! [`sensitivity`], chained with OpenDP's discrete Laplace (pure ε-DP) or discrete Gaussian
 //! (ρ-zCDP) noise, and all indicators composed with `make_composition`. The privacy loss is
 //! that composed measurement's `map(1)`, never a hand-computed number, and a release whose loss
@@ -33,7 +34,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::accuracy::ci95_half_width;
 use crate::activity::Activity;
-use crate::bounded::{Bounds, Contribution, Sensitivity, bound, cell_labels, cells, sensitivity};
+#[cfg(doc)]
+use crate::bounded::Contribution;
+use crate::bounded::{
+    Bounds, Packed, Sensitivity, bound_packed, cell_labels, packed_cells, sensitivity,
+};
 use crate::error::PrivacyError;
 
 /// The noise mechanism of a release; written `laplace` or `gaussian`, as on the wire
@@ -279,7 +284,7 @@ impl Plan {
         period: Period,
         activities: &[Activity],
     ) -> Result<NoisyRelease, PrivacyError> {
-        let people = bound(period, activities, &self.bounds);
+        let people = bound_packed(period, activities, &self.bounds);
         let specs: Vec<Spec> = self
             .indicators
             .iter()
@@ -397,17 +402,17 @@ struct Spec {
     scale: f64,
 }
 
-/// The set of bounded contributions: OpenDP checks membership before a release runs, so the
-/// sensitivities are only ever claimed for data that respects the bounds.
+/// The set of bounded contributions (packed): OpenDP checks membership before a release runs,
+/// so the sensitivities are only ever claimed for data that respects the bounds.
 #[derive(Debug, Clone, PartialEq)]
 struct ContributionDomain {
     bounds: Bounds,
 }
 
 impl Domain for ContributionDomain {
-    type Carrier = Contribution;
+    type Carrier = Packed;
 
-    fn member(&self, contribution: &Contribution) -> Fallible<bool> {
+    fn member(&self, contribution: &Packed) -> Fallible<bool> {
         Ok(contribution.respects(&self.bounds))
     }
 }
@@ -417,8 +422,9 @@ type CellVector = VectorDomain<AtomDomain<i64>>;
 type PerIndicator<MO> = Measurement<Dataset, SymmetricDistance, MO, Vec<i64>>;
 type All<MO> = Measurement<Dataset, SymmetricDistance, MO, Vec<Vec<i64>>>;
 
-/// `cells(indicator, ·)` as an OpenDP transformation whose stability map is the sensitivity
-/// (`d_in` people added or removed move the cells by at most `d_in·Δ`), chained with `noise`.
+/// `packed_cells(indicator, ·)` as an OpenDP transformation whose stability map is the
+/// sensitivity (`d_in` people added or removed move the cells by at most `d_in·Δ`), chained
+/// with `noise`.
 fn indicator_measurement<MX, MO>(
     dataset: &Dataset,
     indicator: Indicator,
@@ -436,7 +442,7 @@ where
         SymmetricDistance,
         CellVector::new(AtomDomain::default()),
         MX::default(),
-        Function::new(move |people: &Vec<Contribution>| cells(indicator, people)),
+        Function::new(move |people: &Vec<Packed>| packed_cells(indicator, people)),
         StabilityMap::new_fallible(move |d_in: &u32| {
             MX::Distance::from(*d_in).inf_mul(&sensitivity)
         }),
@@ -555,7 +561,7 @@ impl Composed {
         ))
     }
 
-    fn accepts(&self, people: &Vec<Contribution>) -> Result<bool, PrivacyError> {
+    fn accepts(&self, people: &Vec<Packed>) -> Result<bool, PrivacyError> {
         match self {
             Self::Laplace(_, all) => all.input_domain.member(people),
             Self::Gaussian(_, all) => all.input_domain.member(people),
@@ -563,7 +569,7 @@ impl Composed {
         .map_err(PrivacyError::opendp("checking the bounded contributions"))
     }
 
-    fn invoke(&self, people: &Vec<Contribution>) -> Result<Vec<Vec<i64>>, PrivacyError> {
+    fn invoke(&self, people: &Vec<Packed>) -> Result<Vec<Vec<i64>>, PrivacyError> {
         match self {
             Self::Laplace(_, all) => all.invoke(people),
             Self::Gaussian(_, all) => all.invoke(people),
@@ -956,6 +962,56 @@ mod tests {
             ..PrivacyParams::default()
         };
         check_release_statistics(&params, 1_000)
+    }
+
+    /// How long bounding and a whole release take on a month of about 100,000 rows; prints the
+    /// median and the fastest of 11 runs. Timings are printed, never asserted (the node's
+    /// `release` bench is the reference); run it with
+    /// `cargo test -p maillage-privacy --release -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a timing: run in release mode with --ignored --nocapture"]
+    fn time_a_month_of_100k_rows() -> Result<(), PrivacyError> {
+        use std::hint::black_box;
+        use std::time::Instant;
+
+        const RUNS: usize = 11;
+        let period = october();
+        let activities = month(period, 2026, 50_000, 30_000);
+        let rows: usize = activities.iter().map(|a| a.participants.len()).sum();
+        let params = PrivacyParams::default();
+        let time = |what: &str, f: &mut dyn FnMut()| {
+            f();
+            let mut ms: Vec<f64> = (0..RUNS)
+                .map(|_| {
+                    let start = Instant::now();
+                    f();
+                    start.elapsed().as_secs_f64() * 1e3
+                })
+                .collect();
+            ms.sort_by(f64::total_cmp);
+            println!("{what:<32} {:8.2} ms (best {:8.2} ms)", ms[RUNS / 2], ms[0]);
+        };
+        println!("{rows} rows, {} activities", activities.len());
+        time("bound (readable Contribution)", &mut || {
+            black_box(crate::bounded::bound(
+                period,
+                black_box(&activities),
+                &params.bounds,
+            ));
+        });
+        time("bound (packed, as releases do)", &mut || {
+            black_box(bound_packed(period, black_box(&activities), &params.bounds));
+        });
+        time("release (bounds + noise)", &mut || {
+            black_box(release(&params, period, black_box(&activities)).map(|r| r.cells.len())).ok();
+        });
+        let r = release(&params, period, &activities)?;
+        let expected: usize = Indicator::COMMON_CORE
+            .iter()
+            .map(|i| crate::bounded::cell_labels(*i).len())
+            .sum();
+        assert_eq!(r.cells.len(), expected);
+        Ok(())
     }
 
     #[test]
