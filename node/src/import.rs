@@ -10,11 +10,11 @@ use std::fmt;
 use std::io::Read;
 
 use maillage_privacy::{Activity, Participant};
+use maillage_protocol::Cog;
 use maillage_protocol::vocab::{
     ActivityType, Autonomie, Genre, Materiel, NiveauAtelier, OuiNon, PlaceType, StatutSocial,
     Thematique, TrancheAge, Vocabulary,
 };
-use maillage_protocol::{Cog, Period};
 use time::Date;
 use time::macros::format_description;
 
@@ -176,8 +176,6 @@ pub struct Validated {
     pub activities: u64,
     /// Warnings about the file.
     pub warnings: Vec<String>,
-    /// Every activity id of the file with its period, in order of first appearance.
-    pub ids: Vec<(String, Period)>,
 }
 
 /// Checks that the rows of one activity agree, keeping a compact summary per activity so that
@@ -186,7 +184,6 @@ pub struct Validated {
 struct Heads {
     by_hash: HashMap<u128, Head>,
     arena: String,
-    order: Vec<u128>,
 }
 
 struct Head {
@@ -237,7 +234,6 @@ impl Heads {
                     level: row.level,
                 },
             );
-            self.order.push(hash);
             return Vec::new();
         };
         let mut errors = Vec::new();
@@ -300,18 +296,6 @@ impl Heads {
             });
         }
         errors
-    }
-
-    fn ids(&self) -> Vec<(String, Period)> {
-        self.order
-            .iter()
-            .filter_map(|h| self.by_hash.get(h))
-            .map(|head| {
-                let id =
-                    &self.arena[head.id_start as usize..(head.id_start + head.id_len) as usize];
-                (id.to_owned(), Period::of_date(head.date))
-            })
-            .collect()
     }
 }
 
@@ -432,12 +416,10 @@ pub fn validate(
             "{dropped_warnings} more empty line(s) were skipped"
         ));
     }
-    let ids = heads.ids();
     Ok(Validated {
         rows,
-        activities: ids.len() as u64,
+        activities: heads.by_hash.len() as u64,
         warnings,
-        ids,
     })
 }
 
