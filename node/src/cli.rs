@@ -61,8 +61,10 @@ pub enum Command {
     /// Hub : journal des contributions (export d'un dossier d'audit).
     #[command(subcommand)]
     Log(LogCommand),
-    /// Hub : sert le nœud sur le réseau (libp2p) et reçoit les diffusions des membres.
+    /// Fait tourner le nœud en service : réseau libp2p, envois avec reprise, API HTTP locale.
     Serve(ServeArgs),
+    /// Interroge le niveau national (ou un hub) : estimation, intervalle à 95 %, couverture.
+    Query(QueryArgs),
     /// Structure : envoie la diffusion enregistrée d'un mois à son hub et garde le reçu signé.
     Submit(SubmitArgs),
     /// Audite hors ligne un dossier exporté : signatures, preuves, sommes, budgets.
@@ -277,12 +279,72 @@ pub struct LogExportArgs {
 /// `maillage serve`
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Dossier du nœud du hub.
+    /// Dossier du nœud.
     #[arg(long)]
     pub dir: PathBuf,
-    /// Adresse d'écoute libp2p (répétable).
-    #[arg(long, default_values_t = ["/ip4/127.0.0.1/tcp/0".parse::<libp2p::Multiaddr>().unwrap_or(libp2p::Multiaddr::empty())])]
-    pub listen: Vec<libp2p::Multiaddr>,
+    /// Adresse d'écoute libp2p (répétable ; remplace [network] listen de maillage.toml).
+    #[arg(long)]
+    pub listen: Vec<String>,
+    /// Nœud auquel celui-ci rend compte, …/p2p/<identifiant> (répétable ; remplace [network] peers).
+    #[arg(long)]
+    pub peer: Vec<String>,
+    /// API HTTP locale : adresse de bouclage et port, ou « off » (remplace [network] http).
+    #[arg(long)]
+    pub http: Option<String>,
+}
+
+impl ServeArgs {
+    /// The daemon's options: `maillage.toml` with this command line's overrides.
+    pub fn options(&self, config: &crate::Config) -> Result<crate::net::ServeOptions> {
+        let mut options = crate::net::ServeOptions::from_config(config)?;
+        if !self.listen.is_empty() {
+            options.listen = self
+                .listen
+                .iter()
+                .map(|a| {
+                    a.parse()
+                        .map_err(|e| anyhow::anyhow!("--listen {a:?}: not a libp2p address ({e})"))
+                })
+                .collect::<Result<_>>()?;
+        }
+        if !self.peer.is_empty() {
+            options.peers = self
+                .peer
+                .iter()
+                .map(|a| crate::config::parse_peer_address("--peer", a))
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(http) = &self.http {
+            options.http = crate::config::parse_http(http)?;
+        }
+        Ok(options)
+    }
+}
+
+/// `maillage query`
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// Dossier du nœud qui interroge (sa clé doit être admise par le nœud interrogé).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Indicateur (code du catalogue, par exemple activites).
+    #[arg(long)]
+    pub indicator: String,
+    /// Mois, au format AAAA-MM.
+    #[arg(long)]
+    pub period: Period,
+    /// Ventilation par territoire : region ou departement.
+    #[arg(long, value_parser = ["region", "departement"])]
+    pub by: Option<String>,
+    /// Nœud interrogé, …/p2p/<identifiant> (par défaut : le premier de [network] peers).
+    #[arg(long)]
+    pub peer: Option<String>,
+    /// Délai d'attente de la réponse, en secondes.
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+    /// Sortie JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `maillage submit`
@@ -413,8 +475,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Log(LogCommand::Export(args)) => log_export(args),
         Command::Serve(args) => {
             let node = Node::open(&args.dir)?;
-            crate::net::serve(&node, &args.listen)
+            let options = args.options(&node.config)?;
+            crate::net::serve(&node, options)
         }
+        Command::Query(args) => query(args),
         Command::Submit(args) => submit(args),
         Command::Audit(args) => audit(args),
         Command::Generate(args) => generate(args),
@@ -1035,6 +1099,70 @@ fn submit(args: SubmitArgs) -> Result<()> {
             args.period,
             hex::encode(r.hub.as_bytes()),
             r.index
+        )?;
+    }
+    Ok(())
+}
+
+fn query(args: QueryArgs) -> Result<()> {
+    use maillage_protocol::vocab::Vocabulary as _;
+    let node = Node::open(&args.dir)?;
+    let addr = match &args.peer {
+        Some(a) => crate::config::parse_peer_address("--peer", a)?,
+        None => node.config.network.peer_addresses()?.into_iter().next().ok_or_else(|| {
+            anyhow::anyhow!(
+                "no node to ask: pass --peer <address>/p2p/<peer id>, or set [network] peers in {}",
+                node.dir().join("maillage.toml").display()
+            )
+        })?,
+    };
+    if maillage_protocol::Indicator::from_code(&args.indicator).is_none() {
+        bail!(
+            "unknown indicator {:?}: expected one of {}",
+            args.indicator,
+            maillage_protocol::Indicator::ALL
+                .iter()
+                .map(|i| i.code())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let totals = crate::net::query(
+        &node,
+        &addr,
+        &args.indicator,
+        args.period,
+        args.by.clone(),
+        std::time::Duration::from_secs(args.timeout),
+    )?;
+    if args.json {
+        out!("{}", serde_json::to_string(&totals)?)?;
+        return Ok(());
+    }
+    out!(
+        "{} — {}{}",
+        totals.indicator,
+        totals.period,
+        totals
+            .by
+            .as_deref()
+            .map(|b| format!(", par {b}"))
+            .unwrap_or_default()
+    )?;
+    out!(
+        "  {:<28} {:>12} {:>26} {:>12}",
+        "territoire / catégorie",
+        "estimation",
+        "intervalle à 95 %",
+        "couverture"
+    )?;
+    for row in &totals.rows {
+        out!(
+            "  {:<28} {:>12.0} {:>26} {:>12}",
+            row.territory,
+            row.estimate,
+            format!("[{:.0} ; {:.0}]", row.ci95_low, row.ci95_high),
+            format!("{}/{}", row.contributors, row.members)
         )?;
     }
     Ok(())

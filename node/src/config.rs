@@ -66,6 +66,171 @@ pub struct Config {
     /// How releases are made (the governance policy will replace these local settings).
     #[serde(default)]
     pub privacy: PrivacyParams,
+    /// Where the daemon listens and whom it reports to.
+    #[serde(default)]
+    pub network: NetworkSection,
+}
+
+/// The default port of hubs and national nodes, for libp2p over TCP and QUIC.
+pub const DEFAULT_P2P_PORT: u16 = 4471;
+
+/// The default address of the local HTTP API.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:8470";
+
+/// The `[network]` section: what `maillage serve` does on the network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    /// libp2p addresses to listen on. Absent: none for a structure (it only dials its hub),
+    /// TCP and QUIC on port [`DEFAULT_P2P_PORT`] of every interface for hubs and national nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<Vec<String>>,
+    /// The nodes this one reports to, as `maillage serve` prints their addresses
+    /// (`/ip4/…/tcp/…/p2p/<peer id>`): a structure's hub, a hub's national node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
+    /// The local HTTP API (status, figures, totals, `/metrics`): a loopback address and port,
+    /// or `"off"`.
+    #[serde(default = "default_http")]
+    pub http: String,
+    /// Day of the month after a period when its submissions close: hubs and the national node
+    /// sign the period's aggregate on that day if nobody asked before (1-28).
+    #[serde(default = "default_deadline_day")]
+    pub deadline_day: u8,
+}
+
+fn default_http() -> String {
+    DEFAULT_HTTP.into()
+}
+
+fn default_deadline_day() -> u8 {
+    10
+}
+
+impl Default for NetworkSection {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            peers: Vec::new(),
+            http: default_http(),
+            deadline_day: default_deadline_day(),
+        }
+    }
+}
+
+/// A `[network]` setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("maillage.toml, [network] {key} = {value:?}: {reason}")]
+pub struct NetworkSettingError {
+    /// The key.
+    pub key: &'static str,
+    /// The value as written.
+    pub value: String,
+    /// What is wrong and what would be accepted.
+    pub reason: String,
+}
+
+impl NetworkSection {
+    /// The listen addresses, with the role's default when the file gives none.
+    pub fn listen_addresses(
+        &self,
+        role: Role,
+    ) -> Result<Vec<libp2p::Multiaddr>, NetworkSettingError> {
+        match &self.listen {
+            Some(list) => list.iter().map(|a| parse_multiaddr("listen", a)).collect(),
+            None if role == Role::Structure => Ok(Vec::new()),
+            None => Ok([
+                format!("/ip4/0.0.0.0/tcp/{DEFAULT_P2P_PORT}"),
+                format!("/ip4/0.0.0.0/udp/{DEFAULT_P2P_PORT}/quic-v1"),
+            ]
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect()),
+        }
+    }
+
+    /// The peers this node reports to; each must end with `/p2p/<peer id>`.
+    pub fn peer_addresses(&self) -> Result<Vec<libp2p::Multiaddr>, NetworkSettingError> {
+        self.peers
+            .iter()
+            .map(|a| parse_peer_address("peers", a))
+            .collect()
+    }
+
+    /// The HTTP API's address, or `None` when it is off. Only loopback addresses are accepted:
+    /// the API has no authentication and shows the node's own figures.
+    pub fn http_address(&self) -> Result<Option<std::net::SocketAddr>, NetworkSettingError> {
+        parse_http(&self.http)
+    }
+
+    /// Checks every setting, so that `maillage serve` fails before it starts.
+    pub fn validate(&self, role: Role) -> Result<(), NetworkSettingError> {
+        self.listen_addresses(role)?;
+        self.peer_addresses()?;
+        self.http_address()?;
+        if !(1..=28).contains(&self.deadline_day) {
+            return Err(NetworkSettingError {
+                key: "deadline_day",
+                value: self.deadline_day.to_string(),
+                reason: "expected a day of the month from 1 to 28".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn parse_multiaddr(
+    key: &'static str,
+    value: &str,
+) -> Result<libp2p::Multiaddr, NetworkSettingError> {
+    value.trim().parse().map_err(|e| NetworkSettingError {
+        key,
+        value: value.into(),
+        reason: format!(
+            "not a libp2p address ({e}); expected e.g. /ip4/0.0.0.0/tcp/{DEFAULT_P2P_PORT} or /ip4/0.0.0.0/udp/{DEFAULT_P2P_PORT}/quic-v1"
+        ),
+    })
+}
+
+/// Parses the address of a peer, which must name its peer id.
+pub fn parse_peer_address(
+    key: &'static str,
+    value: &str,
+) -> Result<libp2p::Multiaddr, NetworkSettingError> {
+    let addr = parse_multiaddr(key, value)?;
+    if !addr
+        .iter()
+        .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+    {
+        return Err(NetworkSettingError {
+            key,
+            value: value.into(),
+            reason: "the address does not name the peer: expected it to end with /p2p/<peer id>, as maillage serve prints it".into(),
+        });
+    }
+    Ok(addr)
+}
+
+/// Parses an HTTP API address: `off`, or a loopback `IP:PORT`.
+pub fn parse_http(value: &str) -> Result<Option<std::net::SocketAddr>, NetworkSettingError> {
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let error = |reason: &str| NetworkSettingError {
+        key: "http",
+        value: value.into(),
+        reason: reason.into(),
+    };
+    let addr: std::net::SocketAddr = value.parse().map_err(|_| {
+        error("expected a loopback address and port such as 127.0.0.1:8470, or \"off\"")
+    })?;
+    if !addr.ip().is_loopback() {
+        return Err(error(
+            "the HTTP API has no authentication and only listens on the machine itself: use 127.0.0.1 or [::1]",
+        ));
+    }
+    Ok(Some(addr))
 }
 
 /// The `[node]` section.
@@ -124,7 +289,20 @@ impl Config {
              # T: at most this many themes of one accompaniment count (1-19).\n\
              # max_themes_per_row = 3\n\
              # M: at most this many equipment values of one accompaniment count (1-5).\n\
-             # max_materiel_per_row = 2\n",
+             # max_materiel_per_row = 2\n\
+             \n\
+             # What maillage serve does on the network.\n\
+             [network]\n\
+             # libp2p listen addresses. Default: none for a structure (it only dials its hub);\n\
+             # TCP and QUIC on port 4471 for hubs and national nodes:\n\
+             # listen = [\"/ip4/0.0.0.0/tcp/4471\", \"/ip4/0.0.0.0/udp/4471/quic-v1\"]\n\
+             # The node this one reports to (a structure's hub, a hub's national node), as\n\
+             # maillage serve prints its address:\n\
+             # peers = [\"/ip4/192.0.2.10/tcp/4471/p2p/12D3KooW...\"]\n\
+             # Local HTTP API (status, figures, totals, /metrics): a loopback address, or \"off\".\n\
+             # http = \"127.0.0.1:8470\"\n\
+             # Day of the following month when a period's submissions close (1-28).\n\
+             # deadline_day = 10\n",
             quote(self.node.role.as_str()),
             quote(&self.node.name),
             optional(
@@ -214,6 +392,7 @@ mod tests {
                 pivot: None,
             },
             privacy: PrivacyParams::default(),
+            network: NetworkSection::default(),
         };
         let text = config.to_commented_toml();
         assert_eq!(toml::from_str::<Config>(&text)?, config);
@@ -228,6 +407,46 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("nmae"), "{err}");
+    }
+
+    #[test]
+    fn network_settings() {
+        let mut n = NetworkSection::default();
+        assert!(n.validate(Role::Hub).is_ok());
+        assert_eq!(
+            n.listen_addresses(Role::Structure).map(|l| l.len()).ok(),
+            Some(0)
+        );
+        assert_eq!(n.listen_addresses(Role::Hub).map(|l| l.len()).ok(), Some(2));
+        n.http = "0.0.0.0:8470".into();
+        let err = n
+            .validate(Role::Hub)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("127.0.0.1"), "{err}");
+        n.http = "off".into();
+        assert_eq!(n.http_address().ok(), Some(None));
+        n.peers = vec!["/ip4/127.0.0.1/tcp/4471".into()];
+        let err = n
+            .validate(Role::Hub)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("/p2p/"), "{err}");
+        n.peers = vec![
+            "/ip4/127.0.0.1/tcp/4471/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+                .into(),
+        ];
+        n.deadline_day = 31;
+        let err = n
+            .validate(Role::Hub)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("deadline_day"), "{err}");
+        n.deadline_day = 10;
+        assert!(n.validate(Role::Hub).is_ok());
     }
 
     #[test]

@@ -7,8 +7,13 @@
 //! the member list (a libp2p peer id is derived from the same ed25519 key as the member's
 //! identity), are rate-limited per peer, and may only submit their own releases.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+mod answer;
+mod daemon;
+mod http;
+mod metrics;
+mod outbox;
+
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use libp2p::futures::StreamExt;
@@ -16,19 +21,18 @@ use libp2p::request_response::{self, Message};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId};
 use maillage_protocol::network::{
-    MaillageBehaviourEvent, NetworkConfig, RateLimiter, Request, Response, Totals, TotalsRow,
-    build_swarm, keypair_from_ed25519_secret, peer_id_of,
+    MaillageBehaviourEvent, NetworkConfig, Request, Response, Totals, build_swarm,
+    keypair_from_ed25519_secret, peer_id_of,
 };
-use maillage_protocol::{Indicator, Period, SignedReceipt, SignedRelease};
+use maillage_protocol::{Period, SignedReceipt, SignedRelease};
 
 use crate::config::Role;
-use crate::hub::Hub;
-use crate::members::parse_key;
 use crate::node::Node;
 
-fn unix_now() -> u64 {
-    u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0)
-}
+pub use daemon::{
+    Control, DaemonGone, DaemonHandle, Ready, ServeOptions, StatusReport, channel, peer_of, run,
+};
+pub use outbox::{Delivery, OUTBOX_TREE, RECEIPTS_TREE, UPSTREAM_RECEIPTS_TREE};
 
 /// The node's libp2p peer id (derived from its ed25519 key).
 pub fn peer_id(node: &Node) -> PeerId {
@@ -36,7 +40,7 @@ pub fn peer_id(node: &Node) -> PeerId {
 }
 
 /// Waits for Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut term =
@@ -58,215 +62,108 @@ async fn shutdown_signal() {
     }
 }
 
-/// Runs a hub (or national node) until Ctrl-C or SIGTERM. Prints each listening address, with
-/// the node's peer id, on stdout as `listening <multiaddr>/p2p/<peer id>`.
-pub fn serve(node: &Node, listen: &[Multiaddr]) -> Result<()> {
+/// Runs the node's daemon until Ctrl-C or SIGTERM. Prints each listening address, with the
+/// node's peer id, on stdout as `listening <multiaddr>/p2p/<peer id>`, and the HTTP API's
+/// address as `http http://<addr>`.
+pub fn serve(node: &Node, options: ServeOptions) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve_loop(node, listen))
-}
-
-async fn serve_loop(node: &Node, listen: &[Multiaddr]) -> Result<()> {
-    let mut hub = Hub::open(node)?;
-    let config = NetworkConfig::default();
-    let keypair = keypair_from_ed25519_secret(node.identity.signing_key().to_bytes());
-    let mut swarm = build_swarm(keypair, &config).map_err(|e| anyhow!("network: {e}"))?;
-    for addr in listen {
-        swarm
-            .listen_on(addr.clone())
-            .with_context(|| format!("listening on {addr}"))?;
-    }
-    // Members admitted by peer id.
-    let mut admitted: HashMap<PeerId, ed25519_dalek::VerifyingKey> = HashMap::new();
-    for m in hub.members().iter() {
-        if let Ok(key) = parse_key(&m.key) {
-            admitted.insert(peer_id_of(&key), key);
-        }
-    }
-    let mut limiter = RateLimiter::new(config.rate_limit);
-    let me = peer_id(node);
-    tracing::info!(peer = %me, members = admitted.len(), "serving");
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
+    runtime.block_on(async {
+        let (_handle, control) = daemon::channel();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Ready>();
+        let printer = async {
+            if let Ok(ready) = ready_rx.await {
+                for addr in &ready.listen {
+                    println!("listening {addr}");
+                }
+                if let Some(http) = ready.http {
+                    println!("http http://{http}");
+                }
+            }
+            std::future::pending::<()>().await
+        };
         tokio::select! {
-            _ = &mut shutdown => break,
-            event = swarm.select_next_some() => match event {
-                SwarmEvent::NewListenAddr { address, .. } => {
-                    println!("listening {address}/p2p/{me}");
-                }
-                SwarmEvent::Behaviour(MaillageBehaviourEvent::RequestResponse(request_response::Event::Message {
-                    peer,
-                    message: Message::Request { request, channel, .. },
-                    ..
-                })) => {
-                    let response = match limiter.check(&peer, Instant::now()) {
-                        Err(limited) => Response::Refused { reason: limited.to_string() },
-                        Ok(()) => match admitted.get(&peer) {
-                            None => {
-                                tracing::warn!(%peer, kind = request.kind(), "request from a non-member refused");
-                                Response::Refused { reason: format!("peer {peer} is not a member of this hub; ask the hub to add your key (maillage members add)") }
-                            }
-                            Some(key) => answer(&mut hub, key, request),
+            result = daemon::run(node, options, control, Some(ready_tx), shutdown_signal()) => result,
+            () = printer => Ok(()),
+        }
+    })
+}
+
+/// Sends one request to the peer at `addr` (which must end with `/p2p/<peer id>`) and waits for
+/// its response.
+pub fn request_once(
+    node: &Node,
+    addr: &Multiaddr,
+    request: Request,
+    timeout: Duration,
+) -> Result<Response> {
+    let peer = peer_of(addr).ok_or_else(|| anyhow!("{addr} does not name the peer's id: expected an address ending with /p2p/<peer id>, as maillage serve prints it"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let config = NetworkConfig::default();
+        let keypair = keypair_from_ed25519_secret(node.identity.signing_key().to_bytes());
+        let mut swarm = build_swarm(keypair, &config).map_err(|e| anyhow!("network: {e}"))?;
+        swarm
+            .dial(addr.clone())
+            .with_context(|| format!("dialling {addr}"))?;
+        swarm
+            .behaviour_mut()
+            .request_response
+            .send_request(&peer, request);
+        let wait = async {
+            loop {
+                match swarm.select_next_some().await {
+                    SwarmEvent::Behaviour(MaillageBehaviourEvent::RequestResponse(
+                        request_response::Event::Message {
+                            message: Message::Response { response, .. },
+                            ..
                         },
-                    };
-                    if swarm.behaviour_mut().request_response.send_response(channel, response).is_err() {
-                        tracing::debug!(%peer, "response not sent: the requester went away");
+                    )) => return Ok(response),
+                    SwarmEvent::Behaviour(MaillageBehaviourEvent::RequestResponse(
+                        request_response::Event::OutboundFailure { error, .. },
+                    )) => return Err(anyhow!("{addr} did not answer: {error}")),
+                    SwarmEvent::OutgoingConnectionError { error, .. } => {
+                        return Err(anyhow!("cannot reach {addr}: {error}"));
                     }
+                    _ => {}
                 }
-                SwarmEvent::ConnectionEstablished { peer_id, .. } => tracing::debug!(peer = %peer_id, "connected"),
-                other => tracing::trace!(?other, "swarm event"),
-            },
-        }
-    }
-    tracing::info!("shutting down");
-    node.store.flush().context("flushing the store")?;
-    Ok(())
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| anyhow!("no answer from {addr} within {} s", timeout.as_secs()))?
+    })
 }
 
-/// Answers one request of an admitted member.
-fn answer(hub: &mut Hub<'_>, member: &ed25519_dalek::VerifyingKey, request: Request) -> Response {
-    match request {
-        Request::SubmitRelease { release } => {
-            match SignedRelease::decode(&release) {
-                Ok(r) if r.release().signer != *member => {
-                    return Response::Refused {
-                        reason: "a member may only submit its own releases".into(),
-                    };
-                }
-                Err(e) => {
-                    return Response::Refused {
-                        reason: format!("invalid release: {e}"),
-                    };
-                }
-                Ok(_) => {}
-            }
-            match hub.accept_batch(&[release], unix_now()) {
-                Ok(mut outcomes) => match outcomes.pop() {
-                    Some(Ok(accepted)) => Response::Receipt {
-                        receipt: accepted.receipt.to_bytes(),
-                    },
-                    Some(Err(refusal)) => Response::Refused {
-                        reason: refusal.to_string(),
-                    },
-                    None => Response::Error {
-                        message: "no outcome".into(),
-                    },
-                },
-                Err(e) => {
-                    tracing::error!(error = %e, "accepting a release failed");
-                    Response::Error {
-                        message: "the hub could not store the release; try again later".into(),
-                    }
-                }
-            }
-        }
-        Request::FetchCheckpoint { size } => match hub.checkpoints() {
-            Ok(all) => {
-                let found = match size {
-                    Some(size) => all.into_iter().find(|c| c.checkpoint().tree_size == size),
-                    None => all.into_iter().last(),
-                };
-                match found {
-                    Some(c) => Response::Checkpoint {
-                        checkpoint: c.to_bytes(),
-                    },
-                    None => Response::Error {
-                        message: "no such checkpoint".into(),
-                    },
-                }
-            }
-            Err(e) => Response::Error {
-                message: e.to_string(),
-            },
-        },
-        Request::FetchContribution { index } if index < hub.log_size() => {
-            match hub.contribution(index) {
-                Ok((release, receipt)) => Response::Contribution {
-                    release: release.to_bytes(),
-                    receipt: receipt.to_bytes(),
-                },
-                Err(e) => Response::Error {
-                    message: e.to_string(),
-                },
-            }
-        }
-        Request::FetchContribution { index } => Response::Error {
-            message: format!("no leaf {index}: the log has {} leaves", hub.log_size()),
-        },
-        Request::FetchProof { index, size } => match hub.log().inclusion_proof(index, size) {
-            Ok(hashes) => Response::Proof { hashes },
-            Err(e) => Response::Error {
-                message: e.to_string(),
-            },
-        },
+/// Asks the node at `addr` for the totals of one indicator and period.
+pub fn query(
+    node: &Node,
+    addr: &Multiaddr,
+    indicator: &str,
+    period: Period,
+    by: Option<String>,
+    timeout: Duration,
+) -> Result<Totals> {
+    let response = request_once(
+        node,
+        addr,
         Request::Query {
-            indicator,
-            period,
-            by,
-        } => query(hub, &indicator, &period, by),
-        Request::SubmitAggregate { .. } => Response::Refused {
-            reason: "this node does not take aggregates yet".into(),
-        },
-    }
-}
-
-/// Totals of one indicator for one period from the hub's latest aggregate.
-fn query(hub: &Hub<'_>, indicator: &str, period: &str, by: Option<String>) -> Response {
-    use maillage_protocol::vocab::Vocabulary as _;
-    if by.is_some() {
-        return Response::Error {
-            message: "breakdowns by région or département are not served yet; ask without --by"
-                .into(),
-        };
-    }
-    let Some(indicator) = Indicator::from_code(indicator) else {
-        return Response::Error {
-            message: format!("unknown indicator {indicator:?}"),
-        };
-    };
-    let Ok(period) = period.parse::<Period>() else {
-        return Response::Error {
-            message: format!("invalid period {period:?}: expected YYYY-MM"),
-        };
-    };
-    let aggregate = match hub.latest_aggregate(period) {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            return Response::Error {
-                message: format!("no aggregate of {period} yet"),
-            };
-        }
-        Err(e) => {
-            return Response::Error {
-                message: e.to_string(),
-            };
-        }
-    };
-    let a = aggregate.aggregate();
-    let members = (a.contributed.len() + a.missing.len()) as u64;
-    let rows = a
-        .cells
-        .iter()
-        .filter(|c| c.indicator == indicator)
-        .map(|c| TotalsRow {
-            territory: c.category.clone().unwrap_or_else(|| "total".into()),
-            estimate: c.sum as f64,
-            ci95_low: c.sum as f64 - c.ci95_half_width,
-            ci95_high: c.sum as f64 + c.ci95_half_width,
-            contributors: a.contributions.len() as u64,
-            members,
-        })
-        .collect();
-    Response::Totals {
-        totals: Totals {
-            indicator: indicator.code().into(),
+            indicator: indicator.into(),
             period: period.to_string(),
-            by: None,
-            rows,
+            by,
         },
+        timeout,
+    )?;
+    match response {
+        Response::Totals { totals } => Ok(totals),
+        Response::Refused { reason } => bail!("{addr} refused the query: {reason}"),
+        Response::Error { message } => bail!("{addr} could not answer: {message}"),
+        other => bail!("unexpected answer from {addr}: {other:?}"),
     }
 }
 
@@ -292,56 +189,17 @@ pub fn submit(
     };
     let release =
         SignedRelease::decode_and_verify(&bytes).context("the stored release does not verify")?;
-    let hub_peer = hub_addr
-        .iter()
-        .find_map(|p| match p {
-            libp2p::multiaddr::Protocol::P2p(id) => Some(id),
-            _ => None,
-        })
+    let hub_peer = peer_of(hub_addr)
         .ok_or_else(|| anyhow!("{hub_addr} does not name the hub's peer id: expected an address ending with /p2p/<peer id>, as maillage serve prints it"))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let response = runtime.block_on(async {
-        let config = NetworkConfig::default();
-        let keypair = keypair_from_ed25519_secret(node.identity.signing_key().to_bytes());
-        let mut swarm = build_swarm(keypair, &config).map_err(|e| anyhow!("network: {e}"))?;
-        swarm
-            .dial(hub_addr.clone())
-            .with_context(|| format!("dialling {hub_addr}"))?;
-        swarm.behaviour_mut().request_response.send_request(
-            &hub_peer,
-            Request::SubmitRelease {
-                release: bytes.clone(),
-            },
-        );
-        let wait = async {
-            loop {
-                match swarm.select_next_some().await {
-                    SwarmEvent::Behaviour(MaillageBehaviourEvent::RequestResponse(
-                        request_response::Event::Message {
-                            message: Message::Response { response, .. },
-                            ..
-                        },
-                    )) => return Ok(response),
-                    SwarmEvent::Behaviour(MaillageBehaviourEvent::RequestResponse(
-                        request_response::Event::OutboundFailure { error, .. },
-                    )) => return Err(anyhow!("the hub did not answer: {error}")),
-                    SwarmEvent::OutgoingConnectionError { error, .. } => {
-                        return Err(anyhow!("cannot reach the hub at {hub_addr}: {error}"));
-                    }
-                    _ => {}
-                }
-            }
-        };
-        tokio::time::timeout(timeout, wait).await.map_err(|_| {
-            anyhow!(
-                "no answer from the hub at {hub_addr} within {} s",
-                timeout.as_secs()
-            )
-        })?
-    })?;
+    let response = request_once(
+        node,
+        hub_addr,
+        Request::SubmitRelease {
+            release: bytes.clone(),
+        },
+        timeout,
+    )
+    .context("submitting to the hub")?;
     match response {
         Response::Receipt { receipt } => {
             let receipt = SignedReceipt::decode_and_verify(&receipt)
@@ -361,7 +219,7 @@ pub fn submit(
                 );
             }
             node.store
-                .tree("receipts")?
+                .tree(outbox::RECEIPTS_TREE)?
                 .insert(period.to_string().as_bytes(), receipt.to_bytes())
                 .context("storing the receipt")?;
             node.store.flush()?;

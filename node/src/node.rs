@@ -226,6 +226,7 @@ impl Node {
                     pivot: options.pivot.clone(),
                 },
                 privacy: Default::default(),
+                network: Default::default(),
             };
             let config_path = staging.join(CONFIG_FILE);
             write_synced(&config_path, config.to_commented_toml().as_bytes())?;

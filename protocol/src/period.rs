@@ -77,6 +77,17 @@ impl Period {
         Self { year, month }
     }
 
+    /// The previous month.
+    pub fn previous(self) -> Self {
+        let month = self.month.previous();
+        let year = if month == Month::December {
+            self.year - 1
+        } else {
+            self.year
+        };
+        Self { year, month }
+    }
+
     /// Whether the whole month lies strictly before `today`.
     pub fn has_ended(self, today: Date) -> bool {
         self.last_day() < today

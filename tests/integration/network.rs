@@ -12,30 +12,77 @@ use crate::support::{maillage, run, run_err, run_json, run_ok};
 /// A running `maillage serve`, killed (SIGTERM first) when dropped.
 struct Served {
     child: Child,
+    /// Its first libp2p address (empty when it listens nowhere).
     address: String,
+    /// Its HTTP API, `127.0.0.1:port`.
+    http: String,
 }
 
 impl Served {
     fn start(dir: &str) -> Served {
+        Self::start_with(dir, &["--listen", "/ip4/127.0.0.1/tcp/0"])
+    }
+
+    /// Starts `maillage serve --dir DIR --http 127.0.0.1:0 EXTRA…` and waits until it listens.
+    fn start_with(dir: &str, extra: &[&str]) -> Served {
         let mut child = maillage()
-            .args(["serve", "--dir", dir, "--listen", "/ip4/127.0.0.1/tcp/0"])
+            .args(["serve", "--dir", dir, "--http", "127.0.0.1:0"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn serve");
         let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("listening ") {
-                    let _ = tx.send(addr.to_owned());
-                }
+                let _ = tx.send(line);
             }
         });
-        let address = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("serve printed its address");
-        Served { child, address }
+        let mut address = String::new();
+        let mut http = None;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http.is_none() {
+            let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            else {
+                break;
+            };
+            if let Some(addr) = line.strip_prefix("listening ") {
+                if address.is_empty() {
+                    address = addr.to_owned();
+                }
+            } else if let Some(addr) = line.strip_prefix("http http://") {
+                http = Some(addr.to_owned());
+            }
+        }
+        let Some(http) = http else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("maillage serve --dir {dir} did not print its addresses");
+        };
+        Served {
+            child,
+            address,
+            http,
+        }
+    }
+
+    /// `GET path` on the HTTP API: status code and body.
+    fn get(&self, path: &str) -> (u16, String) {
+        http(&self.http, "GET", path)
+    }
+
+    /// `GET /status` as JSON.
+    fn status(&self) -> serde_json::Value {
+        let (code, body) = self.get("/status");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("status JSON")
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    fn crash(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Stops with SIGTERM and returns whether it exited cleanly.
@@ -60,6 +107,52 @@ impl Drop for Served {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A minimal HTTP/1.1 client for the loopback API.
+fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the HTTP API");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    .expect("send request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let code = response
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// Polls `check` every 200 ms for up to `secs` seconds.
+fn wait_until(secs: u64, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+/// A loopback TCP port free right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 fn structure(root: &std::path::Path, name: &str, seed: u32) -> String {
@@ -195,4 +288,85 @@ fn an_unreachable_hub_is_a_clear_error() {
         "10",
     ]);
     assert!(err.contains("hub"), "{err}");
+}
+
+/// The outbox: a structure's daemon delivers its release when its hub comes up, after being
+/// killed while the hub was down; a hub that restarts while a structure waits gets the release
+/// once. Nothing lost, nothing doubled; the HTTP API and /metrics show it.
+#[test]
+fn releases_reach_a_hub_that_was_down_nothing_lost_nothing_doubled() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let hub = tmp.path().join("hub").display().to_string();
+    run_ok(&["init", "--dir", &hub, "--role", "hub", "--name", "Hub"]);
+    let a = structure(tmp.path(), "a", 1);
+    let b = structure(tmp.path(), "b", 2);
+    run_ok(&["members", "add", "--dir", &hub, "--from-node", &a]);
+    run_ok(&["members", "add", "--dir", &hub, "--from-node", &b]);
+    let port = free_port();
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+
+    // The hub's address, learnt from a first start; then the hub is down.
+    let served = Served::start_with(&hub, &["--listen", &listen]);
+    let hub_addr = served.address.clone();
+    assert!(served.stop(), "serve stops cleanly on SIGTERM");
+
+    // Structure a waits for its hub, is killed, and comes back.
+    let sa = Served::start_with(&a, &["--peer", &hub_addr]);
+    assert!(
+        wait_until(20, || {
+            let s = sa.status();
+            s["outbox"][0]["attempts"].as_u64().unwrap_or(0) >= 1
+        }),
+        "the release waits in the outbox: {}",
+        sa.status()
+    );
+    let status = sa.status();
+    assert_eq!(status["outbox"][0]["period"], json!("2026-09"), "{status}");
+    assert!(
+        status["outbox"][0]["last_error"].is_string(),
+        "the status says why: {status}"
+    );
+    sa.crash();
+
+    let served = Served::start_with(&hub, &["--listen", &listen]);
+    let sa = Served::start_with(&a, &["--peer", &hub_addr]);
+    assert!(
+        wait_until(30, || sa.status()["delivered"] == json!(["2026-09"])),
+        "delivered after the restart: {}",
+        sa.status()
+    );
+    assert_eq!(sa.status()["outbox"], json!([]));
+    let (code, metrics) = sa.get("/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("maillage_delivered_total{kind=\"release\"} 1"),
+        "{metrics}"
+    );
+
+    // Structure b starts while the hub is up, the hub goes down and comes back.
+    assert!(served.stop());
+    let sb = Served::start_with(&b, &["--peer", &hub_addr]);
+    assert!(wait_until(20, || sb.status()["outbox"][0]["attempts"]
+        .as_u64()
+        .unwrap_or(0)
+        >= 1));
+    let served = Served::start_with(&hub, &["--listen", &listen]);
+    assert!(
+        wait_until(40, || sb.status()["delivered"] == json!(["2026-09"])),
+        "delivered once the hub is back: {}",
+        sb.status()
+    );
+    // a's daemon was running all along: it sends nothing again.
+    assert_eq!(served.status()["log_size"], json!(2), "{}", served.status());
+    let (code, totals) = served.get("/totals?indicator=activites&period=2026-09");
+    assert_eq!(code, 404, "no aggregate yet: {totals}");
+    let (code, body) = http(&served.http, "POST", "/aggregate?period=2026-09");
+    assert_eq!(code, 200, "{body}");
+    let (code, totals) = served.get("/totals?indicator=activites&period=2026-09");
+    assert_eq!(code, 200, "{totals}");
+    let totals: serde_json::Value = serde_json::from_str(&totals).expect("totals JSON");
+    assert_eq!(totals["rows"][0]["contributors"], json!(2), "{totals}");
+    drop(sa);
+    drop(sb);
+    assert!(served.stop());
 }

@@ -1,0 +1,1004 @@
+//! The daemon's event loop: one task owns the swarm and the node's role state; the HTTP API,
+//! the demo and the tests talk to it through a [`DaemonHandle`] (a bounded channel of
+//! [`Control`] commands, each with a oneshot reply).
+//!
+//! Every role runs the same loop:
+//! - a structure delivers its stored releases to its hub (the outbox), retrying with backoff
+//!   until a signed receipt comes back, and keeps the receipts;
+//! - a hub accepts its members' releases, signs aggregates on request or at the period's
+//!   deadline, and delivers them to the national node the same way;
+//! - the national node accepts hub aggregates and answers queries;
+//! - hubs publish their checkpoints on gossipsub; every node checks the checkpoints it hears of.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use ed25519_dalek::VerifyingKey;
+use libp2p::futures::StreamExt;
+use libp2p::request_response::{self, Message, OutboundRequestId};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub};
+use maillage_protocol::network::{
+    MaillageBehaviour, MaillageBehaviourEvent, NetworkConfig, RateLimiter, Request, Response,
+    build_swarm, checkpoint_topic, keypair_from_ed25519_secret, peer_id_of,
+};
+use maillage_protocol::{Period, SignedCheckpoint, SignedReceipt, SignedRelease};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use super::metrics::Metrics;
+use super::outbox::{
+    Delivery, OUTBOX_TREE, Outbox, PendingView, RECEIPTS_TREE, UPSTREAM_RECEIPTS_TREE,
+};
+use crate::config::{Config, NetworkSettingError, Role};
+use crate::hub::Hub;
+use crate::members::parse_key;
+use crate::node::Node;
+
+/// How `maillage serve` runs: the `[network]` section of `maillage.toml` with the command
+/// line's overrides.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// libp2p listen addresses.
+    pub listen: Vec<Multiaddr>,
+    /// The nodes this one reports to (each ends with `/p2p/<peer id>`).
+    pub peers: Vec<Multiaddr>,
+    /// The HTTP API's address (`None`: off).
+    pub http: Option<SocketAddr>,
+    /// Day of the month after a period when hubs sign its aggregate.
+    pub deadline_day: u8,
+    /// Bounds and timeouts of the network layer.
+    pub network: NetworkConfig,
+    /// How often the outbox and the deadline are looked at.
+    pub tick: Duration,
+}
+
+impl ServeOptions {
+    /// The options `maillage.toml` gives.
+    pub fn from_config(config: &Config) -> Result<Self, NetworkSettingError> {
+        let n = &config.network;
+        n.validate(config.node.role)?;
+        Ok(Self {
+            listen: n.listen_addresses(config.node.role)?,
+            peers: n.peer_addresses()?,
+            http: n.http_address()?,
+            deadline_day: n.deadline_day,
+            network: NetworkConfig::default(),
+            tick: Duration::from_secs(1),
+        })
+    }
+}
+
+/// What the daemon reports once it listens.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ready {
+    /// The node's libp2p peer id.
+    pub peer_id: String,
+    /// Every listening address, ending with `/p2p/<peer id>`.
+    pub listen: Vec<String>,
+    /// The HTTP API's address, if on.
+    pub http: Option<SocketAddr>,
+}
+
+/// The daemon's state, as `GET /status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    /// The node's role.
+    pub role: Role,
+    /// The organisation's name.
+    pub name: String,
+    /// The node's public key, hex.
+    pub key: String,
+    /// Its libp2p peer id.
+    pub peer_id: String,
+    /// Listening addresses.
+    pub listen: Vec<String>,
+    /// Connected peers.
+    pub connected_peers: usize,
+    /// The nodes this one reports to.
+    pub upstream: Vec<String>,
+    /// Deliveries waiting for a receipt.
+    pub outbox: Vec<PendingView>,
+    /// Periods delivered and acknowledged.
+    pub delivered: Vec<String>,
+    /// Leaves of the contribution log (hubs and national nodes).
+    pub log_size: Option<u64>,
+    /// Members admitted (hubs and national nodes).
+    pub members: Option<usize>,
+}
+
+/// A command for the event loop.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Control {
+    /// The daemon's state.
+    Status(oneshot::Sender<StatusReport>),
+    /// The node's own exact indicators of a period (stays on the machine).
+    Indicators {
+        /// The period.
+        period: Period,
+        /// The indicators as JSON, or why not.
+        reply: oneshot::Sender<Result<serde_json::Value, String>>,
+    },
+    /// Published totals (hubs and national nodes).
+    Totals {
+        /// Indicator code.
+        indicator: String,
+        /// `YYYY-MM`.
+        period: String,
+        /// `region` or `departement`.
+        by: Option<String>,
+        /// The answer as it would go on the wire.
+        reply: oneshot::Sender<Response>,
+    },
+    /// A structure makes (or finds) its release of a period and queues it for its hub.
+    Release {
+        /// The period.
+        period: Period,
+        /// Release the period even if it has not ended.
+        force_open: bool,
+        /// The release id, or why not.
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// A hub or national node signs its aggregate of a period now (a hub then delivers it
+    /// to the national node).
+    Aggregate {
+        /// The period.
+        period: Period,
+        /// The signed aggregate's wire bytes, or why not.
+        reply: oneshot::Sender<Result<Vec<u8>, String>>,
+    },
+    /// The Prometheus text exposition.
+    Metrics(oneshot::Sender<String>),
+    /// Try every pending delivery now, whatever the backoff says.
+    DeliverNow,
+}
+
+/// Talks to a running daemon.
+#[derive(Debug, Clone)]
+pub struct DaemonHandle {
+    tx: mpsc::Sender<Control>,
+}
+
+/// The daemon stopped before answering.
+#[derive(Debug, thiserror::Error)]
+#[error("the node's daemon has stopped")]
+pub struct DaemonGone;
+
+/// A new command channel: the handle, and the receiver to give [`run`].
+pub fn channel() -> (DaemonHandle, mpsc::Receiver<Control>) {
+    let (tx, rx) = mpsc::channel(32);
+    (DaemonHandle { tx }, rx)
+}
+
+impl DaemonHandle {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Control,
+    ) -> Result<T, DaemonGone> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| DaemonGone)?;
+        answer.await.map_err(|_| DaemonGone)
+    }
+
+    /// The daemon's state.
+    pub async fn status(&self) -> Result<StatusReport, DaemonGone> {
+        self.ask(Control::Status).await
+    }
+
+    /// The node's own exact indicators.
+    pub async fn indicators(
+        &self,
+        period: Period,
+    ) -> Result<Result<serde_json::Value, String>, DaemonGone> {
+        self.ask(|reply| Control::Indicators { period, reply })
+            .await
+    }
+
+    /// Published totals.
+    pub async fn totals(
+        &self,
+        indicator: String,
+        period: String,
+        by: Option<String>,
+    ) -> Result<Response, DaemonGone> {
+        self.ask(|reply| Control::Totals {
+            indicator,
+            period,
+            by,
+            reply,
+        })
+        .await
+    }
+
+    /// Makes and queues a structure's release.
+    pub async fn release(
+        &self,
+        period: Period,
+        force_open: bool,
+    ) -> Result<Result<String, String>, DaemonGone> {
+        self.ask(|reply| Control::Release {
+            period,
+            force_open,
+            reply,
+        })
+        .await
+    }
+
+    /// Signs a hub's or the national node's aggregate now.
+    pub async fn aggregate(&self, period: Period) -> Result<Result<Vec<u8>, String>, DaemonGone> {
+        self.ask(|reply| Control::Aggregate { period, reply }).await
+    }
+
+    /// The metrics.
+    pub async fn metrics(&self) -> Result<String, DaemonGone> {
+        self.ask(Control::Metrics).await
+    }
+
+    /// Retries every pending delivery now.
+    pub async fn deliver_now(&self) -> Result<(), DaemonGone> {
+        self.tx
+            .send(Control::DeliverNow)
+            .await
+            .map_err(|_| DaemonGone)
+    }
+}
+
+fn unix_now() -> u64 {
+    u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0)
+}
+
+/// The peer id at the end of an address.
+pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
+/// A request sent by the loop, waiting for its response.
+#[derive(Debug)]
+enum Outgoing {
+    Delivery(Delivery, PeerId),
+}
+
+struct Daemon<'a> {
+    node: &'a Node,
+    role: Role,
+    hub: Option<Hub<'a>>,
+    swarm: Swarm<MaillageBehaviour>,
+    me: PeerId,
+    admitted: HashMap<PeerId, (VerifyingKey, Role)>,
+    limiter: RateLimiter,
+    upstream: Vec<(PeerId, Multiaddr)>,
+    outbox: Outbox,
+    in_flight: HashMap<OutboundRequestId, Outgoing>,
+    listening: Vec<Multiaddr>,
+    connected: HashSet<PeerId>,
+    /// Checkpoints heard of, by (signer, size): their root, to catch a hub that shows two.
+    seen_checkpoints: HashMap<([u8; 32], u64), [u8; 32]>,
+    metrics: Metrics,
+    deadline_day: u8,
+    last_deadline_check: Option<Instant>,
+}
+
+/// Runs the daemon of `node` until `shutdown` completes. Listening addresses are sent on
+/// `ready` once every listener is up.
+pub async fn run(
+    node: &Node,
+    options: ServeOptions,
+    mut control: mpsc::Receiver<Control>,
+    ready: Option<oneshot::Sender<Ready>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let role = node.config.node.role;
+    let hub = match role {
+        Role::Hub | Role::National => Some(Hub::open(node)?),
+        Role::Structure | Role::Auditor => None,
+    };
+    let keypair = keypair_from_ed25519_secret(node.identity.signing_key().to_bytes());
+    let mut swarm = build_swarm(keypair, &options.network).map_err(|e| anyhow!("network: {e}"))?;
+    let mut listeners = HashSet::new();
+    for addr in &options.listen {
+        let id = swarm
+            .listen_on(addr.clone())
+            .with_context(|| format!("listening on {addr}"))?;
+        listeners.insert(id);
+    }
+    if let Err(e) = swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&checkpoint_topic())
+    {
+        tracing::warn!(error = %e, "not subscribed to checkpoint announcements");
+    }
+    let mut upstream = Vec::new();
+    for addr in &options.peers {
+        let peer = peer_of(addr).ok_or_else(|| {
+            anyhow!("{addr} does not name a peer: expected an address ending with /p2p/<peer id>")
+        })?;
+        swarm.add_peer_address(peer, addr.clone());
+        upstream.push((peer, addr.clone()));
+    }
+    let mut admitted = HashMap::new();
+    if let Some(hub) = &hub {
+        for m in hub.members().iter() {
+            if let Ok(key) = parse_key(&m.key) {
+                admitted.insert(peer_id_of(&key), (key, m.role));
+            }
+        }
+    }
+    let me = peer_id_of(&node.identity.public());
+
+    // The HTTP API: bound before anything is reported, so that a port in use fails the start.
+    let (http_stop, http_stopped) = oneshot::channel::<()>();
+    let (handle_tx, handle_rx) = mpsc::channel(32);
+    let api_handle = DaemonHandle { tx: handle_tx };
+    let http = match options.http {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the HTTP API to {addr} (set [network] http in maillage.toml, or --http off)"))?;
+            let local = listener
+                .local_addr()
+                .context("reading the HTTP API's address")?;
+            let app = super::http::router(api_handle.clone());
+            tokio::spawn(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = http_stopped.await;
+                    })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "the HTTP API stopped");
+                }
+            });
+            tracing::info!(%local, "HTTP API listening");
+            Some(local)
+        }
+        None => None,
+    };
+    drop(api_handle);
+    let mut api_control = handle_rx;
+
+    let mut daemon = Daemon {
+        node,
+        role,
+        hub,
+        swarm,
+        me,
+        admitted,
+        limiter: RateLimiter::new(options.network.rate_limit),
+        upstream,
+        outbox: Outbox::default(),
+        in_flight: HashMap::new(),
+        listening: Vec::new(),
+        connected: HashSet::new(),
+        seen_checkpoints: HashMap::new(),
+        metrics: Metrics::default(),
+        deadline_day: options.deadline_day,
+        last_deadline_check: None,
+    };
+    if let Some(hub) = &daemon.hub {
+        daemon.metrics.log_size.set(hub.log_size() as i64);
+    }
+    tracing::info!(peer = %me, role = %role, members = daemon.admitted.len(), upstream = daemon.upstream.len(), "serving");
+
+    let mut ready = ready;
+    let mut reported = HashSet::new();
+    if listeners.is_empty()
+        && let Some(tx) = ready.take()
+    {
+        let _ = tx.send(Ready {
+            peer_id: me.to_string(),
+            listen: Vec::new(),
+            http,
+        });
+    }
+    let mut tick = tokio::time::interval(options.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(command) = control.recv() => daemon.on_control(command),
+            Some(command) = api_control.recv() => daemon.on_control(command),
+            _ = tick.tick() => daemon.on_tick(),
+            event = daemon.swarm.select_next_some() => {
+                if let SwarmEvent::NewListenAddr { listener_id, address } = &event {
+                    let full = address.clone().with(libp2p::multiaddr::Protocol::P2p(me));
+                    daemon.listening.push(full);
+                    reported.insert(*listener_id);
+                    if reported.len() >= listeners.len()
+                        && let Some(tx) = ready.take()
+                    {
+                        let _ = tx.send(Ready {
+                            peer_id: me.to_string(),
+                            listen: daemon.listening.iter().map(|a| a.to_string()).collect(),
+                            http,
+                        });
+                    }
+                }
+                daemon.on_swarm_event(event);
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    let _ = http_stop.send(());
+    node.store.flush().context("flushing the store")?;
+    Ok(())
+}
+
+impl<'a> Daemon<'a> {
+    fn on_control(&mut self, command: Control) {
+        match command {
+            Control::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Control::Indicators { period, reply } => {
+                let result = self
+                    .node
+                    .indicators(period, maillage_protocol::Indicator::COMMON_CORE)
+                    .map_err(|e| e.to_string())
+                    .and_then(|i| serde_json::to_value(&i).map_err(|e| e.to_string()));
+                let _ = reply.send(result);
+            }
+            Control::Totals {
+                indicator,
+                period,
+                by,
+                reply,
+            } => {
+                let response = match &self.hub {
+                    Some(hub) => super::answer::query(hub, &indicator, &period, by),
+                    None => Response::Error {
+                        message: format!(
+                            "a {} has no totals; ask its hub or the national node",
+                            self.role
+                        ),
+                    },
+                };
+                let _ = reply.send(response);
+            }
+            Control::Release {
+                period,
+                force_open,
+                reply,
+            } => {
+                let _ = reply.send(self.release(period, force_open));
+                self.on_tick();
+            }
+            Control::Aggregate { period, reply } => {
+                let _ = reply.send(self.aggregate(period));
+                self.on_tick();
+            }
+            Control::Metrics(reply) => {
+                let _ = reply.send(self.metrics.encode());
+            }
+            Control::DeliverNow => {
+                for b in self.outbox.state.values_mut() {
+                    b.next = None;
+                }
+                self.on_tick();
+            }
+        }
+    }
+
+    fn status(&self) -> StatusReport {
+        let delivered_tree = match self.role {
+            Role::Structure => Some(RECEIPTS_TREE),
+            Role::Hub => Some(UPSTREAM_RECEIPTS_TREE),
+            _ => None,
+        };
+        let delivered = delivered_tree
+            .and_then(|t| self.node.store.tree(t).ok())
+            .map(|t| {
+                t.iter()
+                    .keys()
+                    .filter_map(|k| k.ok())
+                    .map(|k| String::from_utf8_lossy(&k).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        StatusReport {
+            role: self.role,
+            name: self.node.config.node.name.clone(),
+            key: hex::encode(self.node.identity.public().as_bytes()),
+            peer_id: self.me.to_string(),
+            listen: self.listening.iter().map(|a| a.to_string()).collect(),
+            connected_peers: self.connected.len(),
+            upstream: self.upstream.iter().map(|(_, a)| a.to_string()).collect(),
+            outbox: self.outbox.view(Instant::now()),
+            delivered,
+            log_size: self.hub.as_ref().map(|h| h.log_size()),
+            members: self.hub.as_ref().map(|h| h.members().iter().count()),
+        }
+    }
+
+    fn release(&mut self, period: Period, force_open: bool) -> Result<String, String> {
+        if self.role != Role::Structure {
+            return Err(format!(
+                "only a structure releases; this node is a {}",
+                self.role
+            ));
+        }
+        let now = time::OffsetDateTime::now_utc();
+        crate::release::release_period(
+            self.node,
+            period,
+            force_open,
+            now.date(),
+            u64::try_from(now.unix_timestamp()).unwrap_or(0),
+        )
+        .map(|outcome| outcome.release.id().to_string())
+        .map_err(|e| e.to_string())
+    }
+
+    fn aggregate(&mut self, period: Period) -> Result<Vec<u8>, String> {
+        let Some(hub) = self.hub.as_mut() else {
+            return Err(format!(
+                "only hubs and the national node aggregate; this node is a {}",
+                self.role
+            ));
+        };
+        let aggregate = hub
+            .aggregate(period, unix_now())
+            .map_err(|e| e.to_string())?;
+        let bytes = aggregate.to_bytes();
+        if self.role == Role::Hub {
+            // Queued before it is announced: the delivery survives a restart.
+            let queued = self
+                .node
+                .store
+                .tree(OUTBOX_TREE)
+                .and_then(|t| {
+                    t.insert(period.to_string().as_bytes(), bytes.as_slice())?;
+                    Ok(())
+                })
+                .and_then(|()| self.node.store.flush());
+            if let Err(e) = queued {
+                return Err(format!(
+                    "the aggregate is signed but could not be queued for the national node: {e}"
+                ));
+            }
+        }
+        self.announce_checkpoint();
+        Ok(bytes)
+    }
+
+    /// Publishes the hub's latest checkpoint on gossipsub.
+    fn announce_checkpoint(&mut self) {
+        let Some(hub) = &self.hub else { return };
+        let latest = match hub.checkpoints() {
+            Ok(all) => all.into_iter().last(),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading checkpoints");
+                None
+            }
+        };
+        if let Some(checkpoint) = latest
+            && let Err(e) = self
+                .swarm
+                .behaviour_mut()
+                .gossipsub
+                .publish(checkpoint_topic(), checkpoint.to_bytes())
+        {
+            // No subscribed peer yet is normal: the checkpoint is also served on request.
+            tracing::debug!(error = %e, "checkpoint not announced");
+        }
+    }
+
+    /// What the store says is still to deliver.
+    fn pending(&self) -> Vec<Delivery> {
+        let result: Result<Vec<Delivery>, crate::store::StoreError> = (|| match self.role {
+            Role::Structure => {
+                let receipts = self.node.store.tree(RECEIPTS_TREE)?;
+                let mut pending = Vec::new();
+                for (period, _) in self.node.store.ledger()? {
+                    if receipts.get(period.as_bytes())?.is_none()
+                        && let Ok(p) = period.parse::<Period>()
+                    {
+                        pending.push(Delivery::Release(p));
+                    }
+                }
+                Ok(pending)
+            }
+            Role::Hub => {
+                let outbox = self.node.store.tree(OUTBOX_TREE)?;
+                Ok(outbox
+                    .iter()
+                    .keys()
+                    .filter_map(|k| k.ok())
+                    .filter_map(|k| std::str::from_utf8(&k).ok()?.parse::<Period>().ok())
+                    .map(Delivery::Aggregate)
+                    .collect())
+            }
+            Role::National | Role::Auditor => Ok(Vec::new()),
+        })();
+        result.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "reading the outbox");
+            Vec::new()
+        })
+    }
+
+    fn payload(&self, delivery: Delivery) -> Result<Option<Request>, crate::store::StoreError> {
+        Ok(match delivery {
+            Delivery::Release(p) => self
+                .node
+                .store
+                .release(p)?
+                .map(|release| Request::SubmitRelease { release }),
+            Delivery::Aggregate(p) => self
+                .node
+                .store
+                .tree(OUTBOX_TREE)?
+                .get(p.to_string().as_bytes())?
+                .map(|a| Request::SubmitAggregate {
+                    aggregate: a.to_vec(),
+                }),
+        })
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        let pending = self.pending();
+        self.outbox.sync(&pending);
+        self.metrics.outbox.set(pending.len() as i64);
+        let busy: HashSet<Delivery> = self
+            .in_flight
+            .values()
+            .map(|Outgoing::Delivery(d, _)| *d)
+            .collect();
+        let due: Vec<Delivery> = self
+            .outbox
+            .state
+            .iter()
+            .filter(|(d, b)| b.due(now) && !busy.contains(d))
+            .map(|(d, _)| *d)
+            .collect();
+        for delivery in due {
+            let Some((peer, _)) = self.upstream.first().cloned() else {
+                if let Some(b) = self.outbox.state.get_mut(&delivery) {
+                    b.failed(
+                        now,
+                        "no upstream node configured: add its address to [network] peers in maillage.toml, or pass --peer".into(),
+                    );
+                }
+                continue;
+            };
+            match self.payload(delivery) {
+                Ok(Some(request)) => {
+                    // Dial explicitly: after failed dials libp2p may hold no usable address for
+                    // the peer, and a hub that came back must be reached on its known address.
+                    if !self.connected.contains(&peer)
+                        && let Some((_, addr)) = self.upstream.iter().find(|(p, _)| *p == peer)
+                    {
+                        let addr = addr.clone();
+                        self.swarm.add_peer_address(peer, addr.clone());
+                        if let Err(e) = self.swarm.dial(addr) {
+                            tracing::debug!(%peer, error = %e, "dial not started");
+                        }
+                    }
+                    let size = request_size(&request);
+                    self.metrics.bytes_sent.inc_by(size);
+                    tracing::info!(kind = delivery.kind(), period = %delivery.period(), %peer, bytes = size, "delivering");
+                    let id = self
+                        .swarm
+                        .behaviour_mut()
+                        .request_response
+                        .send_request(&peer, request);
+                    self.in_flight
+                        .insert(id, Outgoing::Delivery(delivery, peer));
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "reading a delivery"),
+            }
+        }
+        self.check_deadline(now);
+    }
+
+    /// Hubs and the national node sign last month's aggregate on its deadline day if nobody
+    /// asked before.
+    fn check_deadline(&mut self, now: Instant) {
+        if self.hub.is_none()
+            || self
+                .last_deadline_check
+                .is_some_and(|t| now.duration_since(t) < Duration::from_secs(60))
+        {
+            return;
+        }
+        self.last_deadline_check = Some(now);
+        let today = time::OffsetDateTime::now_utc().date();
+        let previous = Period::of_date(today).previous();
+        if today.day() < self.deadline_day {
+            return;
+        }
+        let exists = self
+            .hub
+            .as_ref()
+            .map(|h| h.latest_aggregate(previous).map(|a| a.is_some()));
+        if let Some(Ok(false)) = exists {
+            match self.aggregate(previous) {
+                Ok(_) => tracing::info!(period = %previous, "deadline reached: aggregate signed"),
+                Err(e) => {
+                    tracing::error!(period = %previous, error = %e, "deadline aggregate failed")
+                }
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<MaillageBehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(MaillageBehaviourEvent::RequestResponse(event)) => {
+                self.on_request_response(event)
+            }
+            SwarmEvent::Behaviour(MaillageBehaviourEvent::Gossipsub(
+                gossipsub::Event::Message {
+                    propagation_source,
+                    message_id,
+                    message,
+                },
+            )) => {
+                let acceptance = self.check_gossiped_checkpoint(&message.data);
+                if acceptance == gossipsub::MessageAcceptance::Reject {
+                    self.metrics.gossip_rejected.inc();
+                }
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                self.connected.insert(peer_id);
+                self.metrics.connections.set(self.connected.len() as i64);
+                tracing::debug!(peer = %peer_id, "connected");
+                // A hub that comes back gets its pending deliveries at once.
+                if self.upstream.iter().any(|(p, _)| *p == peer_id) {
+                    for b in self.outbox.state.values_mut() {
+                        b.next = None;
+                    }
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if num_established == 0 {
+                    self.connected.remove(&peer_id);
+                    self.metrics.connections.set(self.connected.len() as i64);
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(?peer_id, %error, "outgoing connection failed");
+            }
+            other => tracing::trace!(?other, "swarm event"),
+        }
+    }
+
+    /// Checks a gossiped checkpoint: it must verify, and must not contradict a checkpoint of
+    /// the same size heard before from the same hub.
+    fn check_gossiped_checkpoint(&mut self, data: &[u8]) -> gossipsub::MessageAcceptance {
+        let checkpoint = match SignedCheckpoint::decode_and_verify(data) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "gossiped checkpoint rejected");
+                return gossipsub::MessageAcceptance::Reject;
+            }
+        };
+        let c = checkpoint.checkpoint();
+        let key = (c.signer.to_bytes(), c.tree_size);
+        match self.seen_checkpoints.get(&key) {
+            Some(root) if *root != c.root => {
+                tracing::error!(
+                    signer = %hex::encode(c.signer.as_bytes()),
+                    size = c.tree_size,
+                    "a hub announced two different checkpoints of the same size: its log forked"
+                );
+                gossipsub::MessageAcceptance::Reject
+            }
+            _ => {
+                self.seen_checkpoints.insert(key, c.root);
+                gossipsub::MessageAcceptance::Accept
+            }
+        }
+    }
+
+    fn on_request_response(&mut self, event: request_response::Event<Request, Response>) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let kind = request.kind();
+                self.metrics.bytes_received.inc_by(request_size(&request));
+                let response = match self.limiter.check(&peer, Instant::now()) {
+                    Err(limited) => Response::Refused {
+                        reason: limited.to_string(),
+                    },
+                    Ok(()) => match (self.admitted.get(&peer).copied(), self.hub.as_mut()) {
+                        (_, None) => Response::Refused {
+                            reason: format!("this node is a {} and serves no requests", self.role),
+                        },
+                        (None, Some(_)) => {
+                            tracing::warn!(%peer, kind, "request from a non-member refused");
+                            Response::Refused {
+                                reason: format!(
+                                    "peer {peer} is not a member of this node; ask its operator to add your key (maillage members add)"
+                                ),
+                            }
+                        }
+                        (Some((key, member_role)), Some(hub)) => {
+                            super::answer::answer(hub, &key, member_role, request)
+                        }
+                    },
+                };
+                let outcome = match &response {
+                    Response::Refused { .. } => "refused",
+                    Response::Error { .. } => "error",
+                    _ => "answered",
+                };
+                self.metrics.request(kind, outcome);
+                if let Some(hub) = &self.hub {
+                    self.metrics.log_size.set(hub.log_size() as i64);
+                }
+                let announce =
+                    kind == "submit_aggregate" && matches!(response, Response::Receipt { .. });
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .request_response
+                    .send_response(channel, response)
+                    .is_err()
+                {
+                    tracing::debug!(%peer, "response not sent: the requester went away");
+                }
+                if announce {
+                    self.announce_checkpoint();
+                }
+            }
+            request_response::Event::Message {
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(Outgoing::Delivery(delivery, peer)) = self.in_flight.remove(&request_id)
+                {
+                    self.on_delivery_response(delivery, peer, response);
+                }
+            }
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some(Outgoing::Delivery(delivery, _)) = self.in_flight.remove(&request_id) {
+                    self.delivery_failed(
+                        delivery,
+                        format!("the upstream node did not answer: {error}"),
+                    );
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::warn!(%peer, %error, "a request could not be read or answered");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn delivery_failed(&mut self, delivery: Delivery, error: String) {
+        tracing::warn!(kind = delivery.kind(), period = %delivery.period(), %error, "delivery failed; will retry");
+        self.metrics
+            .delivery_failures
+            .get_or_create(&super::metrics::DeliveryLabels {
+                kind: delivery.kind().into(),
+            })
+            .inc();
+        if let Some(b) = self.outbox.state.get_mut(&delivery) {
+            b.failed(Instant::now(), error);
+        }
+    }
+
+    fn on_delivery_response(&mut self, delivery: Delivery, peer: PeerId, response: Response) {
+        let receipt = match response {
+            Response::Receipt { receipt } => receipt,
+            Response::Refused { reason } => {
+                return self.delivery_failed(delivery, format!("refused: {reason}"));
+            }
+            Response::Error { message } => {
+                return self.delivery_failed(delivery, format!("failed upstream: {message}"));
+            }
+            other => {
+                return self.delivery_failed(delivery, format!("unexpected answer {other:?}"));
+            }
+        };
+        match self.check_receipt(delivery, peer, &receipt) {
+            Ok(()) => {}
+            Err(e) => return self.delivery_failed(delivery, e),
+        }
+        let stored: Result<(), crate::store::StoreError> = (|| {
+            let key = delivery.period().to_string();
+            match delivery {
+                Delivery::Release(_) => {
+                    self.node
+                        .store
+                        .tree(RECEIPTS_TREE)?
+                        .insert(key.as_bytes(), receipt.as_slice())?;
+                }
+                Delivery::Aggregate(_) => {
+                    self.node
+                        .store
+                        .tree(UPSTREAM_RECEIPTS_TREE)?
+                        .insert(key.as_bytes(), receipt.as_slice())?;
+                    self.node.store.tree(OUTBOX_TREE)?.remove(key.as_bytes())?;
+                }
+            }
+            self.node.store.flush()
+        })();
+        match stored {
+            Ok(()) => {
+                tracing::info!(kind = delivery.kind(), period = %delivery.period(), %peer, "delivered; receipt stored");
+                self.metrics
+                    .delivered
+                    .get_or_create(&super::metrics::DeliveryLabels {
+                        kind: delivery.kind().into(),
+                    })
+                    .inc();
+                self.outbox.state.remove(&delivery);
+                self.metrics.outbox.set(self.outbox.state.len() as i64);
+            }
+            Err(e) => self.delivery_failed(delivery, format!("storing the receipt: {e}")),
+        }
+    }
+
+    /// A receipt must verify, be signed by the peer it came from, and name what was sent.
+    fn check_receipt(&self, delivery: Delivery, peer: PeerId, bytes: &[u8]) -> Result<(), String> {
+        let receipt = SignedReceipt::decode_and_verify(bytes)
+            .map_err(|e| format!("the receipt does not verify: {e}"))?;
+        let r = receipt.receipt();
+        if peer_id_of(&r.hub) != peer {
+            return Err(format!(
+                "the receipt is signed by {} and not by the peer {peer} that sent it",
+                hex::encode(r.hub.as_bytes())
+            ));
+        }
+        let expected = match delivery {
+            Delivery::Release(p) => self
+                .node
+                .store
+                .release(p)
+                .ok()
+                .flatten()
+                .and_then(|b| SignedRelease::decode(&b).ok())
+                .map(|r| r.id()),
+            Delivery::Aggregate(_) => None,
+        };
+        if let Some(id) = expected
+            && r.release_id != id
+        {
+            return Err(format!(
+                "the receipt names {} instead of {id}",
+                r.release_id
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The payload size of a request, as counted in the metrics.
+fn request_size(request: &Request) -> u64 {
+    match request {
+        Request::SubmitRelease { release } => release.len() as u64,
+        Request::SubmitAggregate { aggregate } => aggregate.len() as u64,
+        _ => 64,
+    }
+}
