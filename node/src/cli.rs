@@ -71,7 +71,7 @@ pub enum Command {
     Audit(AuditArgs),
     /// Écrit un fichier d'activités fictives (données synthétiques reproductibles).
     Generate(GenerateArgs),
-    /// Démonstration : crée un nœud, importe des données fictives et affiche ses indicateurs.
+    /// Démonstration : une fédération complète (structures, hubs, national) en libp2p local.
     Demo(DemoArgs),
 }
 
@@ -406,6 +406,9 @@ pub struct DemoArgs {
     /// Nombre de structures.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=2000))]
     pub structures: u32,
+    /// Nombre de hubs (nommés d'après des régions réelles).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=18))]
+    pub hubs: u32,
     /// Graine des données fictives.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -1106,13 +1109,14 @@ fn submit(args: SubmitArgs) -> Result<()> {
 
 fn query(args: QueryArgs) -> Result<()> {
     use maillage_protocol::vocab::Vocabulary as _;
-    let node = Node::open(&args.dir)?;
+    // Only the key and settings: the store may be held by this node's running daemon.
+    let (config, identity) = Node::open_identity(&args.dir)?;
     let addr = match &args.peer {
         Some(a) => crate::config::parse_peer_address("--peer", a)?,
-        None => node.config.network.peer_addresses()?.into_iter().next().ok_or_else(|| {
+        None => config.network.peer_addresses()?.into_iter().next().ok_or_else(|| {
             anyhow::anyhow!(
                 "no node to ask: pass --peer <address>/p2p/<peer id>, or set [network] peers in {}",
-                node.dir().join("maillage.toml").display()
+                args.dir.join("maillage.toml").display()
             )
         })?,
     };
@@ -1128,7 +1132,7 @@ fn query(args: QueryArgs) -> Result<()> {
         );
     }
     let totals = crate::net::query(
-        &node,
+        &identity,
         &addr,
         &args.indicator,
         args.period,
@@ -1448,6 +1452,96 @@ fn demo(args: DemoArgs) -> Result<()> {
                 .map(|f| f.what.clone())
                 .unwrap_or_default()
         );
+    }
+    Ok(())
+}
+
+#[allow(dead_code)] // the networked demo, switched on once national nodes take aggregates
+fn print_demo(report: &crate::demo::DemoReport, seed: u64) -> std::io::Result<()> {
+    out!(
+        "Démonstration Maillage — {} structures, {} hubs, 1 niveau national, mois {} (données fictives, graine {seed})",
+        report.structures,
+        report.hubs,
+        report.period
+    )?;
+    out!(
+        "Chaque structure publie une diffusion bruitée (OpenDP) et signée, remise à son hub en libp2p ;"
+    )?;
+    out!(
+        "chaque hub journalise (Merkle), signe son agrégat et le remet au niveau national, qui signe le total."
+    )?;
+    out!()?;
+    out!(
+        "  {:<58} {:>9} {:>21} {:>9}",
+        "indicateur / catégorie (total national)",
+        "estimé",
+        "intervalle à 95 %",
+        "réel"
+    )?;
+    for t in &report.totals {
+        let label = match (Indicator::from_code(&t.indicator), &t.category) {
+            (Some(i), Some(c)) => format!("{} — {c}", i.label()),
+            (Some(i), None) => i.label().to_owned(),
+            (None, _) => t.indicator.clone(),
+        };
+        out!(
+            "  {:<58} {:>9} {:>21} {:>9}",
+            label,
+            t.estimate,
+            format!("[{:.0} ; {:.0}]", t.ci95[0], t.ci95[1]),
+            t.truth
+        )?;
+    }
+    out!()?;
+    out!("  Activités par région (requête du comité au niveau national, en libp2p) :")?;
+    for r in &report.by_region {
+        out!(
+            "    {:<40} {:>9.0} {:>21} {:>9}   couverture {}",
+            format!(
+                "{} — {}",
+                r.territory,
+                r.category.as_deref().unwrap_or("total")
+            ),
+            r.estimate,
+            format!("[{:.0} ; {:.0}]", r.ci95[0], r.ci95[1]),
+            r.truth,
+            r.coverage
+        )?;
+    }
+    out!()?;
+    out!(
+        "  couverture : {} structure(s) sur {} et {} hub(s) sur {} dans le total national",
+        report.coverage.structures_contributed,
+        report.coverage.structures,
+        report.coverage.hubs_contributed,
+        report.hubs
+    )?;
+    out!(
+        "  audit      : {} — {} diffusion(s) vérifiée(s), {} constat(s)",
+        if report.audit.ok {
+            "conforme"
+        } else {
+            "NON CONFORME"
+        },
+        report.audit.releases_verified,
+        report.audit.findings
+    )?;
+    let m = &report.metrics;
+    out!(
+        "  mesures    : diffusion → total national {} ms ; {} octets envoyés par structure (max {}) ; service d'une structure au repos {} ; durée totale {} ms",
+        m.release_to_national_total_ms,
+        m.bytes_sent_per_structure_mean,
+        m.bytes_sent_per_structure_max,
+        m.idle_structure_daemon_rss_kib
+            .map(|k| format!("{:.1} Mo", k as f64 / 1024.0))
+            .unwrap_or_else(|| "non mesuré".into()),
+        m.total_ms
+    )?;
+    match &report.out {
+        None => out!(
+            "  (dossiers temporaires effacés ; --out DOSSIER garde les nœuds et le dossier d'audit)"
+        )?,
+        Some(root) => out!("  nœuds dans {root}/nodes, dossier d'audit dans {root}/bundle")?,
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod bundle;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod hub;
 pub mod identity;
 pub mod import;

@@ -16,10 +16,10 @@ mod outbox;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use libp2p::PeerId;
 use libp2p::futures::StreamExt;
 use libp2p::request_response::{self, Message};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId};
 use maillage_protocol::network::{
     MaillageBehaviourEvent, NetworkConfig, Request, Response, Totals, build_swarm,
     keypair_from_ed25519_secret, peer_id_of,
@@ -32,6 +32,7 @@ use crate::node::Node;
 pub use daemon::{
     Control, DaemonGone, DaemonHandle, Ready, ServeOptions, StatusReport, channel, peer_of, run,
 };
+pub use libp2p::Multiaddr;
 pub use outbox::{Delivery, OUTBOX_TREE, RECEIPTS_TREE, UPSTREAM_RECEIPTS_TREE};
 
 /// The node's libp2p peer id (derived from its ed25519 key).
@@ -94,7 +95,7 @@ pub fn serve(node: &Node, options: ServeOptions) -> Result<()> {
 /// Sends one request to the peer at `addr` (which must end with `/p2p/<peer id>`) and waits for
 /// its response.
 pub fn request_once(
-    node: &Node,
+    identity: &crate::Identity,
     addr: &Multiaddr,
     request: Request,
     timeout: Duration,
@@ -106,7 +107,7 @@ pub fn request_once(
         .context("starting the async runtime")?;
     runtime.block_on(async {
         let config = NetworkConfig::default();
-        let keypair = keypair_from_ed25519_secret(node.identity.signing_key().to_bytes());
+        let keypair = keypair_from_ed25519_secret(identity.signing_key().to_bytes());
         let mut swarm = build_swarm(keypair, &config).map_err(|e| anyhow!("network: {e}"))?;
         swarm
             .dial(addr.clone())
@@ -142,7 +143,7 @@ pub fn request_once(
 
 /// Asks the node at `addr` for the totals of one indicator and period.
 pub fn query(
-    node: &Node,
+    identity: &crate::Identity,
     addr: &Multiaddr,
     indicator: &str,
     period: Period,
@@ -150,7 +151,7 @@ pub fn query(
     timeout: Duration,
 ) -> Result<Totals> {
     let response = request_once(
-        node,
+        identity,
         addr,
         Request::Query {
             indicator: indicator.into(),
@@ -192,7 +193,7 @@ pub fn submit(
     let hub_peer = peer_of(hub_addr)
         .ok_or_else(|| anyhow!("{hub_addr} does not name the hub's peer id: expected an address ending with /p2p/<peer id>, as maillage serve prints it"))?;
     let response = request_once(
-        node,
+        &node.identity,
         hub_addr,
         Request::SubmitRelease {
             release: bytes.clone(),

@@ -249,8 +249,15 @@ impl Node {
         Self::open(dir)
     }
 
-    /// Opens an existing node directory.
-    pub fn open(dir: &Path) -> Result<Node, NodeError> {
+    /// Reads a node's configuration and key without opening its store, for commands that only
+    /// talk to other nodes (and so may run while `maillage serve` holds the store).
+    pub fn open_identity(dir: &Path) -> Result<(Config, Identity), NodeError> {
+        let config = Self::read_config(dir)?;
+        let identity = Identity::read(&dir.join(KEY_FILE))?;
+        Ok((config, identity))
+    }
+
+    fn read_config(dir: &Path) -> Result<Config, NodeError> {
         let config_path = dir.join(CONFIG_FILE);
         if !config_path.exists() {
             return Err(NodeError::NotANode {
@@ -258,10 +265,22 @@ impl Node {
             });
         }
         let text = fs::read_to_string(&config_path).map_err(io_error(&config_path))?;
-        let config: Config = toml::from_str(&text).map_err(|e| NodeError::Config {
+        toml::from_str(&text).map_err(|e| NodeError::Config {
             path: config_path.display().to_string(),
             message: e.to_string(),
-        })?;
+        })
+    }
+
+    /// Opens an existing node directory.
+    pub fn open(dir: &Path) -> Result<Node, NodeError> {
+        let config = Self::read_config(dir)?;
+        let config_path = dir.join(CONFIG_FILE);
+        if !config_path.exists() {
+            return Err(NodeError::NotANode {
+                dir: dir.display().to_string(),
+            });
+        }
+        let _ = config_path;
         let identity = Identity::read(&dir.join(KEY_FILE))?;
         let store = open_store(&dir.join(STORE_DIR))?;
         Ok(Node {

@@ -6,5 +6,6 @@ mod cli;
 mod crash;
 mod hub;
 mod import_semantics;
+mod netns;
 mod network;
 mod release;

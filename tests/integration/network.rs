@@ -366,7 +366,124 @@ fn releases_reach_a_hub_that_was_down_nothing_lost_nothing_doubled() {
     assert_eq!(code, 200, "{totals}");
     let totals: serde_json::Value = serde_json::from_str(&totals).expect("totals JSON");
     assert_eq!(totals["rows"][0]["contributors"], json!(2), "{totals}");
+    // A member asks over libp2p, by département and by région.
+    for (by, territory) in [
+        ("departement", "69 Rhône"),
+        ("region", "84 Auvergne-Rhône-Alpes"),
+    ] {
+        let answer = run_json(&[
+            "query",
+            "--dir",
+            &a,
+            "--peer",
+            &hub_addr,
+            "--indicator",
+            "activites",
+            "--period",
+            "2026-09",
+            "--by",
+            by,
+            "--json",
+        ]);
+        let rows = answer["rows"].as_array().cloned().unwrap_or_default();
+        assert_eq!(rows.len(), 2, "individuel and collectif: {answer}");
+        for row in &rows {
+            assert_eq!(row["territory"], json!(territory), "{answer}");
+            assert_eq!(row["contributors"], json!(2), "{answer}");
+            assert_eq!(row["members"], json!(2), "{answer}");
+        }
+        // The breakdown of a single territory sums to the hub's total.
+        let total: f64 = totals["rows"]
+            .as_array()
+            .map(|r| r.iter().filter_map(|x| x["estimate"].as_f64()).sum())
+            .unwrap_or(-1.0);
+        let parts: f64 = rows.iter().filter_map(|x| x["estimate"].as_f64()).sum();
+        assert_eq!(total, parts, "{answer}");
+    }
+    let err = run_err(&[
+        "query",
+        "--dir",
+        &a,
+        "--peer",
+        &hub_addr,
+        "--indicator",
+        "nope",
+        "--period",
+        "2026-09",
+    ]);
+    assert!(err.contains("unknown indicator"), "{err}");
     drop(sa);
     drop(sb);
+    assert!(served.stop());
+}
+
+/// Hostile messages from a member: a release that is not one, a release of another signer, an
+/// oversized request. Each is refused or cut, and the hub goes on serving.
+#[test]
+fn malformed_and_oversized_messages_are_refused_and_the_hub_survives() {
+    use maillage_protocol::network::{Request, Response};
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let hub = tmp.path().join("hub").display().to_string();
+    run_ok(&["init", "--dir", &hub, "--role", "hub", "--name", "Hub"]);
+    let a = structure(tmp.path(), "a", 1);
+    let b = structure(tmp.path(), "b", 2);
+    run_ok(&["members", "add", "--dir", &hub, "--from-node", &a]);
+    run_ok(&["members", "add", "--dir", &hub, "--from-node", &b]);
+    let served = Served::start(&hub);
+    let addr: maillage_node::net::Multiaddr = served.address.parse().expect("address");
+    let node_a = maillage_node::Node::open(std::path::Path::new(&a)).expect("open a");
+    let timeout = Duration::from_secs(20);
+    let ask = |request: Request| {
+        maillage_node::net::request_once(&node_a.identity, &addr, request, timeout)
+    };
+
+    let garbage = ask(Request::SubmitRelease {
+        release: vec![0xff; 300],
+    })
+    .expect("an answer");
+    assert!(
+        matches!(&garbage, Response::Refused { reason } if reason.contains("invalid release")),
+        "{garbage:?}"
+    );
+    let node_b = maillage_node::Node::open(std::path::Path::new(&b)).expect("open b");
+    let bs_release = node_b
+        .stored_release("2026-09".parse().expect("period"))
+        .expect("read")
+        .expect("b's release");
+    drop(node_b);
+    let foreign = ask(Request::SubmitRelease {
+        release: bs_release,
+    })
+    .expect("an answer");
+    assert!(
+        matches!(&foreign, Response::Refused { reason } if reason.contains("own releases")),
+        "{foreign:?}"
+    );
+    // Over the 1 MiB request bound: the stream is cut, the request fails, nothing is stored.
+    let oversized = ask(Request::SubmitRelease {
+        release: vec![0u8; 2 * 1024 * 1024],
+    });
+    assert!(oversized.is_err(), "{oversized:?}");
+    // The hub still serves, and stored nothing of the above.
+    let status = served.status();
+    assert_eq!(status["log_size"], json!(0), "{status}");
+    let receipt = run_json(&[
+        "submit",
+        "--dir",
+        &b,
+        "--period",
+        "2026-09",
+        "--to",
+        &served.address,
+        "--json",
+    ]);
+    assert_eq!(receipt["index"], json!(0), "{receipt}");
+    let (code, metrics) = served.get("/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("outcome=\"refused\"} 2"),
+        "two refusals counted: {metrics}"
+    );
+    drop(node_a);
     assert!(served.stop());
 }

@@ -117,59 +117,173 @@ pub fn answer(
     }
 }
 
-/// Totals of one indicator for one period from the hub's latest aggregate.
+/// A breakdown of totals by territory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Breakdown {
+    /// By région.
+    Region,
+    /// By département.
+    Departement,
+}
+
+impl Breakdown {
+    fn parse(by: &str) -> Option<Self> {
+        match by {
+            "region" => Some(Self::Region),
+            "departement" => Some(Self::Departement),
+            _ => None,
+        }
+    }
+
+    /// `CODE Name` of the territory of a commune, or `inconnu`.
+    fn territory_of(self, commune: Option<&str>) -> String {
+        let cog = maillage_protocol::Cog::get();
+        let Some(c) = commune.and_then(|c| cog.commune(c).ok()) else {
+            return "inconnu".into();
+        };
+        match self {
+            Self::Region => match cog.region(c.region) {
+                Ok(r) => format!("{} {}", r.code, r.name),
+                Err(_) => c.region.to_owned(),
+            },
+            Self::Departement => match cog.departement(c.departement) {
+                Ok(d) => format!("{} {}", d.code, d.name),
+                Err(_) => c.departement.to_owned(),
+            },
+        }
+    }
+}
+
+fn error(message: impl Into<String>) -> Response {
+    Response::Error {
+        message: message.into(),
+    }
+}
+
+fn row(
+    territory: String,
+    cell: &maillage_protocol::aggregate::AggregateCell,
+    contributors: u64,
+    members: u64,
+) -> TotalsRow {
+    TotalsRow {
+        territory,
+        category: cell.category.clone(),
+        estimate: cell.sum as f64,
+        variance: cell.variance,
+        ci95_low: cell.sum as f64 - cell.ci95_half_width,
+        ci95_high: cell.sum as f64 + cell.ci95_half_width,
+        contributors,
+        members,
+    }
+}
+
+/// Totals of one indicator for one period from the node's latest aggregate, overall or by
+/// territory. A hub breaks its total down by the communes of its members (from the releases
+/// the aggregate sums, so every territory's figures are sums of signed releases).
 pub fn query(hub: &Hub<'_>, indicator: &str, period: &str, by: Option<String>) -> Response {
     use maillage_protocol::vocab::Vocabulary as _;
-    if by.is_some() {
-        return Response::Error {
-            message: "breakdowns by région or département are not served yet; ask without --by"
-                .into(),
-        };
-    }
+    let breakdown = match by.as_deref().map(|b| (b, Breakdown::parse(b))) {
+        None => None,
+        Some((_, Some(b))) => Some(b),
+        Some((other, None)) => {
+            return error(format!(
+                "unknown breakdown {other:?}: expected region or departement"
+            ));
+        }
+    };
     let Some(indicator) = Indicator::from_code(indicator) else {
-        return Response::Error {
-            message: format!("unknown indicator {indicator:?}"),
-        };
+        return error(format!(
+            "unknown indicator {indicator:?}: expected one of {}",
+            Indicator::ALL
+                .iter()
+                .map(|i| i.code())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     };
     let Ok(period) = period.parse::<Period>() else {
-        return Response::Error {
-            message: format!("invalid period {period:?}: expected YYYY-MM"),
-        };
+        return error(format!("invalid period {period:?}: expected YYYY-MM"));
     };
     let aggregate = match hub.latest_aggregate(period) {
         Ok(Some(a)) => a,
-        Ok(None) => {
-            return Response::Error {
-                message: format!("no aggregate of {period} yet"),
-            };
-        }
-        Err(e) => {
-            return Response::Error {
-                message: e.to_string(),
-            };
-        }
+        Ok(None) => return error(format!("no aggregate of {period} yet")),
+        Err(e) => return error(e.to_string()),
     };
     let a = aggregate.aggregate();
     let members = (a.contributed.len() + a.missing.len()) as u64;
-    let rows = a
-        .cells
-        .iter()
-        .filter(|c| c.indicator == indicator)
-        .map(|c| TotalsRow {
-            territory: c.category.clone().unwrap_or_else(|| "total".into()),
-            estimate: c.sum as f64,
-            ci95_low: c.sum as f64 - c.ci95_half_width,
-            ci95_high: c.sum as f64 + c.ci95_half_width,
-            contributors: a.contributions.len() as u64,
-            members,
-        })
-        .collect();
+    let rows = match breakdown {
+        None => a
+            .cells
+            .iter()
+            .filter(|c| c.indicator == indicator)
+            .map(|c| {
+                row(
+                    hub.node().config.node.name.clone(),
+                    c,
+                    a.contributed.len() as u64,
+                    members,
+                )
+            })
+            .collect(),
+        Some(breakdown) => match territory_rows(hub, a, indicator, breakdown) {
+            Ok(rows) => rows,
+            Err(e) => return e,
+        },
+    };
     Response::Totals {
         totals: Totals {
             indicator: indicator.code().into(),
             period: period.to_string(),
-            by: None,
+            by,
             rows,
         },
     }
+}
+
+fn territory_rows(
+    hub: &Hub<'_>,
+    a: &maillage_protocol::aggregate::Aggregate,
+    indicator: Indicator,
+    breakdown: Breakdown,
+) -> Result<Vec<TotalsRow>, Response> {
+    use std::collections::BTreeMap;
+    if hub.node().config.node.role != Role::Hub {
+        return Err(error(
+            "the national node serves national totals; breakdowns by territory are served by the hubs (maillage query --peer <hub> --by …)",
+        ));
+    }
+    // Members per territory, and the releases the aggregate sums, grouped by territory.
+    let mut member_count: BTreeMap<String, u64> = BTreeMap::new();
+    for m in hub.members().iter().filter(|m| m.role == Role::Structure) {
+        *member_count
+            .entry(breakdown.territory_of(m.code_insee.as_deref()))
+            .or_default() += 1;
+    }
+    let mut groups: BTreeMap<String, Vec<maillage_protocol::Release>> = BTreeMap::new();
+    for c in &a.contributions {
+        let (release, _) = hub
+            .contribution(c.index)
+            .map_err(|e| error(e.to_string()))?;
+        let commune = hub
+            .members()
+            .get(&c.signer)
+            .and_then(|m| m.code_insee.clone());
+        groups
+            .entry(breakdown.territory_of(commune.as_deref()))
+            .or_default()
+            .push(release.release().clone());
+    }
+    let mut rows = Vec::new();
+    for (territory, releases) in &groups {
+        let cells = crate::hub::sum_cells(releases.iter()).map_err(|e| error(e.to_string()))?;
+        let members = member_count.get(territory).copied().unwrap_or(0);
+        rows.extend(
+            cells
+                .iter()
+                .filter(|c| c.indicator == indicator)
+                .map(|c| row(territory.clone(), c, releases.len() as u64, members)),
+        );
+    }
+    Ok(rows)
 }

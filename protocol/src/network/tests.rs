@@ -791,16 +791,27 @@ fn finite() -> impl Strategy<Value = f64> {
 fn row_strategy() -> impl Strategy<Value = TotalsRow> {
     (
         ".{0,9}",
+        proptest::option::of(".{0,9}"),
         finite(),
         finite(),
-        finite(),
+        (finite(), finite()),
         any::<u64>(),
         any::<u64>(),
     )
         .prop_map(
-            |(territory, estimate, ci95_low, ci95_high, contributors, members)| TotalsRow {
+            |(
                 territory,
+                category,
                 estimate,
+                variance,
+                (ci95_low, ci95_high),
+                contributors,
+                members,
+            )| TotalsRow {
+                territory,
+                category,
+                estimate,
+                variance,
                 ci95_low,
                 ci95_high,
                 contributors,

@@ -133,17 +133,24 @@ pub struct Totals {
     pub period: String,
     /// The breakdown, as asked.
     pub by: Option<String>,
-    /// One row per territory (a single row when `by` is `None`).
+    /// One row per territory and category (one territory when `by` is `None`).
     pub rows: Vec<TotalsRow>,
 }
 
 /// One territory's total.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TotalsRow {
-    /// The territory code (COG), or the node's own scope name for an overall total.
+    /// The territory: `CODE Name` of a région or département (COG), or the node's own scope
+    /// for an overall total.
     pub territory: String,
+    /// The indicator's category (`None` for a single count).
+    #[serde(default)]
+    pub category: Option<String>,
     /// The noisy total.
     pub estimate: f64,
+    /// The variance of its noise (so that totals can be combined further).
+    #[serde(default)]
+    pub variance: f64,
     /// Lower bound of the 95% interval.
     pub ci95_low: f64,
     /// Upper bound of the 95% interval.
