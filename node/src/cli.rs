@@ -1245,218 +1245,27 @@ fn generate(args: GenerateArgs) -> Result<()> {
 }
 
 fn demo(args: DemoArgs) -> Result<()> {
-    use maillage_protocol::vocab::Vocabulary as _;
-    let (root, _guard) = match &args.out {
-        Some(dir) => {
-            if dir.exists()
-                && std::fs::read_dir(dir)
-                    .map(|mut d| d.next().is_some())
-                    .unwrap_or(true)
-            {
-                bail!(
-                    "{} exists and is not empty; give --out a new directory",
-                    dir.display()
-                );
-            }
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            (dir.clone(), None)
-        }
-        None => {
-            let tmp = tempfile::tempdir().context("creating a temporary directory")?;
-            (tmp.path().to_path_buf(), Some(tmp))
-        }
-    };
-    let period = Period::new(2026, 9).unwrap_or_else(|| unreachable!("2026-09 is in range"));
-    let now = unix_now();
-    let today = time::OffsetDateTime::now_utc().date();
-    let hub = Node::init(
-        &root.join("nodes").join("hub"),
-        InitOptions {
-            role: Role::Hub,
-            name: "Hub Auvergne-Rhône-Alpes".into(),
-            code_insee: Some("69123".into()),
-            pivot: None,
-        },
-    )?;
-    let communes = [
-        "69385", "69123", "38185", "42218", "63113", "73065", "74010", "01053", "26362", "07186",
-    ];
-    let mut members = Members::load(hub.dir())?;
-    let mut releases = Vec::new();
-    let mut truth: std::collections::BTreeMap<(usize, Option<String>), u64> = Default::default();
-    for i in 0..args.structures {
-        let commune = communes[i as usize % communes.len()];
-        let dir = root.join("nodes").join(format!("structure-{i:03}"));
-        let node = Node::init(
-            &dir,
-            InitOptions {
-                role: Role::Structure,
-                name: format!("Structure {i:03}"),
-                code_insee: Some(commune.into()),
-                pivot: None,
-            },
-        )?;
-        // Heavy-tailed sizes: most structures small, a few large.
-        let rank = (u64::from(i) * 7919 + args.seed) % 97;
-        let size = 10 + (2_000.0 / (1.0 + rank as f64)) as u32;
-        let csv = root.join(format!("structure-{i:03}.csv"));
-        let options = SynthOptions {
-            seed: args.seed.wrapping_mul(1_000).wrapping_add(u64::from(i)),
-            first: period,
-            months: 1,
-            activities_per_month: size,
-            commune: commune.into(),
-            id_prefix: format!("s{i}"),
-        };
-        let file =
-            std::fs::File::create(&csv).with_context(|| format!("creating {}", csv.display()))?;
-        synth::generate(&options, std::io::BufWriter::new(file))?;
-        node.import_file(&csv, &mut ())?;
-        for (indicator, value) in node.indicators(period, Indicator::COMMON_CORE)?.values {
-            match value {
-                IndicatorValue::Scalar(v) => {
-                    *truth.entry((indicator.index(), None)).or_default() += v
-                }
-                IndicatorValue::Categories(cells) => {
-                    for (c, v) in cells {
-                        *truth
-                            .entry((indicator.index(), Some(c.to_owned())))
-                            .or_default() += v;
-                    }
-                }
-            }
-        }
-        let outcome = crate::release::release_period(&node, period, false, today, now)?;
-        releases.push(outcome.release.to_bytes());
-        members.add(Member {
-            key: node.identity.public_hex(),
-            name: node.config.node.name.clone(),
-            role: Role::Structure,
-            code_insee: Some(commune.into()),
-        })?;
-    }
-    let mut hub_state = Hub::open(&hub)?;
-    let outcomes = hub_state.accept_batch(&releases, now)?;
-    if let Some(Err(refusal)) = outcomes.iter().find(|o| o.is_err()) {
-        bail!("the hub refused a release: {refusal}");
-    }
-    let aggregate = hub_state.aggregate(period, now)?;
-    let bundle = root.join("bundle");
-    crate::bundle::export(
-        &hub_state,
-        period,
-        Some(aggregate.to_json_pretty()),
-        &bundle,
-        now,
-    )?;
-    let report = crate::audit::audit(&bundle);
-
-    let a = aggregate.aggregate();
-    let truth_of = |cell: &maillage_protocol::aggregate::AggregateCell| {
-        truth
-            .get(&(cell.indicator.index(), cell.category.clone()))
-            .copied()
-            .unwrap_or(0)
-    };
+    let report = crate::demo::run(&crate::demo::DemoOptions {
+        structures: args.structures,
+        hubs: args.hubs,
+        seed: args.seed,
+        out: args.out.clone(),
+        program: std::env::current_exe().ok(),
+    })?;
     if args.json {
-        let totals: Vec<serde_json::Value> = a
-            .cells
-            .iter()
-            .map(|c| {
-                json!({"indicator": c.indicator.code(), "category": c.category, "estimate": c.sum,
-                       "ci95": [c.sum as f64 - c.ci95_half_width, c.sum as f64 + c.ci95_half_width],
-                       "truth": truth_of(c)})
-            })
-            .collect();
-        out!(
-            "{}",
-            json!({
-                "structures": args.structures, "hubs": 1, "period": period,
-                "coverage": {"contributed": a.contributed.len(), "missing": a.missing.len()},
-                "totals": totals,
-                "audit": {"ok": report.ok, "releases_verified": report.releases_verified,
-                          "findings": report.findings.len()},
-            })
-        )?;
+        out!("{}", serde_json::to_string(&report)?)?;
     } else {
-        out!(
-            "Démonstration Maillage — {} structures, 1 hub, mois {period} (données fictives, graine {})",
-            args.structures,
-            args.seed
-        )?;
-        out!(
-            "Chaque structure importe ses activités et publie une diffusion bruitée (OpenDP) et signée ;"
-        )?;
-        out!(
-            "le hub vérifie et journalise (Merkle), signe l'agrégat ; un auditeur vérifie tout hors ligne."
-        )?;
-        out!()?;
-        out!(
-            "  {:<58} {:>9} {:>21} {:>9}",
-            "indicateur / catégorie",
-            "estimé",
-            "intervalle à 95 %",
-            "réel"
-        )?;
-        for cell in &a.cells {
-            let label = match &cell.category {
-                Some(c) => format!("{} — {c}", cell.indicator.label()),
-                None => cell.indicator.label().to_owned(),
-            };
-            let interval = format!(
-                "[{:.0} ; {:.0}]",
-                cell.sum as f64 - cell.ci95_half_width,
-                cell.sum as f64 + cell.ci95_half_width
-            );
-            out!(
-                "  {:<58} {:>9} {:>21} {:>9}",
-                label,
-                cell.sum,
-                interval,
-                truth_of(cell)
-            )?;
-        }
-        out!()?;
-        out!(
-            "  couverture : {} structure(s) sur {} ont contribué",
-            a.contributed.len(),
-            a.contributed.len() + a.missing.len()
-        )?;
-        out!(
-            "  audit      : {} — {} diffusion(s) vérifiée(s), {} constat(s)",
-            if report.ok {
-                "conforme"
-            } else {
-                "NON CONFORME"
-            },
-            report.releases_verified,
-            report.findings.len()
-        )?;
-        match &args.out {
-            None => out!(
-                "  (dossier temporaire effacé ; --out DOSSIER garde les nœuds et le dossier d'audit)"
-            )?,
-            Some(_) => out!(
-                "  nœuds dans {}, dossier d'audit dans {}",
-                root.join("nodes").display(),
-                bundle.display()
-            )?,
-        }
+        print_demo(&report, args.seed)?;
     }
-    if !report.ok {
+    if !report.audit.ok {
         bail!(
             "the demo's audit failed: {}",
-            report
-                .findings
-                .first()
-                .map(|f| f.what.clone())
-                .unwrap_or_default()
+            report.audit.first_finding.clone().unwrap_or_default()
         );
     }
     Ok(())
 }
 
-#[allow(dead_code)] // the networked demo, switched on once national nodes take aggregates
 fn print_demo(report: &crate::demo::DemoReport, seed: u64) -> std::io::Result<()> {
     out!(
         "Démonstration Maillage — {} structures, {} hubs, 1 niveau national, mois {} (données fictives, graine {seed})",

@@ -259,12 +259,6 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport> {
             role: Role::Hub,
             code_insee: Some(seat.into()),
         })?;
-        Members::load(node.dir())?.add(Member {
-            key: committee.identity.public_hex(),
-            name: committee.config.node.name.clone(),
-            role: Role::Auditor,
-            code_insee: None,
-        })?;
         hubs.push(node);
         hub_communes.push(communes);
     }
@@ -579,41 +573,28 @@ async fn run_federation(
             let metrics = handle.metrics().await?;
             bytes_per_structure.push(metric_value(&metrics, "maillage_request_bytes_sent_total"));
         }
-        // The committee asks the national node for national totals, and every hub for its
-        // région's totals, over the network.
-        let national_answers = ask(
-            committee,
-            &national_addr,
-            Indicator::COMMON_CORE
-                .iter()
-                .map(|i| Request::Query {
-                    indicator: i.code().into(),
-                    period: period.to_string(),
-                    by: None,
-                })
-                .collect(),
-        )
-        .await?;
-        let national_totals = national_answers
+        // The committee asks the national node over the network for national totals, and
+        // for activities by région (the national node relays that to its hubs).
+        let mut requests: Vec<Request> = Indicator::COMMON_CORE
+            .iter()
+            .map(|i| Request::Query {
+                indicator: i.code().into(),
+                period: period.to_string(),
+                by: None,
+            })
+            .collect();
+        requests.push(Request::Query {
+            indicator: Indicator::Activites.code().into(),
+            period: period.to_string(),
+            by: Some("region".into()),
+        });
+        let mut answers = ask(committee, &national_addr, requests)
+            .await?
             .into_iter()
             .map(|r| totals_of(r, "the national node"))
             .collect::<Result<Vec<_>>>()?;
-        let mut by_region = Vec::new();
-        for addr in &hub_addrs {
-            let answer = ask(
-                committee,
-                addr,
-                vec![Request::Query {
-                    indicator: Indicator::Activites.code().into(),
-                    period: period.to_string(),
-                    by: Some("region".into()),
-                }],
-            )
-            .await?;
-            for r in answer {
-                by_region.push(totals_of(r, "a hub")?);
-            }
-        }
+        let by_region = answers.pop().into_iter().collect::<Vec<_>>();
+        let national_totals = answers;
         let structures_contributed = sites.len();
         Ok::<_, anyhow::Error>(Federation {
             national,

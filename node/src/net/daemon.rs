@@ -263,6 +263,27 @@ pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
 #[derive(Debug)]
 enum Outgoing {
     Delivery(Delivery, PeerId),
+    /// A query relayed to a hub on behalf of a requester (see [`Relay`]).
+    Relay(u64),
+}
+
+/// A query by territory that the national node relays to its hubs: their breakdowns are
+/// gathered, and the requester gets them all in one answer.
+struct Relay {
+    channel: request_response::ResponseChannel<Response>,
+    indicator: String,
+    period: String,
+    by: Option<String>,
+    waiting: usize,
+    rows: Vec<maillage_protocol::network::TotalsRow>,
+    failures: Vec<String>,
+}
+
+/// The ed25519 key inside a peer id, if it carries one.
+fn key_of_peer(peer: &PeerId) -> Option<VerifyingKey> {
+    let public = libp2p::identity::PublicKey::try_decode_protobuf(peer.as_ref().digest()).ok()?;
+    let bytes = public.try_into_ed25519().ok()?.to_bytes();
+    VerifyingKey::from_bytes(&bytes).ok()
 }
 
 struct Daemon<'a> {
@@ -280,6 +301,8 @@ struct Daemon<'a> {
     connected: HashSet<PeerId>,
     /// Checkpoints heard of, by (signer, size): their root, to catch a hub that shows two.
     seen_checkpoints: HashMap<([u8; 32], u64), [u8; 32]>,
+    relays: HashMap<u64, Relay>,
+    next_relay: u64,
     metrics: Metrics,
     deadline_day: u8,
     last_deadline_check: Option<Instant>,
@@ -331,6 +354,13 @@ pub async fn run(
             }
         }
     }
+    // The node this one reports to may ask it for totals (the national node relays queries by
+    // territory to its hubs); it submits nothing here.
+    for (peer, _) in &upstream {
+        if let Some(key) = key_of_peer(peer) {
+            admitted.entry(*peer).or_insert((key, Role::National));
+        }
+    }
     let me = peer_id_of(&node.identity.public());
 
     // The HTTP API: bound before anything is reported, so that a port in use fails the start.
@@ -378,6 +408,8 @@ pub async fn run(
         listening: Vec::new(),
         connected: HashSet::new(),
         seen_checkpoints: HashMap::new(),
+        relays: HashMap::new(),
+        next_relay: 0,
         metrics: Metrics::default(),
         deadline_day: options.deadline_day,
         last_deadline_check: None,
@@ -650,7 +682,10 @@ impl<'a> Daemon<'a> {
         let busy: HashSet<Delivery> = self
             .in_flight
             .values()
-            .map(|Outgoing::Delivery(d, _)| *d)
+            .filter_map(|o| match o {
+                Outgoing::Delivery(d, _) => Some(*d),
+                Outgoing::Relay(_) => None,
+            })
             .collect();
         let due: Vec<Delivery> = self
             .outbox
@@ -820,6 +855,20 @@ impl<'a> Daemon<'a> {
             } => {
                 let kind = request.kind();
                 self.metrics.bytes_received.inc_by(request_size(&request));
+                let relay = self.role == Role::National
+                    && matches!(&request, Request::Query { by: Some(_), .. })
+                    && self.admitted.contains_key(&peer)
+                    && self.limiter.check(&peer, Instant::now()).is_ok();
+                if relay
+                    && let Request::Query {
+                        indicator,
+                        period,
+                        by,
+                    } = request
+                {
+                    self.metrics.request(kind, "relayed");
+                    return self.start_relay(channel, indicator, period, by);
+                }
                 let response = match self.limiter.check(&peer, Instant::now()) {
                     Err(limited) => Response::Refused {
                         reason: limited.to_string(),
@@ -872,27 +921,124 @@ impl<'a> Daemon<'a> {
                         response,
                     },
                 ..
-            } => {
-                if let Some(Outgoing::Delivery(delivery, peer)) = self.in_flight.remove(&request_id)
-                {
-                    self.on_delivery_response(delivery, peer, response);
+            } => match self.in_flight.remove(&request_id) {
+                Some(Outgoing::Delivery(delivery, peer)) => {
+                    self.on_delivery_response(delivery, peer, response)
                 }
-            }
+                Some(Outgoing::Relay(id)) => self.relay_answered(id, Ok(response)),
+                None => {}
+            },
             request_response::Event::OutboundFailure {
                 request_id, error, ..
-            } => {
-                if let Some(Outgoing::Delivery(delivery, _)) = self.in_flight.remove(&request_id) {
-                    self.delivery_failed(
-                        delivery,
-                        format!("the upstream node did not answer: {error}"),
-                    );
+            } => match self.in_flight.remove(&request_id) {
+                Some(Outgoing::Delivery(delivery, _)) => self.delivery_failed(
+                    delivery,
+                    format!("the upstream node did not answer: {error}"),
+                ),
+                Some(Outgoing::Relay(id)) => {
+                    self.relay_answered(id, Err(format!("a hub did not answer: {error}")))
                 }
-            }
+                None => {}
+            },
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::warn!(%peer, %error, "a request could not be read or answered");
             }
             request_response::Event::ResponseSent { .. } => {}
         }
+    }
+
+    /// Asks every connected hub for its breakdown; answers once all have answered or failed.
+    fn start_relay(
+        &mut self,
+        channel: request_response::ResponseChannel<Response>,
+        indicator: String,
+        period: String,
+        by: Option<String>,
+    ) {
+        let hubs: Vec<PeerId> = self
+            .admitted
+            .iter()
+            .filter(|(peer, (_, role))| *role == Role::Hub && self.swarm.is_connected(peer))
+            .map(|(peer, _)| *peer)
+            .collect();
+        let id = self.next_relay;
+        self.next_relay += 1;
+        for hub in &hubs {
+            let request = Request::Query {
+                indicator: indicator.clone(),
+                period: period.clone(),
+                by: by.clone(),
+            };
+            let out = self
+                .swarm
+                .behaviour_mut()
+                .request_response
+                .send_request(hub, request);
+            self.in_flight.insert(out, Outgoing::Relay(id));
+        }
+        let relay = Relay {
+            channel,
+            indicator,
+            period,
+            by,
+            waiting: hubs.len(),
+            rows: Vec::new(),
+            failures: Vec::new(),
+        };
+        if hubs.is_empty() {
+            let _ = self.swarm.behaviour_mut().request_response.send_response(
+                relay.channel,
+                Response::Error {
+                    message: "no hub is connected to the national node right now; ask again later, or ask a hub directly".into(),
+                },
+            );
+            return;
+        }
+        self.relays.insert(id, relay);
+    }
+
+    fn relay_answered(&mut self, id: u64, answer: Result<Response, String>) {
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        relay.waiting = relay.waiting.saturating_sub(1);
+        match answer {
+            Ok(Response::Totals { totals }) => relay.rows.extend(totals.rows),
+            Ok(Response::Error { message }) => relay.failures.push(message),
+            Ok(Response::Refused { reason }) => relay.failures.push(reason),
+            Ok(other) => relay.failures.push(format!("unexpected answer {other:?}")),
+            Err(e) => relay.failures.push(e),
+        }
+        if relay.waiting > 0 {
+            return;
+        }
+        let Some(relay) = self.relays.remove(&id) else {
+            return;
+        };
+        let response = if relay.rows.is_empty() {
+            Response::Error {
+                message: format!("no hub could answer: {}", relay.failures.join("; ")),
+            }
+        } else {
+            if !relay.failures.is_empty() {
+                tracing::warn!(failures = ?relay.failures, "some hubs did not answer a relayed query");
+            }
+            let mut rows = relay.rows;
+            rows.sort_by(|a, b| a.territory.cmp(&b.territory));
+            Response::Totals {
+                totals: maillage_protocol::network::Totals {
+                    indicator: relay.indicator,
+                    period: relay.period,
+                    by: relay.by,
+                    rows,
+                },
+            }
+        };
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .request_response
+            .send_response(relay.channel, response);
     }
 
     fn delivery_failed(&mut self, delivery: Delivery, error: String) {
