@@ -34,9 +34,24 @@
 //!
 //! The contributing role is that of the aggregate's level when there is an aggregate; without
 //! one, a bundle whose members are all hubs is taken as the national node's.
+//!
+//! # National bundles
+//!
+//! A bundle whose manifest says `"level": "national"` is the national node's: its log's leaves
+//! are hubs' signed aggregates (`contributions.jsonl`, each verified, of level `hub`, signed by
+//! a member hub, one per hub and period), its receipts, checkpoints and proofs are checked as
+//! above, and its aggregate must sum exactly the period's hub aggregates below its checkpoint:
+//! each cell's sum is the sum of their sums, its variance the sum of their variances, its
+//! interval [`crate::hub::ci95_of_variance`] of that variance (the same code the national node
+//! signs with). Then the chain: each summed hub aggregate's own bundle must be in
+//! `hubs/<aggregate id>/`, is audited as a hub bundle (its findings are reported under that
+//! prefix), and its aggregate must be exactly the one the national log holds — so the audit
+//! verifies national total = sum of hub aggregates, each hub aggregate = sum of its releases,
+//! and every signature and proof on the way.
 
 mod aggregate;
 mod log;
+mod national;
 #[cfg(test)]
 mod tests;
 
@@ -72,6 +87,7 @@ pub(crate) mod files {
     pub const PROOFS: &str = "proofs.json";
     pub const AGGREGATE: &str = "aggregate.json";
     pub const EQUIVOCATIONS: &str = "equivocations.json";
+    pub const CONTRIBUTIONS: &str = "contributions.jsonl";
 }
 
 /// What kind of problem a finding is.
@@ -137,6 +153,11 @@ pub enum FindingKind {
     CoverageMismatch,
     /// An entry of `equivocations.json` does not prove an equivocation.
     InvalidEquivocationProof,
+    /// A national bundle lacks the bundle of a hub aggregate it sums.
+    MissingHubBundle,
+    /// A hub bundle inside a national bundle is not the one of the aggregate the national log
+    /// holds.
+    ChainMismatch,
 }
 
 impl FindingKind {
@@ -172,6 +193,8 @@ impl FindingKind {
             Self::SumMismatch => "sum_mismatch",
             Self::CoverageMismatch => "coverage_mismatch",
             Self::InvalidEquivocationProof => "invalid_equivocation_proof",
+            Self::MissingHubBundle => "missing_hub_bundle",
+            Self::ChainMismatch => "chain_mismatch",
         }
     }
 }
@@ -215,6 +238,9 @@ pub struct AuditReport {
     pub releases_verified: u64,
     /// Whether the bundle had an aggregate that could be read and was checked.
     pub aggregate_checked: bool,
+    /// Whether it was a national bundle (its releases are counted in its hub bundles).
+    #[serde(default)]
+    pub national: bool,
     /// Every problem found.
     pub findings: Vec<Finding>,
 }
@@ -256,7 +282,12 @@ pub fn audit(bundle_dir: &Path) -> AuditReport {
         let a = a.aggregate();
         (a.period, a.checkpoint_size)
     });
-    let releases = auditor.releases(summed);
+    let national = auditor.national;
+    let (releases, hub_aggregates) = if national {
+        auditor.hub_aggregates(summed)
+    } else {
+        (auditor.releases(summed), Vec::new())
+    };
     let signers: HashSet<[u8; 32]> = releases
         .leaves
         .iter()
@@ -264,7 +295,12 @@ pub fn audit(bundle_dir: &Path) -> AuditReport {
         .map(|leaf| leaf.signer.to_bytes())
         .collect();
     auditor.check_member_keys(&signers);
-    let log = auditor.log(releases);
+    let mut log = auditor.log(releases);
+    if national {
+        log.expected_cells = Some(crate::hub::sum_aggregate_cells(
+            hub_aggregates.iter().map(|(_, a)| a.aggregate()),
+        ));
+    }
     let aggregate_checked = match &aggregate {
         Some(signed) => {
             auditor.aggregate(signed, &log);
@@ -272,12 +308,19 @@ pub fn audit(bundle_dir: &Path) -> AuditReport {
         }
         None => false,
     };
-    auditor.equivocations();
+    let mut releases_verified = log.releases_verified;
+    if national {
+        auditor.aggregate_equivocations();
+        releases_verified += auditor.hub_bundles(&hub_aggregates);
+    } else {
+        auditor.equivocations();
+    }
     let findings = auditor.findings.finish();
     AuditReport {
         ok: findings.is_empty(),
-        releases_verified: log.releases_verified,
+        releases_verified,
         aggregate_checked,
+        national,
         findings,
     }
 }
@@ -352,6 +395,10 @@ struct Auditor {
     members_read: bool,
     /// Who may contribute: structures for a hub, hubs for the national node.
     level: Level,
+    /// Whether the manifest says this is the national node's bundle.
+    national: bool,
+    /// The file of the log's leaves: `releases.jsonl`, or `contributions.jsonl` (national).
+    leaves_file: &'static str,
 }
 
 impl Auditor {
@@ -366,6 +413,8 @@ impl Auditor {
             member_keys: Vec::new(),
             members_read: false,
             level: Level::Hub,
+            national: false,
+            leaves_file: files::RELEASES,
         }
     }
 
@@ -475,6 +524,20 @@ impl Auditor {
                 None,
                 format!("budget {budget} is not a finite number above 0"),
             );
+        }
+        match manifest.level.as_deref() {
+            None => {}
+            Some("national") => {
+                self.national = true;
+                self.level = Level::National;
+                self.leaves_file = files::CONTRIBUTIONS;
+            }
+            Some(other) => self.find(
+                FindingKind::InvalidManifest,
+                at("level"),
+                None,
+                format!("level {other:?} is unknown: expected \"national\" or no level (a hub)"),
+            ),
         }
         self.manifest = Some(manifest);
     }

@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use maillage_privacy::{IndicatorValue, Indicators};
 use maillage_protocol::vocab::Vocabulary as _;
-use maillage_protocol::{Indicator, Period, SignedRelease};
+use maillage_protocol::{Indicator, Period, SignedAggregate, SignedRelease};
 use serde_json::json;
 use tracing_subscriber::EnvFilter;
 
@@ -227,10 +227,11 @@ pub struct MembersListArgs {
 /// `maillage accept`
 #[derive(Debug, Args)]
 pub struct AcceptArgs {
-    /// Dossier du nœud du hub.
+    /// Dossier du nœud du hub (ou du nœud national).
     #[arg(long)]
     pub dir: PathBuf,
-    /// Fichiers de diffusion signée (JSON ou binaire).
+    /// Fichiers de diffusion signée (JSON ou binaire) ; pour le nœud national, dossiers d'audit
+    /// de hub (maillage log export) ou fichiers d'agrégat de hub signé (JSON ou binaire).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Écrit le reçu de chaque diffusion acceptée dans ce dossier.
@@ -935,6 +936,9 @@ fn members_list(args: MembersListArgs) -> Result<()> {
 fn accept(args: AcceptArgs) -> Result<()> {
     let node = Node::open(&args.dir)?;
     let mut hub = Hub::open(&node)?;
+    if hub.is_national() {
+        return accept_aggregates(&args, &mut hub);
+    }
     let mut submissions = Vec::new();
     for file in &args.files {
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
@@ -1020,6 +1024,112 @@ fn accept(args: AcceptArgs) -> Result<()> {
     Ok(())
 }
 
+/// `maillage accept` at the national node: hub bundles (audited first, then kept so that the
+/// national bundle carries the chain to every release) or hub aggregate files.
+fn accept_aggregates(args: &AcceptArgs, hub: &mut Hub<'_>) -> Result<()> {
+    let mut submissions: Vec<(&PathBuf, Result<SignedAggregate, String>, bool)> = Vec::new();
+    for file in &args.files {
+        if file.is_dir() {
+            let report = crate::audit::audit(file);
+            let blocking: Vec<&crate::audit::Finding> = report
+                .findings
+                .iter()
+                .filter(|f| f.kind != crate::audit::FindingKind::Equivocation)
+                .collect();
+            if let Some(first) = blocking.first() {
+                submissions.push((
+                    file,
+                    Err(format!(
+                        "the hub bundle fails its audit ({} finding(s)); first: {first}",
+                        blocking.len()
+                    )),
+                    true,
+                ));
+                continue;
+            }
+            let path = file.join("aggregate.json");
+            let parsed = std::fs::read_to_string(&path)
+                .map_err(|e| format!("{}: {e}", path.display()))
+                .and_then(|t| SignedAggregate::from_json(&t).map_err(|e| e.to_string()));
+            submissions.push((file, parsed, true));
+            continue;
+        }
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let first = bytes.iter().copied().find(|b| !b.is_ascii_whitespace());
+        let parsed = if first == Some(b'{') {
+            std::str::from_utf8(&bytes)
+                .map_err(|_| "not UTF-8 text".to_owned())
+                .and_then(|t| SignedAggregate::from_json(t).map_err(|e| e.to_string()))
+        } else {
+            SignedAggregate::decode(&bytes).map_err(|e| e.to_string())
+        };
+        submissions.push((file, parsed, false));
+    }
+    let aggregates: Vec<SignedAggregate> = submissions
+        .iter()
+        .filter_map(|(_, a, _)| a.as_ref().ok().cloned())
+        .collect();
+    let mut outcomes = hub.accept_aggregates(&aggregates, unix_now())?.into_iter();
+    if let Some(dir) = &args.receipts {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut report = Vec::new();
+    let mut refused = 0;
+    for (file, parsed, is_bundle) in &submissions {
+        let outcome = match parsed {
+            Ok(_) => outcomes
+                .next()
+                .unwrap_or_else(|| Err(Refusal::Invalid("not processed".into()))),
+            Err(e) => Err(Refusal::Invalid(e.clone())),
+        };
+        match outcome {
+            Ok(accepted) => {
+                if *is_bundle && let Ok(aggregate) = parsed {
+                    crate::bundle::keep_hub_bundle(hub, aggregate, file)?;
+                }
+                let r = accepted.receipt.receipt();
+                if let Some(dir) = &args.receipts {
+                    let name = format!("receipt-{}.json", r.release_id);
+                    write_atomically(
+                        &dir.join(name),
+                        accepted.receipt.to_json_pretty().as_bytes(),
+                    )?;
+                }
+                report.push(json!({"file": file.display().to_string(), "accepted": true, "new": accepted.new,
+                    "index": r.index, "aggregate_id": r.release_id.to_string(), "hub_bundle_kept": is_bundle,
+                    "receipt": accepted.receipt}));
+                if !args.json {
+                    out!(
+                        "{} : agrégat de hub {} (index {}, reçu signé{})",
+                        file.display(),
+                        if accepted.new { "accepté" } else { "déjà reçu" },
+                        r.index,
+                        if *is_bundle {
+                            ", dossier d'audit conservé"
+                        } else {
+                            ""
+                        }
+                    )?;
+                }
+            }
+            Err(refusal) => {
+                refused += 1;
+                report.push(json!({"file": file.display().to_string(), "accepted": false, "reason": refusal.to_string()}));
+                if !args.json {
+                    out!("{} : refusé — {refusal}", file.display())?;
+                }
+            }
+        }
+    }
+    if args.json {
+        out!("{}", json!({"log_size": hub.log_size(), "results": report}))?;
+    }
+    if refused > 0 {
+        bail!("{refused} submission(s) refused");
+    }
+    Ok(())
+}
+
 fn aggregate(args: AggregateArgs) -> Result<()> {
     let node = Node::open(&args.dir)?;
     let mut hub = Hub::open(&node)?;
@@ -1040,6 +1150,22 @@ fn aggregate(args: AggregateArgs) -> Result<()> {
         a.contributed.len(),
         a.missing.len()
     )?;
+    if hub.is_national() {
+        // The structures behind the summed hub aggregates, from their own coverage lists.
+        let mut covered = std::collections::BTreeSet::new();
+        let mut uncovered = std::collections::BTreeSet::new();
+        for c in &a.contributions {
+            let (hub_aggregate, _) = hub.aggregate_contribution(c.index)?;
+            let h = hub_aggregate.aggregate();
+            covered.extend(h.contributed.iter().map(|k| k.to_bytes()));
+            uncovered.extend(h.missing.iter().map(|k| k.to_bytes()));
+        }
+        out!(
+            "  structures couvertes : {} ont contribué via leur hub, {} membre(s) de ces hubs manquant(s)",
+            covered.len(),
+            uncovered.len()
+        )?;
+    }
     out!(
         "  {:<46} {:>10} {:>12}",
         "indicateur / catégorie",
@@ -1082,6 +1208,13 @@ fn log_export(args: LogExportArgs) -> Result<()> {
             "absent (maillage aggregate d'abord)"
         }
     )?;
+    if hub.is_national() {
+        out!(
+            "  dossiers d'audit des hubs inclus : {}, manquants : {}",
+            summary.hub_bundles,
+            summary.hub_bundles_missing
+        )?;
+    }
     Ok(())
 }
 

@@ -1,18 +1,31 @@
 //! The hub role: accepting members' signed releases into an append-only Merkle log, answering
-//! with signed receipts, catching equivocations, signing checkpoints and period aggregates, and
-//! exporting what an auditor needs.
+//! with receipts, catching equivocations, signing checkpoints and period aggregates, and
+//! exporting what an auditor needs. The national role is the same over hubs' signed aggregates
+//! ([`Hub::accept_aggregates`]): its log's leaves are aggregate ids, and its aggregate sums the
+//! hubs' aggregates.
 //!
 //! State lives in the node's sled database:
-//! - `hub_log`: leaf index (u64 BE) → release id; the leaves are `contribution_leaf_hash(id)`
-//! - `hub_releases`: release id → the signed release's wire bytes
-//! - `hub_by_signer`: signer key ‖ `YYYY-MM` → release id (one release per member and period)
-//! - `hub_receipts`: release id → the signed receipt's wire bytes
+//! - `hub_log`: leaf index (u64 BE) → contribution id (release id, or aggregate id at national
+//!   level); the leaves are `contribution_leaf_hash(id)`
+//! - `hub_releases`: release id → the signed release's wire bytes (hub)
+//! - `national_aggregates`: aggregate id → the hub's signed aggregate's wire bytes (national)
+//! - `hub_by_signer`: signer key ‖ `YYYY-MM` → id (one contribution per member and period)
+//! - `hub_index`: id → leaf index (u64 BE) ‖ size of the checkpoint its receipt names (u64 BE)
 //! - `hub_checkpoints`: tree size (u64 BE) → the signed checkpoint's wire bytes
-//! - `hub_equivocations`: signer key ‖ `YYYY-MM` ‖ second id → the second release's wire bytes
-//! - `hub_aggregates`: `YYYY-MM` ‖ tree size (u64 BE) → the signed aggregate's wire bytes
+//! - `hub_equivocations`: signer key ‖ `YYYY-MM` ‖ second id → the refused contribution's bytes
+//! - `hub_aggregates`: `YYYY-MM` ‖ tree size (u64 BE) → this node's signed aggregate
 //!
-//! A batch of submissions is written in one transaction and flushed before any receipt is
-//! returned, so a receipt always names a leaf that is durably in the log.
+//! # Ingest
+//!
+//! A batch of submissions is decoded, its signatures verified together
+//! ([`crate::audit::verify_all`]: one `verify_batch`, bisected only if it fails), checked
+//! against the member list and the policy, and the new contributions appended. Then the hub
+//! signs **one** checkpoint of the grown log, writes the contributions, their index entries and
+//! that checkpoint in one sled transaction, and flushes once. Only then are receipts returned:
+//! each is that signed checkpoint with the contribution's leaf index and inclusion proof
+//! ([`SignedReceipt`]), so a receipt always names a leaf that is durably in the log, and a batch
+//! costs one signature and one flush whatever its size. A resent contribution gets its original
+//! receipt again (same checkpoint, same proof), rebuilt from the index entry.
 
 use std::collections::HashMap;
 
@@ -21,12 +34,12 @@ use maillage_protocol::aggregate::{
     Aggregate, AggregateCell, ContributionRef, Level, SignedAggregate,
 };
 use maillage_protocol::checkpoint::{
-    Checkpoint, Receipt, SignedCheckpoint, SignedReceipt, contribution_leaf_hash,
-    contributions_origin,
+    Checkpoint, SignedCheckpoint, SignedReceipt, contribution_leaf_hash, contributions_origin,
 };
 use maillage_protocol::merkle::MerkleLog;
 use maillage_protocol::release::{Mechanism, SIGNING_DOMAIN};
 use maillage_protocol::{Period, ReleaseId, SignedRelease};
+use sha2::{Digest, Sha256};
 use sled::Transactional;
 use sled::transaction::TransactionError;
 
@@ -105,10 +118,33 @@ pub enum Refusal {
         /// The budget.
         budget: f64,
     },
-    /// The signer already submitted a different release for this period: both are kept as
+    /// An aggregate that is not a hub's (a national node takes hub aggregates only).
+    #[error(
+        "aggregate of {signer} for {period} is of level {found}; a national node accepts hub aggregates only"
+    )]
+    WrongLevel {
+        /// Signer, hex.
+        signer: String,
+        /// Period.
+        period: Period,
+        /// The level found.
+        found: Level,
+    },
+    /// This node does not take this kind of contribution (releases at a national node,
+    /// aggregates at a hub).
+    #[error("this node is a {role}: it accepts {accepts}, not {offered}")]
+    WrongKind {
+        /// The node's role.
+        role: Role,
+        /// What it accepts.
+        accepts: &'static str,
+        /// What was offered.
+        offered: &'static str,
+    },
+    /// The signer already submitted a different contribution for this period: both are kept as
     /// proof and the second is refused.
     #[error(
-        "equivocation: {signer} already submitted release {first} for {period}; this different release {second} is refused and both are kept as proof"
+        "equivocation: {signer} already submitted contribution {first} for {period}; this different contribution {second} is refused and both are kept as proof"
     )]
     Equivocation {
         /// Signer, hex.
@@ -125,21 +161,33 @@ pub enum Refusal {
 /// What happened to one accepted submission.
 #[derive(Debug, Clone)]
 pub struct Accepted {
-    /// The receipt (the same one again for a resent release).
+    /// The receipt (the same one again for a resent contribution).
     pub receipt: SignedReceipt,
-    /// `false` when the same release had been accepted before.
+    /// `false` when the same contribution had been accepted before.
     pub new: bool,
 }
 
-/// A contribution appended by the batch being processed.
+/// The outcome of one submission.
+pub type Outcome = Result<Accepted, Refusal>;
+
+/// A contribution that passed its own checks, waiting for its place in the log.
+struct Candidate {
+    /// Its position in the submitted batch.
+    slot: usize,
+    id: ReleaseId,
+    signer: VerifyingKey,
+    period: Period,
+    /// Its wire bytes.
+    bytes: Vec<u8>,
+}
+
+/// A contribution the batch appends.
 struct Appended {
     index: u64,
     id: ReleaseId,
     /// signer ‖ period
     key: Vec<u8>,
-    /// the release's wire bytes
     bytes: Vec<u8>,
-    receipt: SignedReceipt,
 }
 
 /// Cells being summed, by (catalogue position of the indicator, of the category).
@@ -152,9 +200,6 @@ type CellSums = std::collections::BTreeMap<
     ),
 >;
 
-/// The outcome of one submission.
-pub type Outcome = Result<Accepted, Refusal>;
-
 /// The hub's view of its node's store.
 #[derive(Debug)]
 pub struct Hub<'a> {
@@ -163,14 +208,18 @@ pub struct Hub<'a> {
     log: MerkleLog,
     trees: Trees,
     aggregates: sled::Tree,
+    /// The node's public key, decoded once.
+    key: VerifyingKey,
+    origin: String,
 }
 
 #[derive(Debug, Clone)]
 struct Trees {
     log: sled::Tree,
-    releases: sled::Tree,
+    /// Release bytes (hub) or hub aggregate bytes (national), by id.
+    contents: sled::Tree,
     by_signer: sled::Tree,
-    receipts: sled::Tree,
+    index: sled::Tree,
     checkpoints: sled::Tree,
     equivocations: sled::Tree,
 }
@@ -184,7 +233,26 @@ fn signer_period_key(signer: &VerifyingKey, period: Period) -> Vec<u8> {
 fn release_id_from(bytes: &[u8]) -> Result<ReleaseId, HubError> {
     <[u8; 32]>::try_from(bytes)
         .map(ReleaseId::from_bytes)
-        .map_err(|_| HubError::Corrupt(format!("a release id of {} bytes", bytes.len())))
+        .map_err(|_| HubError::Corrupt(format!("a contribution id of {} bytes", bytes.len())))
+}
+
+fn u64_from(bytes: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(bytes).ok().map(u64::from_be_bytes)
+}
+
+/// `index ‖ checkpoint size`, both u64 BE.
+fn index_entry(index: u64, size: u64) -> [u8; 16] {
+    let mut entry = [0u8; 16];
+    entry[..8].copy_from_slice(&index.to_be_bytes());
+    entry[8..].copy_from_slice(&size.to_be_bytes());
+    entry
+}
+
+/// The signed message of a signed release's wire bytes (`SIGNING_DOMAIN ‖ canonical release`),
+/// sliced from the bytes `SignedRelease::decode` accepted: `0x82 ‖ release ‖ 0x58 0x40 ‖ sig`.
+fn release_message(wire: &[u8]) -> Option<Vec<u8>> {
+    let canonical = wire.get(1..wire.len().checked_sub(66)?)?;
+    Some([SIGNING_DOMAIN, canonical].concat())
 }
 
 impl<'a> Hub<'a> {
@@ -197,18 +265,20 @@ impl<'a> Hub<'a> {
         let store = &node.store;
         let trees = Trees {
             log: store.tree("hub_log")?,
-            releases: store.tree("hub_releases")?,
+            contents: store.tree(if role == Role::National {
+                "national_aggregates"
+            } else {
+                "hub_releases"
+            })?,
             by_signer: store.tree("hub_by_signer")?,
-            receipts: store.tree("hub_receipts")?,
+            index: store.tree("hub_index")?,
             checkpoints: store.tree("hub_checkpoints")?,
             equivocations: store.tree("hub_equivocations")?,
         };
         let mut log = MerkleLog::new();
         for (expected, entry) in trees.log.iter().enumerate() {
             let (key, id) = entry?;
-            let index = <[u8; 8]>::try_from(key.as_ref())
-                .map(u64::from_be_bytes)
-                .unwrap_or(u64::MAX);
+            let index = u64_from(&key).unwrap_or(u64::MAX);
             if index != expected as u64 {
                 return Err(HubError::Corrupt(format!(
                     "log leaf {index} where {expected} was expected"
@@ -218,13 +288,21 @@ impl<'a> Hub<'a> {
         }
         let members = Members::load(node.dir())?;
         let aggregates = store.tree("hub_aggregates")?;
+        let key = node.identity.public();
         Ok(Self {
             node,
             members,
             log,
             trees,
             aggregates,
+            key,
+            origin: contributions_origin(&key),
         })
+    }
+
+    /// Whether this is the national node (its contributions are hub aggregates).
+    pub fn is_national(&self) -> bool {
+        self.node.config.node.role == Role::National
     }
 
     /// The member list.
@@ -234,7 +312,7 @@ impl<'a> Hub<'a> {
 
     /// The log's name in checkpoints and receipts.
     pub fn origin(&self) -> String {
-        contributions_origin(&self.node.identity.public())
+        self.origin.clone()
     }
 
     /// How many contributions the log holds.
@@ -247,90 +325,201 @@ impl<'a> Hub<'a> {
         &self.log
     }
 
-    /// Checks, appends and acknowledges a batch of signed releases (wire bytes). Signatures are
-    /// verified as a batch; the accepted ones are written in one transaction and flushed before
-    /// this returns. Then a checkpoint covering the new log is signed.
+    /// Checks, appends and acknowledges a batch of signed releases (wire bytes) at a hub.
+    /// Signatures are verified as a batch; the accepted releases and one signed checkpoint of
+    /// the grown log are written in one transaction and flushed before this returns, and each
+    /// receipt is that checkpoint with the release's index and inclusion proof.
     pub fn accept_batch(
         &mut self,
         submissions: &[Vec<u8>],
         now: u64,
     ) -> Result<Vec<Outcome>, HubError> {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; submissions.len()];
-        let mut decoded: Vec<(usize, SignedRelease)> = Vec::with_capacity(submissions.len());
+        if self.is_national() {
+            let refusal = Refusal::WrongKind {
+                role: Role::National,
+                accepts: "hub aggregates",
+                offered: "a release",
+            };
+            return Ok(vec![Err(refusal); submissions.len()]);
+        }
+        let mut decoded: Vec<(usize, SignedRelease, Vec<u8>)> =
+            Vec::with_capacity(submissions.len());
         for (i, bytes) in submissions.iter().enumerate() {
             match SignedRelease::decode(bytes) {
-                Ok(release) => decoded.push((i, release)),
+                Ok(release) => match release_message(bytes) {
+                    Some(message) => decoded.push((i, release, message)),
+                    None => outcomes[i] = Some(Err(Refusal::Invalid("truncated release".into()))),
+                },
                 Err(e) => outcomes[i] = Some(Err(Refusal::Invalid(e.to_string()))),
             }
         }
-        // One batch verification for all; if it fails, find the culprits one by one.
-        let messages: Vec<Vec<u8>> = decoded
-            .iter()
-            .map(|(_, r)| [SIGNING_DOMAIN, r.canonical_release().as_slice()].concat())
-            .collect();
-        let message_refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
-        let signatures: Vec<Signature> = decoded.iter().map(|(_, r)| *r.signature()).collect();
-        let keys: Vec<VerifyingKey> = decoded.iter().map(|(_, r)| r.release().signer).collect();
-        if ed25519_dalek::verify_batch(&message_refs, &signatures, &keys).is_err() {
-            decoded.retain(|(i, r)| match r.verify() {
-                Ok(()) => true,
-                Err(e) => {
-                    outcomes[*i] = Some(Err(Refusal::Invalid(e.to_string())));
-                    false
-                }
-            });
-        }
+        let messages: Vec<Vec<u8>> = decoded.iter_mut().map(|(_, _, m)| std::mem::take(m)).collect();
+        let signatures: Vec<Signature> = decoded.iter().map(|(_, r, _)| *r.signature()).collect();
+        let keys: Vec<VerifyingKey> = decoded.iter().map(|(_, r, _)| r.release().signer).collect();
+        let verified = crate::audit::verify_all(&messages, &signatures, &keys);
 
         let policy = &self.node.config.privacy;
         let expected_mechanism = match policy.mechanism {
             maillage_privacy::release::Mechanism::DiscreteLaplace => "laplace",
             maillage_privacy::release::Mechanism::DiscreteGaussian => "gaussian",
         };
-        let hub_key = self.node.identity.public();
-        let origin = self.origin();
-        // Within the batch: signer+period → id of what this batch already appends.
-        let mut pending: HashMap<Vec<u8>, ReleaseId> = HashMap::new();
-        let mut appended: Vec<Appended> = Vec::new();
-        let mut equivocations: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        for (i, release) in decoded {
+        let mut candidates = Vec::with_capacity(decoded.len());
+        for (((i, release, _), message), ok) in decoded.into_iter().zip(&messages).zip(verified) {
+            if !ok {
+                // Name the failure precisely (verify_all already isolated this signature).
+                let reason = release
+                    .verify()
+                    .err()
+                    .map_or_else(|| "the signature does not verify".to_owned(), |e| e.to_string());
+                outcomes[i] = Some(Err(Refusal::Invalid(reason)));
+                continue;
+            }
             let r = release.release();
             let signer = hex::encode(r.signer.as_bytes());
-            let outcome = (|| {
-                match self.members.get(&r.signer) {
-                    Some(m)
-                        if m.role == Role::Structure
-                            || self.node.config.node.role == Role::National => {}
-                    _ => {
-                        return Err(Refusal::NotMember {
-                            signer: signer.clone(),
-                        });
-                    }
-                }
-                if r.mechanism.name() != expected_mechanism {
-                    return Err(Refusal::WrongMechanism {
-                        signer: signer.clone(),
-                        period: r.period,
-                        found: r.mechanism.name().into(),
-                        expected: expected_mechanism.into(),
-                    });
-                }
-                if r.mechanism.loss() > policy.budget {
-                    return Err(Refusal::OverBudget {
-                        signer: signer.clone(),
-                        period: r.period,
-                        unit: r.mechanism.loss_field().into(),
-                        spent: r.mechanism.loss(),
-                        budget: policy.budget,
-                    });
-                }
-                Ok(())
-            })();
-            if let Err(refusal) = outcome {
+            let refusal = match self.members.get(&r.signer) {
+                Some(m) if m.role == Role::Structure => None,
+                _ => Some(Refusal::NotMember {
+                    signer: signer.clone(),
+                }),
+            }
+            .or_else(|| {
+                (r.mechanism.name() != expected_mechanism).then(|| Refusal::WrongMechanism {
+                    signer: signer.clone(),
+                    period: r.period,
+                    found: r.mechanism.name().into(),
+                    expected: expected_mechanism.into(),
+                })
+            })
+            .or_else(|| {
+                (r.mechanism.loss() > policy.budget).then(|| Refusal::OverBudget {
+                    signer: signer.clone(),
+                    period: r.period,
+                    unit: r.mechanism.loss_field().into(),
+                    spent: r.mechanism.loss(),
+                    budget: policy.budget,
+                })
+            });
+            if let Some(refusal) = refusal {
                 outcomes[i] = Some(Err(refusal));
                 continue;
             }
-            let id = release.id();
-            let key = signer_period_key(&r.signer, r.period);
+            // The release id is SHA-256 of the signed message.
+            let id = ReleaseId::from_bytes(Sha256::digest(message).into());
+            let (signer, period) = (r.signer, r.period);
+            candidates.push(Candidate {
+                slot: i,
+                id,
+                signer,
+                period,
+                bytes: submissions[i].clone(),
+            });
+        }
+        self.append(candidates, &mut outcomes, now)?;
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(Refusal::Invalid("not processed".into()))))
+            .collect())
+    }
+
+    /// Checks, appends and acknowledges hub aggregates at the national node (as
+    /// [`Hub::accept_batch`] does releases at a hub): each must be a hub-level aggregate whose
+    /// signature verifies and whose signer is a member hub. A second, different aggregate of a
+    /// hub for a period is refused and kept as an equivocation proof; the same one again gets
+    /// its receipt again. Durable before it returns.
+    pub fn accept_aggregates(
+        &mut self,
+        aggregates: &[SignedAggregate],
+        now: u64,
+    ) -> Result<Vec<Outcome>, HubError> {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; aggregates.len()];
+        if !self.is_national() {
+            let refusal = Refusal::WrongKind {
+                role: self.node.config.node.role,
+                accepts: "members' releases",
+                offered: "an aggregate",
+            };
+            return Ok(vec![Err(refusal); aggregates.len()]);
+        }
+        let messages: Vec<Vec<u8>> = aggregates
+            .iter()
+            .map(|a| [maillage_protocol::aggregate::SIGNING_DOMAIN, &a.canonical_aggregate()].concat())
+            .collect();
+        let signatures: Vec<Signature> = aggregates.iter().map(|a| *a.signature()).collect();
+        let keys: Vec<VerifyingKey> = aggregates.iter().map(|a| a.aggregate().signer).collect();
+        let verified = crate::audit::verify_all(&messages, &signatures, &keys);
+        let mut candidates = Vec::new();
+        for (i, ((signed, message), ok)) in aggregates.iter().zip(&messages).zip(verified).enumerate() {
+            let a = signed.aggregate();
+            let signer = hex::encode(a.signer.as_bytes());
+            let refusal = if !ok {
+                Some(Refusal::Invalid(signed.verify().err().map_or_else(
+                    || "the signature does not verify".to_owned(),
+                    |e| e.to_string(),
+                )))
+            } else if a.level != Level::Hub {
+                Some(Refusal::WrongLevel {
+                    signer,
+                    period: a.period,
+                    found: a.level,
+                })
+            } else {
+                match self.members.get(&a.signer) {
+                    Some(m) if m.role == Role::Hub => None,
+                    _ => Some(Refusal::NotMember { signer }),
+                }
+            };
+            if let Some(refusal) = refusal {
+                outcomes[i] = Some(Err(refusal));
+                continue;
+            }
+            // The aggregate id is SHA-256 of the signed message.
+            let id = ReleaseId::from_bytes(Sha256::digest(message).into());
+            candidates.push(Candidate {
+                slot: i,
+                id,
+                signer: a.signer,
+                period: a.period,
+                bytes: signed.to_bytes(),
+            });
+        }
+        self.append(candidates, &mut outcomes, now)?;
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(Refusal::Invalid("not processed".into()))))
+            .collect())
+    }
+
+    /// Accepts one hub aggregate at the national node: what the network layer calls for a
+    /// `SubmitAggregate` request. `Ok(Ok(accepted))` carries the receipt to send back.
+    pub fn accept_aggregate(
+        &mut self,
+        aggregate: &SignedAggregate,
+        now: u64,
+    ) -> Result<Outcome, HubError> {
+        let mut outcomes = self.accept_aggregates(std::slice::from_ref(aggregate), now)?;
+        Ok(outcomes
+            .pop()
+            .unwrap_or_else(|| Err(Refusal::Invalid("not processed".into()))))
+    }
+
+    /// Places checked candidates: duplicates get their receipt again, equivocations are kept,
+    /// new ones are appended, durably, under one new signed checkpoint.
+    fn append(
+        &mut self,
+        candidates: Vec<Candidate>,
+        outcomes: &mut [Option<Outcome>],
+        now: u64,
+    ) -> Result<(), HubError> {
+        let start = self.log.len();
+        // signer ‖ period → id, for what this batch appends.
+        let mut pending: HashMap<Vec<u8>, ReleaseId> = HashMap::new();
+        let mut appended: Vec<Appended> = Vec::new();
+        let mut again: Vec<(usize, ReleaseId)> = Vec::new();
+        let mut new_slots: Vec<usize> = Vec::new();
+        let mut equivocations: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for c in candidates {
+            let key = signer_period_key(&c.signer, c.period);
             let existing = match pending.get(&key) {
                 Some(id) => Some(*id),
                 None => self
@@ -341,134 +530,181 @@ impl<'a> Hub<'a> {
                     .transpose()?,
             };
             match existing {
-                Some(first) if first == id => {
-                    outcomes[i] = Some(match self.receipt_of(&id, &appended)? {
-                        Some(receipt) => Ok(Accepted {
-                            receipt,
-                            new: false,
-                        }),
-                        None => Err(Refusal::Invalid(
-                            "duplicate of a release with no receipt".into(),
-                        )),
-                    });
-                }
+                Some(first) if first == c.id => again.push((c.slot, c.id)),
                 Some(first) => {
-                    let mut ekey = key.clone();
-                    ekey.extend_from_slice(id.as_bytes());
-                    equivocations.push((ekey, release.to_bytes()));
-                    tracing::warn!(signer = %signer, period = %r.period, %first, second = %id, "equivocation refused");
-                    outcomes[i] = Some(Err(Refusal::Equivocation {
+                    let signer = hex::encode(c.signer.as_bytes());
+                    let mut ekey = key;
+                    ekey.extend_from_slice(c.id.as_bytes());
+                    equivocations.push((ekey, c.bytes));
+                    tracing::warn!(%signer, period = %c.period, %first, second = %c.id, "equivocation refused");
+                    outcomes[c.slot] = Some(Err(Refusal::Equivocation {
                         signer,
-                        period: r.period,
+                        period: c.period,
                         first,
-                        second: id,
+                        second: c.id,
                     }));
                 }
                 None => {
-                    let index = self.log.len() + appended.len() as u64;
-                    let receipt = Receipt {
-                        origin: origin.clone(),
-                        hub: hub_key,
-                        release_id: id,
-                        index,
-                        checkpoint_size: index + 1,
-                        timestamp: now,
-                    }
-                    .sign(self.node.identity.signing_key())
-                    .map_err(|e| HubError::Sign(e.to_string()))?;
-                    pending.insert(key.clone(), id);
+                    let index = self.log.append_leaf_hash(contribution_leaf_hash(&c.id));
+                    pending.insert(key.clone(), c.id);
+                    new_slots.push(c.slot);
                     appended.push(Appended {
                         index,
-                        id,
+                        id: c.id,
                         key,
-                        bytes: release.to_bytes(),
-                        receipt: receipt.clone(),
+                        bytes: c.bytes,
                     });
-                    outcomes[i] = Some(Ok(Accepted { receipt, new: true }));
                 }
             }
         }
-
-        let t = &self.trees;
-        (
-            &t.log,
-            &t.releases,
-            &t.by_signer,
-            &t.receipts,
-            &t.equivocations,
-        )
-            .transaction(|(log, releases, by_signer, receipts, equivs)| {
-                for Appended {
-                    index,
-                    id,
-                    key,
-                    bytes,
+        let checkpoint = if appended.is_empty() {
+            None
+        } else {
+            match self.sign_checkpoint(now) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    self.log.truncate(start);
+                    return Err(e);
+                }
+            }
+        };
+        if !appended.is_empty() || !equivocations.is_empty() {
+            let size = self.log.len();
+            let checkpoint_bytes = checkpoint.as_ref().map(SignedCheckpoint::to_bytes);
+            let t = &self.trees;
+            let written = (
+                &t.log,
+                &t.contents,
+                &t.by_signer,
+                &t.index,
+                &t.checkpoints,
+                &t.equivocations,
+            )
+                .transaction(|(log, contents, by_signer, index, checkpoints, equivs)| {
+                    for a in &appended {
+                        log.insert(&a.index.to_be_bytes(), a.id.as_bytes())?;
+                        contents.insert(a.id.as_bytes(), a.bytes.as_slice())?;
+                        by_signer.insert(a.key.as_slice(), a.id.as_bytes())?;
+                        index.insert(a.id.as_bytes(), &index_entry(a.index, size))?;
+                    }
+                    if let Some(bytes) = &checkpoint_bytes {
+                        checkpoints.insert(&size.to_be_bytes(), bytes.as_slice())?;
+                    }
+                    for (key, bytes) in &equivocations {
+                        equivs.insert(key.as_slice(), bytes.as_slice())?;
+                    }
+                    Ok(())
+                })
+                .map_err(|e: TransactionError<()>| match e {
+                    TransactionError::Abort(()) => HubError::Corrupt("transaction aborted".into()),
+                    TransactionError::Storage(e) => HubError::Sled(e),
+                })
+                .and_then(|()| Ok(self.node.store.flush()?));
+            if let Err(e) = written {
+                self.log.truncate(start);
+                return Err(e);
+            }
+        }
+        // Durable: the receipts can go out.
+        if let Some(checkpoint) = &checkpoint {
+            for (slot, a) in new_slots.into_iter().zip(&appended) {
+                let receipt = SignedReceipt::issue(&self.log, checkpoint.clone(), a.id, a.index)
+                    .map_err(|e| HubError::Sign(e.to_string()))?;
+                outcomes[slot] = Some(Ok(Accepted { receipt, new: true }));
+            }
+        }
+        for (slot, id) in again {
+            outcomes[slot] = Some(match self.receipt_of(&id)? {
+                Some(receipt) => Ok(Accepted {
                     receipt,
-                } in &appended
-                {
-                    log.insert(&index.to_be_bytes(), id.as_bytes())?;
-                    releases.insert(id.as_bytes(), bytes.as_slice())?;
-                    by_signer.insert(key.as_slice(), id.as_bytes())?;
-                    receipts.insert(id.as_bytes(), receipt.to_bytes())?;
-                }
-                for (key, bytes) in &equivocations {
-                    equivs.insert(key.as_slice(), bytes.as_slice())?;
-                }
-                Ok(())
-            })
-            .map_err(|e: TransactionError<()>| match e {
-                TransactionError::Abort(()) => HubError::Corrupt("transaction aborted".into()),
-                TransactionError::Storage(e) => HubError::Sled(e),
-            })?;
-        for a in &appended {
-            self.log.append_leaf_hash(contribution_leaf_hash(&a.id));
+                    new: false,
+                }),
+                None => Err(Refusal::Invalid(format!(
+                    "{id} is in the log without an index entry"
+                ))),
+            });
         }
-        if !appended.is_empty() {
-            self.checkpoint(now)?;
-        }
-        self.node.store.flush()?;
-        Ok(outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(Refusal::Invalid("not processed".into()))))
-            .collect())
+        Ok(())
     }
 
-    fn receipt_of(
+    /// The receipt of a contribution in the log: the checkpoint its batch signed, its index and
+    /// its inclusion proof, rebuilt from the index entry.
+    pub fn receipt_of(&self, id: &ReleaseId) -> Result<Option<SignedReceipt>, HubError> {
+        self.receipt_with(id, &mut std::collections::BTreeMap::new())
+    }
+
+    /// [`Hub::receipt_of`], with the checkpoints already read (and those read now kept) in
+    /// `checkpoints`, by size: for exports, which make a receipt per leaf.
+    pub fn receipt_with(
         &self,
         id: &ReleaseId,
-        appended: &[Appended],
+        checkpoints: &mut std::collections::BTreeMap<u64, SignedCheckpoint>,
     ) -> Result<Option<SignedReceipt>, HubError> {
-        if let Some(a) = appended.iter().find(|a| a.id == *id) {
-            return Ok(Some(a.receipt.clone()));
-        }
-        match self.trees.receipts.get(id.as_bytes())? {
-            Some(bytes) => SignedReceipt::decode(&bytes)
+        let Some(entry) = self.trees.index.get(id.as_bytes())? else {
+            return Ok(None);
+        };
+        let (index, size) = match (
+            entry.get(..8).and_then(u64_from),
+            entry.get(8..).and_then(u64_from),
+        ) {
+            (Some(index), Some(size)) => (index, size),
+            _ => return Err(HubError::Corrupt(format!("index entry of {id}"))),
+        };
+        let checkpoint = match checkpoints.get(&size) {
+            Some(c) => c.clone(),
+            None => {
+                let c = self.checkpoint_at(size)?.ok_or_else(|| {
+                    HubError::Corrupt(format!("no checkpoint of size {size} for {id}"))
+                })?;
+                checkpoints.insert(size, c.clone());
+                c
+            }
+        };
+        SignedReceipt::issue(&self.log, checkpoint, *id, index)
+            .map(Some)
+            .map_err(|e| HubError::Corrupt(format!("receipt of {id}: {e}")))
+    }
+
+    /// The id at a leaf index and the stored wire bytes of its contribution (a signed release at
+    /// a hub, a hub's signed aggregate at the national node).
+    pub fn contribution_wire(&self, index: u64) -> Result<(ReleaseId, Vec<u8>), HubError> {
+        let (id, bytes) = self.contribution_bytes(index)?;
+        Ok((id, bytes.to_vec()))
+    }
+
+    fn checkpoint_at(&self, size: u64) -> Result<Option<SignedCheckpoint>, HubError> {
+        match self.trees.checkpoints.get(size.to_be_bytes())? {
+            Some(bytes) => SignedCheckpoint::decode(&bytes)
                 .map(Some)
-                .map_err(|e| HubError::Corrupt(format!("receipt of {id}: {e}"))),
+                .map_err(|e| HubError::Corrupt(format!("checkpoint {size}: {e}"))),
             None => Ok(None),
         }
     }
 
-    /// Signs a checkpoint of the log at its current size (or returns the latest if the log has
-    /// not grown since).
-    pub fn checkpoint(&mut self, now: u64) -> Result<SignedCheckpoint, HubError> {
-        let size = self.log.len();
-        if let Some(bytes) = self.trees.checkpoints.get(size.to_be_bytes())? {
-            return SignedCheckpoint::decode(&bytes)
-                .map_err(|e| HubError::Corrupt(format!("checkpoint {size}: {e}")));
-        }
-        let checkpoint = Checkpoint {
-            origin: self.origin(),
-            tree_size: size,
+    fn sign_checkpoint(&self, now: u64) -> Result<SignedCheckpoint, HubError> {
+        Checkpoint {
+            origin: self.origin.clone(),
+            tree_size: self.log.len(),
             root: self.log.root(),
             timestamp: now,
-            signer: self.node.identity.public(),
+            signer: self.key,
         }
         .sign(self.node.identity.signing_key())
-        .map_err(|e| HubError::Sign(e.to_string()))?;
+        .map_err(|e| HubError::Sign(e.to_string()))
+    }
+
+    /// Signs a checkpoint of the log at its current size (or returns the stored one if the log
+    /// has not grown since).
+    pub fn checkpoint(&mut self, now: u64) -> Result<SignedCheckpoint, HubError> {
+        let size = self.log.len();
+        if let Some(checkpoint) = self.checkpoint_at(size)? {
+            return Ok(checkpoint);
+        }
+        let checkpoint = self.sign_checkpoint(now)?;
         self.trees
             .checkpoints
             .insert(size.to_be_bytes(), checkpoint.to_bytes())?;
+        self.node.store.flush()?;
         Ok(checkpoint)
     }
 
@@ -485,29 +721,50 @@ impl<'a> Hub<'a> {
             .collect()
     }
 
-    /// The contribution at a leaf index, with its receipt.
-    pub fn contribution(&self, index: u64) -> Result<(SignedRelease, SignedReceipt), HubError> {
+    /// The id at a leaf index and the stored bytes of its contribution.
+    fn contribution_bytes(&self, index: u64) -> Result<(ReleaseId, sled::IVec), HubError> {
         let id = self
             .trees
             .log
             .get(index.to_be_bytes())?
             .ok_or_else(|| HubError::Corrupt(format!("no leaf {index}")))?;
         let id = release_id_from(&id)?;
-        let release = self
+        let bytes = self
             .trees
-            .releases
+            .contents
             .get(id.as_bytes())?
-            .ok_or_else(|| HubError::Corrupt(format!("leaf {index}: release {id} missing")))?;
-        let release = SignedRelease::decode(&release)
+            .ok_or_else(|| HubError::Corrupt(format!("leaf {index}: contribution {id} missing")))?;
+        Ok((id, bytes))
+    }
+
+    /// The release at a leaf index of a hub's log, with its receipt.
+    pub fn contribution(&self, index: u64) -> Result<(SignedRelease, SignedReceipt), HubError> {
+        let (id, bytes) = self.contribution_bytes(index)?;
+        let release = SignedRelease::decode(&bytes)
             .map_err(|e| HubError::Corrupt(format!("release {id}: {e}")))?;
         let receipt = self
-            .receipt_of(&id, &[])?
-            .ok_or_else(|| HubError::Corrupt(format!("leaf {index}: receipt missing")))?;
+            .receipt_of(&id)?
+            .ok_or_else(|| HubError::Corrupt(format!("leaf {index}: no index entry")))?;
         Ok((release, receipt))
     }
 
-    /// Every equivocation caught: (release in the log, refused release).
-    pub fn equivocations(&self) -> Result<Vec<(SignedRelease, SignedRelease)>, HubError> {
+    /// The hub aggregate at a leaf index of the national log, with its receipt.
+    pub fn aggregate_contribution(
+        &self,
+        index: u64,
+    ) -> Result<(SignedAggregate, SignedReceipt), HubError> {
+        let (id, bytes) = self.contribution_bytes(index)?;
+        let aggregate = SignedAggregate::decode(&bytes)
+            .map_err(|e| HubError::Corrupt(format!("aggregate {id}: {e}")))?;
+        let receipt = self
+            .receipt_of(&id)?
+            .ok_or_else(|| HubError::Corrupt(format!("leaf {index}: no index entry")))?;
+        Ok((aggregate, receipt))
+    }
+
+    /// Every equivocation caught: (contribution in the log, refused contribution), as stored
+    /// bytes (signed releases at a hub, signed aggregates at the national node).
+    fn equivocation_bytes(&self) -> Result<Vec<(sled::IVec, sled::IVec)>, HubError> {
         let mut out = Vec::new();
         for entry in self.trees.equivocations.iter() {
             let (key, second) = entry?;
@@ -515,22 +772,110 @@ impl<'a> Hub<'a> {
                 .trees
                 .by_signer
                 .get(&key[..key.len().saturating_sub(32)])?
-                .ok_or_else(|| HubError::Corrupt("equivocation without a first release".into()))?;
-            let first =
-                self.trees.releases.get(&first_id)?.ok_or_else(|| {
-                    HubError::Corrupt("equivocation's first release missing".into())
-                })?;
-            let decode =
-                |b: &[u8]| SignedRelease::decode(b).map_err(|e| HubError::Corrupt(e.to_string()));
-            out.push((decode(&first)?, decode(&second)?));
+                .ok_or_else(|| HubError::Corrupt("equivocation without a first contribution".into()))?;
+            let first = self.trees.contents.get(&first_id)?.ok_or_else(|| {
+                HubError::Corrupt("equivocation's first contribution missing".into())
+            })?;
+            out.push((first, second));
         }
         Ok(out)
+    }
+
+    /// Every equivocation caught at a hub: (release in the log, refused release).
+    pub fn equivocations(&self) -> Result<Vec<(SignedRelease, SignedRelease)>, HubError> {
+        if self.is_national() {
+            return Ok(Vec::new());
+        }
+        let decode =
+            |b: &[u8]| SignedRelease::decode(b).map_err(|e| HubError::Corrupt(e.to_string()));
+        self.equivocation_bytes()?
+            .into_iter()
+            .map(|(a, b)| Ok((decode(&a)?, decode(&b)?)))
+            .collect()
+    }
+
+    /// Every equivocation caught at the national node: (hub aggregate in the log, refused one).
+    pub fn aggregate_equivocations(
+        &self,
+    ) -> Result<Vec<(SignedAggregate, SignedAggregate)>, HubError> {
+        if !self.is_national() {
+            return Ok(Vec::new());
+        }
+        let decode =
+            |b: &[u8]| SignedAggregate::decode(b).map_err(|e| HubError::Corrupt(e.to_string()));
+        self.equivocation_bytes()?
+            .into_iter()
+            .map(|(a, b)| Ok((decode(&a)?, decode(&b)?)))
+            .collect()
     }
 
     /// The node this hub runs in.
     pub fn node(&self) -> &Node {
         self.node
     }
+}
+
+/// The standard normal quantile at 0.975.
+const Z_95: f64 = 1.959_963_984_540_054;
+
+/// The half-width of the 95% interval of a sum of many independent noisy values with total
+/// noise variance `variance`: the normal interval `z·sd`, as an integer with a continuity
+/// correction, `⌈z·sd − ½⌉` (what `maillage_privacy::accuracy::combine` gives for many
+/// summands). A national cell sums every structure of every hub, so the normal approximation
+/// holds; a hub aggregate does not carry the fourth cumulants a tail correction would need.
+pub fn ci95_of_variance(variance: f64) -> f64 {
+    if variance > 0.0 {
+        (Z_95 * variance.sqrt() - 0.5).ceil().max(0.0)
+    } else {
+        0.0
+    }
+}
+
+/// Sums hub aggregates cell by cell, as the national node does: for every cell that appears in
+/// any of them (in catalogue order), the sum of the sums, the sum of the variances (the hubs'
+/// noises are independent) and the interval [`ci95_of_variance`]. The national node and the
+/// auditor both call this, over the aggregates in log order, so an audit recomputes exactly
+/// what was signed.
+pub fn sum_aggregate_cells<'a>(
+    aggregates: impl IntoIterator<Item = &'a Aggregate>,
+) -> Result<Vec<AggregateCell>, String> {
+    use maillage_protocol::vocab::Vocabulary as _;
+    let mut cells: std::collections::BTreeMap<(usize, usize), AggregateCell> =
+        std::collections::BTreeMap::new();
+    for aggregate in aggregates {
+        for cell in &aggregate.cells {
+            let categories = cell.indicator.categories();
+            let position = cell
+                .category
+                .as_deref()
+                .and_then(|c| categories.iter().position(|k| *k == c))
+                .unwrap_or(0);
+            let sum = cells
+                .entry((cell.indicator.index(), position))
+                .or_insert_with(|| AggregateCell {
+                    indicator: cell.indicator,
+                    category: cell.category.clone(),
+                    sum: 0,
+                    variance: 0.0,
+                    ci95_half_width: 0.0,
+                });
+            sum.sum = sum.sum.checked_add(cell.sum).ok_or_else(|| {
+                format!(
+                    "{} {}: the sum overflows a 64-bit integer",
+                    cell.indicator,
+                    cell.category.as_deref().unwrap_or("")
+                )
+            })?;
+            sum.variance += cell.variance;
+        }
+    }
+    Ok(cells
+        .into_values()
+        .map(|mut cell| {
+            cell.ci95_half_width = ci95_of_variance(cell.variance);
+            cell
+        })
+        .collect())
 }
 
 /// The privacy crate's name of a wire mechanism.
@@ -598,21 +943,40 @@ impl Hub<'_> {
                 .map_err(|e| HubError::Corrupt(format!("aggregate: {e}")));
         }
         let mut contributions = Vec::new();
-        let mut releases = Vec::new();
-        for index in 0..size {
-            let (release, _) = self.contribution(index)?;
-            if release.release().period == period {
-                contributions.push(ContributionRef {
-                    index,
-                    id: release.id(),
-                    signer: release.release().signer,
-                });
-                releases.push(release);
+        let cells = if self.is_national() {
+            let mut aggregates = Vec::new();
+            for index in 0..size {
+                let (aggregate, _) = self.aggregate_contribution(index)?;
+                if aggregate.aggregate().period == period {
+                    contributions.push(ContributionRef {
+                        index,
+                        id: aggregate.id().as_contribution_id(),
+                        signer: aggregate.aggregate().signer,
+                    });
+                    aggregates.push(aggregate);
+                }
             }
-        }
-        let cells = sum_cells(releases.iter().map(|r| r.release()))
-            .map_err(|e| HubError::Corrupt(format!("summing releases of {period}: {e}")))?;
-        let member_role = if self.node.config.node.role == Role::National {
+            sum_aggregate_cells(aggregates.iter().map(SignedAggregate::aggregate))
+                .map_err(|e| HubError::Corrupt(format!("summing aggregates of {period}: {e}")))?
+        } else {
+            let mut releases = Vec::new();
+            for index in 0..size {
+                let (id, bytes) = self.contribution_bytes(index)?;
+                let release = SignedRelease::decode(&bytes)
+                    .map_err(|e| HubError::Corrupt(format!("release {id}: {e}")))?;
+                if release.release().period == period {
+                    contributions.push(ContributionRef {
+                        index,
+                        id,
+                        signer: release.release().signer,
+                    });
+                    releases.push(release);
+                }
+            }
+            sum_cells(releases.iter().map(|r| r.release()))
+                .map_err(|e| HubError::Corrupt(format!("summing releases of {period}: {e}")))?
+        };
+        let member_role = if self.is_national() {
             Role::Hub
         } else {
             Role::Structure
@@ -627,8 +991,8 @@ impl Hub<'_> {
             .filter(|k| !contributed.contains(k))
             .collect();
         let aggregate = Aggregate {
-            signer: self.node.identity.public(),
-            level: if self.node.config.node.role == Role::National {
+            signer: self.key,
+            level: if self.is_national() {
                 Level::National
             } else {
                 Level::Hub

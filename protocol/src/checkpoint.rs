@@ -30,29 +30,27 @@
 //! verified with `verify_strict`). A signed checkpoint on the wire is the array
 //! `[checkpoint, signature]`: `0x82`, the canonical checkpoint, `0x58 0x40` and 64 bytes.
 //!
-//! # Receipt, canonical encoding version 1
+//! # Receipt, canonical encoding version 2
 //!
-//! What a hub answers when it accepts a contribution: a signed promise that the release is leaf
-//! `index` of its log and will be covered by the first checkpoint of size `checkpoint_size` or
-//! more. An array of 7 elements:
+//! What a hub answers when it accepts a contribution: the signed checkpoint of its log right
+//! after the batch that appended the contribution, the contribution's leaf index and its
+//! inclusion proof in that checkpoint's tree. A receipt carries no signature of its own: the
+//! checkpoint's signature and the proof together show, offline and to anyone, that the hub's
+//! signed log holds the contribution at that index, so one signature serves a whole batch.
+//! An array of 5 elements:
 //!
-//! | # | field           | CBOR                  | accepted values |
-//! |---|-----------------|-----------------------|-----------------|
-//! | 0 | version         | unsigned integer      | `1` |
-//! | 1 | origin          | text string           | as in a checkpoint: the log the leaf is in |
-//! | 2 | hub             | byte string, 32 bytes | the hub's ed25519 public key, which signs the receipt and the log's checkpoints |
-//! | 3 | release_id      | byte string, 32 bytes | the contribution's [`ReleaseId`] |
-//! | 4 | index           | unsigned integer      | the leaf index, below `checkpoint_size` |
-//! | 5 | checkpoint_size | unsigned integer      | the size of the checkpoint that will cover the leaf |
-//! | 6 | timestamp       | unsigned integer      | Unix time in seconds |
-//!
-//! `signature = Ed25519(hub key, "maillage/receipt/v1\0" ‖ canonical receipt)`; on the wire,
-//! `[receipt, signature]` as for checkpoints.
+//! | # | field      | CBOR                                  | accepted values |
+//! |---|------------|---------------------------------------|-----------------|
+//! | 0 | version    | unsigned integer                      | `2` ([`RECEIPT_VERSION`]; version 1 was a separately signed promise) |
+//! | 1 | checkpoint | a signed checkpoint, as on the wire   | the hub's checkpoint covering the leaf: `[checkpoint, signature]` |
+//! | 2 | release_id | byte string, 32 bytes                 | the contribution's [`ReleaseId`] (the leaf data) |
+//! | 3 | index      | unsigned integer                      | the leaf index, below the checkpoint's tree size |
+//! | 4 | proof      | array of byte strings, 32 bytes each  | the inclusion proof (RFC 9162 audit path), exactly as many hashes as the index and size call for |
 //!
 //! Both encodings admit exactly one form: definite lengths, every integer and length in its
 //! shortest form, no tags, maps, floats or simple values, nothing after the item. The decoders
-//! refuse anything else, and re-encode what they read to check it. The domain tags keep a
-//! checkpoint signature from being a receipt signature, a release signature or the reverse.
+//! refuse anything else, and re-encode what they read to check it. The domain tag keeps a
+//! checkpoint signature from being a release or aggregate signature, or the reverse.
 //!
 //! # JSON views
 //!
@@ -60,9 +58,8 @@
 //! {"version": 1, "origin": "<64 hex digits>/contributions", "tree_size": 20000,
 //!  "root": "<64 hex digits>", "timestamp": 1793491200, "signer": "<64 hex digits>",
 //!  "signature": "<128 hex digits>"}
-//! {"version": 1, "origin": "<64 hex digits>/contributions", "hub": "<64 hex digits>",
-//!  "release_id": "<64 hex digits>", "index": 17, "checkpoint_size": 18,
-//!  "timestamp": 1793491200, "signature": "<128 hex digits>"}
+//! {"version": 2, "checkpoint": {<signed checkpoint as above>},
+//!  "release_id": "<64 hex digits>", "index": 17, "proof": ["<64 hex digits>", ...]}
 //! ```
 //!
 //! Unknown fields are refused; every field is required. The JSON is a view of the signed bytes,
@@ -80,10 +77,13 @@ use crate::merkle::{self, EMPTY_ROOT, Hash, MerkleError};
 use crate::release::ReleaseId;
 use cbor::{Reader, Writer};
 
-pub use receipt::{RECEIPT_SIGNING_DOMAIN, Receipt, SignedReceipt};
+pub use receipt::{Receipt, SignedReceipt};
 
-/// The version of the checkpoint and receipt encodings this build writes and reads.
+/// The version of the checkpoint encoding this build writes and reads.
 pub const VERSION: u64 = 1;
+
+/// The version of the receipt encoding this build writes and reads.
+pub const RECEIPT_VERSION: u64 = 2;
 
 /// Prefixed to the canonical checkpoint bytes to form the message that is signed.
 pub const CHECKPOINT_SIGNING_DOMAIN: &[u8] = b"maillage/checkpoint/v1\0";
@@ -398,9 +398,34 @@ fn excerpt(s: &str) -> String {
     }
 }
 
+/// Whether 32 bytes are the one canonical encoding of the Edwards point they decode to (RFC 8032
+/// §5.1.3): the y coordinate, the low 255 bits, is below p = 2^255 − 19, and the sign bit is not
+/// set on a point whose x is 0 (y = 1 or y = p − 1, the only such points). Compared on the
+/// bytes, with no field arithmetic: the same answer as decoding and re-encoding, for a fraction
+/// of the cost.
+pub(crate) fn is_canonical_point_encoding(bytes: &[u8; 32]) -> bool {
+    const P_MINUS_1: [u8; 32] = {
+        let mut p = [0xff; 32];
+        p[0] = 0xec;
+        p[31] = 0x7f;
+        p
+    };
+    let mut y = *bytes;
+    y[31] &= 0x7f;
+    // y >= p: the bytes, little-endian, from 0xed ff … ff 7f upwards.
+    let high_all_ones = y[1..31].iter().all(|&b| b == 0xff) && y[31] == 0x7f;
+    if high_all_ones && y[0] >= 0xed {
+        return false;
+    }
+    let sign = bytes[31] & 0x80 != 0;
+    let mut one = [0u8; 32];
+    one[0] = 1;
+    !(sign && (y == one || y == P_MINUS_1))
+}
+
 /// Refuses keys in a non-canonical encoding or of small order (as releases do).
 fn check_key(field: &'static str, key: &VerifyingKey) -> Result<(), CheckpointError> {
-    let reason = if VerifyingKey::from(key.to_edwards()).as_bytes() != key.as_bytes() {
+    let reason = if !is_canonical_point_encoding(key.as_bytes()) {
         "the point is not in its canonical encoding"
     } else if key.is_weak() {
         "the point has small order, so signatures by it prove nothing"
@@ -466,6 +491,7 @@ fn read_versioned_header(
     r: &mut Reader<'_>,
     what: &'static str,
     fields: usize,
+    supported: u64,
 ) -> Result<(), CheckpointError> {
     let (offset, len) = r.array(what)?;
     let wrong_length = || CheckpointError::ArrayLength {
@@ -479,11 +505,11 @@ fn read_versioned_header(
         return Err(wrong_length());
     }
     let version = r.uint("version")?;
-    if version != VERSION {
+    if version != supported {
         return Err(CheckpointError::UnsupportedVersion {
             what,
             found: version,
-            supported: VERSION,
+            supported,
         });
     }
     if len != fields as u64 {
@@ -571,7 +597,7 @@ impl Checkpoint {
 
     /// Reads the structure of a checkpoint; values are checked by [`Checkpoint::validate`] after.
     fn decode_from(r: &mut Reader<'_>) -> Result<Self, CheckpointError> {
-        read_versioned_header(r, "checkpoint", CHECKPOINT_FIELDS)?;
+        read_versioned_header(r, "checkpoint", CHECKPOINT_FIELDS, VERSION)?;
         let origin = r.text(MAX_ORIGIN_LEN, "origin")?.to_owned();
         let tree_size = r.uint("tree_size")?;
         let root = r.bytes::<32>("root")?;
@@ -667,25 +693,34 @@ impl SignedCheckpoint {
     /// The wire encoding: the CBOR array `[checkpoint, signature]`.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::default();
-        w.array(2);
-        self.checkpoint.encode_into(&mut w);
-        w.bytes(&self.signature.to_bytes());
+        self.encode_into(&mut w);
         w.into_bytes()
+    }
+
+    fn encode_into(&self, w: &mut Writer) {
+        w.array(2);
+        self.checkpoint.encode_into(w);
+        w.bytes(&self.signature.to_bytes());
+    }
+
+    /// Reads `[checkpoint, signature]` and validates the checkpoint.
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, CheckpointError> {
+        r.array_of(2, "signed checkpoint")?;
+        let checkpoint = Checkpoint::decode_from(r)?;
+        let signature = Signature::from_bytes(&r.bytes::<64>("signature")?);
+        checkpoint.validate()?;
+        Ok(Self {
+            checkpoint,
+            signature,
+        })
     }
 
     /// Reads the wire encoding, refusing anything not canonical; the signature is not checked.
     pub fn decode(bytes: &[u8]) -> Result<Self, CheckpointError> {
         const WHAT: &str = "signed checkpoint";
         let mut r = Reader::new(bytes, WHAT);
-        r.array_of(2, WHAT)?;
-        let checkpoint = Checkpoint::decode_from(&mut r)?;
-        let signature = Signature::from_bytes(&r.bytes::<64>("signature")?);
+        let signed = Self::decode_from(&mut r)?;
         r.finish()?;
-        checkpoint.validate()?;
-        let signed = Self {
-            checkpoint,
-            signature,
-        };
         check_reencoding(WHAT, &signed.to_bytes(), bytes, 0)?;
         Ok(signed)
     }

@@ -276,6 +276,18 @@ impl MerkleLog {
         }
     }
 
+    /// Drops every leaf from `len` on (nothing if the log is not longer), e.g. to undo appends
+    /// whose storage failed.
+    pub fn truncate(&mut self, len: u64) {
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        for (level, nodes) in self.levels.iter_mut().enumerate() {
+            nodes.truncate(len >> level);
+        }
+        while self.levels.last().is_some_and(Vec::is_empty) {
+            self.levels.pop();
+        }
+    }
+
     /// How many leaves the log holds.
     pub fn len(&self) -> u64 {
         self.leaf_hashes().len() as u64

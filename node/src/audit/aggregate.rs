@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use maillage_privacy::accuracy::combine;
+use maillage_privacy::accuracy::{Estimate, combine};
 use maillage_protocol::{EquivocationProof, SignedAggregate};
 
 use super::log::{Catalogue, CellKey, Log, line_of};
@@ -97,7 +97,7 @@ impl Auditor {
                 format!(
                     "the aggregate covers a log of {} leaves, but {} holds only {}",
                     a.checkpoint_size,
-                    files::RELEASES,
+                    self.leaves_file,
                     log.leaves.len()
                 ),
             );
@@ -130,14 +130,14 @@ impl Auditor {
                     "leaf {} is beyond the {} releases of {}",
                     c.index,
                     log.leaves.len(),
-                    files::RELEASES
+                    self.leaves_file
                 )),
                 // An unreadable line is a finding already; the aggregate is not blamed for it.
                 Some(None) => None,
                 Some(Some(leaf)) if leaf.id != c.id => Some(format!(
                     "leaf {} ({}) is release {} of {}",
                     c.index,
-                    line_of(files::RELEASES, position),
+                    line_of(self.leaves_file, position),
                     leaf.id,
                     hex_key(&leaf.signer)
                 )),
@@ -175,7 +175,7 @@ impl Auditor {
                         leaf.id,
                         hex_key(&leaf.signer),
                         a.period,
-                        line_of(files::RELEASES, position),
+                        line_of(self.leaves_file, position),
                         a.checkpoint_size
                     ),
                 );
@@ -195,16 +195,53 @@ impl Auditor {
         for (n, cell) in a.cells.iter().enumerate() {
             stated.insert(catalogue.key(cell.indicator, cell.category.as_deref()), n);
         }
-        for (key, sum) in &log.sums {
-            let name = cell_name(sum.indicator, sum.category.as_deref());
-            let estimate = match combine(sum.summands.iter().copied()) {
+        // What each cell should be: from the releases (hub), or the hub aggregates (national).
+        let what = if self.national {
+            "hub aggregate"
+        } else {
+            "release"
+        };
+        let mut expected: BTreeMap<CellKey, (String, Result<Estimate, String>, usize)> =
+            BTreeMap::new();
+        match &log.expected_cells {
+            Some(Ok(cells)) => {
+                for cell in cells {
+                    let key = catalogue.key(cell.indicator, cell.category.as_deref());
+                    let estimate = Estimate {
+                        value: cell.sum,
+                        variance: cell.variance,
+                        ci95_half_width: cell.ci95_half_width,
+                    };
+                    let name = cell_name(cell.indicator, cell.category.as_deref());
+                    expected.insert(key, (name, Ok(estimate), summed));
+                }
+            }
+            Some(Err(e)) => {
+                self.find(
+                    FindingKind::SumMismatch,
+                    format!("{} cells", files::AGGREGATE),
+                    Some(&signer),
+                    format!("the {what}s' cells cannot be summed: {e}"),
+                );
+            }
+            None => {
+                for (key, sum) in &log.sums {
+                    let name = cell_name(sum.indicator, sum.category.as_deref());
+                    let estimate =
+                        combine(sum.summands.iter().copied()).map_err(|e| e.to_string());
+                    expected.insert(*key, (name, estimate, sum.summands.len()));
+                }
+            }
+        }
+        for (key, (name, estimate, count)) in &expected {
+            let estimate = match estimate {
                 Ok(e) => e,
                 Err(e) => {
                     self.find(
                         FindingKind::SumMismatch,
                         format!("{} cells", files::AGGREGATE),
                         Some(&signer),
-                        format!("{name}: the releases' cells cannot be summed: {e}"),
+                        format!("{name}: the {what}s' cells cannot be summed: {e}"),
                     );
                     continue;
                 }
@@ -215,16 +252,15 @@ impl Auditor {
                     format!("{} cells", files::AGGREGATE),
                     Some(&signer),
                     format!(
-                        "{name}: {} release(s) of the period have this cell (sum {}), but the aggregate has no such cell",
-                        sum.summands.len(),
+                        "{name}: {count} {what}(s) of the period have this cell (sum {}), but the aggregate has no such cell",
                         estimate.value
                     ),
                 );
                 continue;
             };
             let Some(cell) = a.cells.get(n) else { continue };
-            // Compared exactly: the same `combine`, over the same summands in the same (log)
-            // order, gives the same floats.
+            // Compared exactly: the same code, over the same summands in the same (log) order,
+            // gives the same floats.
             let mut differences = Vec::new();
             if cell.sum != estimate.value {
                 differences.push(("sum", cell.sum.to_string(), estimate.value.to_string()));
@@ -247,7 +283,7 @@ impl Auditor {
                 let listed: Vec<String> = differences
                     .iter()
                     .map(|(field, stated, recomputed)| {
-                        format!("{field} {stated} where the releases give {recomputed}")
+                        format!("{field} {stated} where the {what}s give {recomputed}")
                     })
                     .collect();
                 self.find(
@@ -255,15 +291,14 @@ impl Auditor {
                     format!("{} cells[{n}].{field}", files::AGGREGATE),
                     Some(&signer),
                     format!(
-                        "{name}: the aggregate states {} (recomputed over the {} release(s) it should sum, in log order)",
+                        "{name}: the aggregate states {} (recomputed over the {count} {what}(s) it should sum, in log order)",
                         listed.join(", "),
-                        sum.summands.len()
                     ),
                 );
             }
         }
         for (key, &n) in &stated {
-            if log.sums.contains_key(key) {
+            if expected.contains_key(key) || matches!(log.expected_cells, Some(Err(_))) {
                 continue;
             }
             let Some(cell) = a.cells.get(n) else { continue };
@@ -272,7 +307,7 @@ impl Auditor {
                 format!("{} cells[{n}]", files::AGGREGATE),
                 Some(&signer),
                 format!(
-                    "{}: the aggregate states sum {}, but none of the {summed} release(s) it should sum has this cell",
+                    "{}: the aggregate states sum {}, but none of the {summed} {what}(s) it should sum has this cell",
                     cell_name(cell.indicator, cell.category.as_deref()),
                     cell.sum
                 ),

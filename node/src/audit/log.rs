@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use ed25519_dalek::{Signature, VerifyingKey};
 use maillage_privacy::accuracy::Summand;
 use maillage_privacy::release::Mechanism as PrivacyMechanism;
-use maillage_protocol::checkpoint::{RECEIPT_SIGNING_DOMAIN, contribution_leaf_hash};
+use maillage_protocol::checkpoint::{RECEIPT_VERSION, contribution_leaf_hash};
 use maillage_protocol::merkle::{Hash, MerkleLog, verify_consistency, verify_inclusion};
 use maillage_protocol::release::SIGNING_DOMAIN;
 use maillage_protocol::vocab::Vocabulary as _;
@@ -87,6 +87,9 @@ pub(super) struct Log {
     pub releases_verified: u64,
     /// The sums of the aggregate's period.
     pub sums: BTreeMap<CellKey, CellSum>,
+    /// National bundles: the cells the national aggregate should state, summed from the
+    /// period's hub aggregates (or why they cannot be summed).
+    pub expected_cells: Option<Result<Vec<maillage_protocol::AggregateCell>, String>>,
 }
 
 fn privacy_mechanism(mechanism: Mechanism) -> PrivacyMechanism {
@@ -166,9 +169,78 @@ impl Pending {
     }
 }
 
+/// A receipt line as plain JSON (see [`SignedReceipt`]'s JSON view): parsed without decoding
+/// any key or building any checkpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReceiptLine {
+    version: u64,
+    checkpoint: CheckpointText,
+    release_id: String,
+    index: u64,
+    proof: Vec<String>,
+}
+
+/// A signed checkpoint's JSON view, field by field, as written.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckpointText {
+    version: u64,
+    origin: String,
+    tree_size: u64,
+    root: String,
+    timestamp: u64,
+    signer: String,
+    signature: String,
+}
+
+/// The distinct checkpoints the receipts carry: each built, and its signature verified, once.
+#[derive(Debug, Default)]
+pub(super) struct ReceiptCheckpoints {
+    by_text: HashMap<CheckpointText, usize>,
+    /// Each checkpoint and whether its signature verified.
+    list: Vec<(SignedCheckpoint, bool)>,
+    /// The first receipt line (position) carrying each.
+    first_line: Vec<usize>,
+}
+
+/// Builds a signed checkpoint from its JSON fields; a signer equal to the hub's key (compared on
+/// the bytes) reuses the key decoded from the manifest.
+fn build_checkpoint(
+    c: &CheckpointText,
+    hub: Option<&VerifyingKey>,
+    hub_bytes: Option<&[u8; 32]>,
+) -> Result<SignedCheckpoint, String> {
+    if c.version != maillage_protocol::checkpoint::VERSION {
+        return Err(format!("checkpoint version {} is not supported", c.version));
+    }
+    let mut signer = [0u8; 32];
+    hex::decode_to_slice(&c.signer, &mut signer)
+        .map_err(|_| "signer is not 64 hexadecimal digits".to_owned())?;
+    let signer = match (hub, hub_bytes) {
+        (Some(hub), Some(bytes)) if *bytes == signer => *hub,
+        _ => VerifyingKey::from_bytes(&signer).map_err(|_| "signer is not an ed25519 key".to_owned())?,
+    };
+    let mut root = [0u8; 32];
+    hex::decode_to_slice(&c.root, &mut root)
+        .map_err(|_| "root is not 64 hexadecimal digits".to_owned())?;
+    let mut signature = [0u8; 64];
+    hex::decode_to_slice(&c.signature, &mut signature)
+        .map_err(|_| "signature is not 128 hexadecimal digits".to_owned())?;
+    let checkpoint = maillage_protocol::Checkpoint {
+        origin: c.origin.clone(),
+        tree_size: c.tree_size,
+        root,
+        timestamp: c.timestamp,
+        signer,
+    };
+    SignedCheckpoint::from_parts(checkpoint, Signature::from_bytes(&signature))
+        .map_err(|e| e.to_string())
+}
+
 /// Calls `each` with the position and bytes of every line of a file (without its `\n`); a file
 /// that cannot be read is a finding. A last empty line (after the final `\n`) is not a line.
-fn for_each_line(
+pub(super) fn for_each_line(
     auditor: &mut Auditor,
     file: &str,
     mut each: impl FnMut(&mut Auditor, usize, &[u8]),
@@ -374,66 +446,126 @@ impl Auditor {
         out
     }
 
-    /// Step 3: the receipts. Returns, for each position, the release id a verified receipt of
-    /// the hub names there.
-    fn receipts(&mut self, leaves: &[Option<Leaf>]) -> Vec<Option<ReleaseId>> {
+    /// Step 3: the receipts. Returns, for each position, the release id a valid receipt of the
+    /// hub names there, and the distinct checkpoints the receipts carry (checked against the
+    /// rebuilt tree and `checkpoints.json` once the tree is built).
+    ///
+    /// A receipt is the hub's signed checkpoint of the leaf's batch, the leaf's index and its
+    /// inclusion proof. Receipts are read as plain JSON and their checkpoints compared by bytes:
+    /// the hub's key is decoded once (from the manifest) and each distinct checkpoint is built
+    /// and its signature verified once, however many receipts share it.
+    fn receipts(&mut self, leaves: &[Option<Leaf>]) -> (Vec<Option<ReleaseId>>, ReceiptCheckpoints) {
+        let leaves_file = self.leaves_file;
         let hub = self.hub;
+        let hub_bytes = hub.map(|k| k.to_bytes());
         let origin = self.origin.clone();
         let log_size = self.log_size().unwrap_or(leaves.len() as u64);
-        let mut named: Vec<Option<ReleaseId>> = Vec::new();
-        let mut candidates: Vec<Option<ReleaseId>> = Vec::new();
-        let mut pending = Pending::default();
+        let mut named: Vec<Option<ReleaseId>> = vec![None; leaves.len()];
+        let mut seen = ReceiptCheckpoints::default();
         let file = files::RECEIPTS;
         let mut lines = 0usize;
         for_each_line(self, file, |auditor, position, line| {
             lines = position + 1;
             let at = line_of(file, position);
-            candidates.push(None);
-            let signed: SignedReceipt = match serde_json::from_slice(line) {
-                Ok(signed) => signed,
+            let parsed: ReceiptLine = match serde_json::from_slice(line) {
+                Ok(parsed) => parsed,
                 Err(e) => {
                     auditor.find(
                         FindingKind::Malformed,
                         at,
                         None,
-                        format!("the receipt of leaf {position} is not a signed receipt: {e}"),
+                        format!("the receipt of leaf {position} is not a receipt {{\"version\": 2, \"checkpoint\", \"release_id\", \"index\", \"proof\"}}: {e}"),
                     );
                     return;
                 }
             };
-            let r = signed.receipt();
-            let signer = r.hub;
+            if parsed.version != RECEIPT_VERSION {
+                auditor.find(
+                    FindingKind::Malformed,
+                    format!("{at} version"),
+                    None,
+                    format!(
+                        "receipt version {} is not supported: this auditor reads version {RECEIPT_VERSION}",
+                        parsed.version
+                    ),
+                );
+                return;
+            }
+            // The checkpoint: known already (by its JSON fields), or built and verified now.
+            let c = &parsed.checkpoint;
+            let checkpoint = match seen.by_text.get(c) {
+                Some(&n) => seen.list.get(n).map(|(checkpoint, ok)| (checkpoint.clone(), *ok)),
+                None => {
+                    let built = build_checkpoint(c, hub.as_ref(), hub_bytes.as_ref());
+                    match built {
+                        Ok(checkpoint) => {
+                            let ok = checkpoint.verify().is_ok();
+                            seen.by_text.insert(c.clone(), seen.list.len());
+                            seen.list.push((checkpoint.clone(), ok));
+                            seen.first_line.push(position);
+                            Some((checkpoint, ok))
+                        }
+                        Err(e) => {
+                            auditor.find(
+                                FindingKind::Malformed,
+                                format!("{at} checkpoint"),
+                                None,
+                                format!("the receipt's checkpoint is not a valid signed checkpoint: {e}"),
+                            );
+                            None
+                        }
+                    }
+                }
+            };
+            let Some((checkpoint, signature_ok)) = checkpoint else {
+                return;
+            };
+            let cp = checkpoint.checkpoint();
+            let signer = cp.signer;
             let mut good = true;
+            if !signature_ok {
+                good = false;
+                auditor.find(
+                    FindingKind::BadSignature,
+                    format!("{at} checkpoint.signature"),
+                    Some(&signer),
+                    format!(
+                        "the checkpoint of tree size {} in the receipt of leaf {position} does not verify with {}",
+                        cp.tree_size,
+                        hex_key(&signer)
+                    ),
+                );
+            }
             if let Some(hub) = &hub
                 && signer != *hub
             {
                 good = false;
                 auditor.find(
                     FindingKind::WrongLog,
-                    format!("{at} hub"),
+                    format!("{at} checkpoint.signer"),
                     Some(&signer),
                     format!(
-                        "the receipt is signed by {}, not by the hub {}",
+                        "the receipt's checkpoint is signed by {}, not by the hub {}",
                         hex_key(&signer),
                         hex_key(hub)
                     ),
                 );
             }
             if let Some(origin) = &origin
-                && r.origin != *origin
+                && cp.origin != *origin
             {
                 good = false;
                 auditor.find(
                     FindingKind::WrongLog,
-                    format!("{at} origin"),
+                    format!("{at} checkpoint.origin"),
                     Some(&signer),
                     format!(
                         "the receipt is for log {:?}, not the hub's log {origin:?}",
-                        r.origin
+                        cp.origin
                     ),
                 );
             }
-            if r.index != position as u64 {
+            if parsed.index != position as u64 {
                 good = false;
                 auditor.find(
                     FindingKind::ReceiptMismatch,
@@ -441,65 +573,85 @@ impl Auditor {
                     Some(&signer),
                     format!(
                         "the receipt on the line of leaf {position} is for leaf {}",
-                        r.index
+                        parsed.index
                     ),
                 );
             }
-            match leaves.get(position) {
-                Some(Some(leaf)) if leaf.id != r.release_id => auditor.find(
-                    FindingKind::ReceiptMismatch,
+            let mut id = [0u8; 32];
+            if hex::decode_to_slice(&parsed.release_id, &mut id).is_err() {
+                auditor.find(
+                    FindingKind::Malformed,
                     format!("{at} release_id"),
                     Some(&signer),
-                    format!(
-                        "the hub's receipt names release {} as leaf {position}, but {} holds release {} of {}",
-                        r.release_id,
-                        line_of(files::RELEASES, position),
-                        leaf.id,
-                        hex_key(&leaf.signer)
-                    ),
-                ),
-                Some(_) => {}
-                None => auditor.find(
-                    FindingKind::ReceiptMismatch,
-                    at.clone(),
-                    Some(&signer),
-                    format!(
-                        "a receipt for leaf {position}, beyond the {} lines of {}",
-                        leaves.len(),
-                        files::RELEASES
-                    ),
-                ),
+                    "release_id is not 64 hexadecimal digits",
+                );
+                return;
             }
-            if r.checkpoint_size > log_size {
+            let id = ReleaseId::from_bytes(id);
+            match leaves.get(position) {
+                Some(Some(leaf)) if leaf.id != id => {
+                    good = false;
+                    auditor.find(
+                        FindingKind::ReceiptMismatch,
+                        format!("{at} release_id"),
+                        Some(&signer),
+                        format!(
+                            "the hub's receipt names release {id} as leaf {position}, but {} holds release {} of {}",
+                            line_of(leaves_file, position),
+                            leaf.id,
+                            hex_key(&leaf.signer)
+                        ),
+                    );
+                }
+                Some(_) => {}
+                None => {
+                    good = false;
+                    auditor.find(
+                        FindingKind::ReceiptMismatch,
+                        at.clone(),
+                        Some(&signer),
+                        format!(
+                            "a receipt for leaf {position}, beyond the {} lines of {}",
+                            leaves.len(),
+                            leaves_file
+                        ),
+                    );
+                }
+            }
+            if cp.tree_size > log_size {
+                good = false;
                 auditor.find(
                     FindingKind::ReceiptMismatch,
-                    format!("{at} checkpoint_size"),
+                    format!("{at} checkpoint.tree_size"),
                     Some(&signer),
                     format!(
-                        "the receipt promises a checkpoint of size {}, beyond the log's {log_size} leaves",
-                        r.checkpoint_size
+                        "the receipt's checkpoint has tree size {}, beyond the log's {log_size} leaves",
+                        cp.tree_size
                     ),
                 );
             }
-            if good && let Some(slot) = candidates.last_mut() {
-                *slot = Some(r.release_id);
-            }
-            let message = [
-                RECEIPT_SIGNING_DOMAIN,
-                signed.canonical_receipt().as_slice(),
-            ]
-            .concat();
-            let described = format!("the receipt of leaf {}", r.index);
-            pending.push(message, *signed.signature(), signer, (position, described));
-            if pending.messages.len() >= BATCH {
-                for p in pending.flush(auditor, file) {
-                    keep_verified(&mut named, &candidates, p);
+            let proof = match hashes(&parsed.proof) {
+                Ok(proof) => proof,
+                Err(e) => {
+                    auditor.find(FindingKind::BadInclusionProof, format!("{at} proof"), Some(&signer), e);
+                    return;
                 }
+            };
+            let inclusion = SignedReceipt::new(checkpoint, id, parsed.index, proof)
+                .and_then(|receipt| receipt.verify_inclusion());
+            if let Err(e) = inclusion {
+                good = false;
+                auditor.find(
+                    FindingKind::BadInclusionProof,
+                    format!("{at} proof"),
+                    Some(&signer),
+                    format!("the receipt of leaf {position} does not show release {id} in its checkpoint: {e}"),
+                );
+            }
+            if good && let Some(slot) = named.get_mut(position) {
+                *slot = Some(id);
             }
         });
-        for p in pending.flush(self, file) {
-            keep_verified(&mut named, &candidates, p);
-        }
         for position in lines..leaves.len() {
             let signer = leaves.get(position).copied().flatten().map(|l| l.signer);
             self.find(
@@ -510,33 +662,91 @@ impl Auditor {
                     "leaf {position} ({}) has no receipt",
                     match signer {
                         Some(s) => format!("a release of {}", hex_key(&s)),
-                        None => line_of(files::RELEASES, position),
+                        None => line_of(leaves_file, position),
                     }
                 ),
             );
         }
-        named.resize(leaves.len().max(named.len()), None);
-        named
+        (named, seen)
+    }
+
+    /// Step 4 (continued): every checkpoint a receipt carries is a valid checkpoint of the log,
+    /// the same as `checkpoints.json`'s of that size.
+    fn receipt_checkpoints(&mut self, log: &Log, seen: &ReceiptCheckpoints) {
+        for ((checkpoint, ok), &line) in seen.list.iter().zip(&seen.first_line) {
+            if !ok {
+                continue;
+            }
+            let c = checkpoint.checkpoint();
+            let at = format!("{} checkpoint", line_of(files::RECEIPTS, line));
+            if self.hub.is_some_and(|hub| hub != c.signer) || self.origin.as_ref().is_some_and(|o| *o != c.origin) {
+                continue;
+            }
+            match log.checkpoints.get(&c.tree_size) {
+                Some(roots) if roots.iter().any(|(_, root)| *root == c.root) => {}
+                Some(roots) => {
+                    let first = roots.first().map(|(n, root)| (*n, *root));
+                    if let Some((n, root)) = first {
+                        self.find(
+                            FindingKind::Fork,
+                            at,
+                            Some(&c.signer),
+                            format!(
+                                "the log forked: {}[{n}] and the checkpoint of this receipt are both signed by the hub for tree size {} with different roots {} and {}",
+                                files::CHECKPOINTS,
+                                c.tree_size,
+                                hex::encode(root),
+                                hex::encode(c.root)
+                            ),
+                        );
+                    }
+                }
+                None => match log.tree.root_at(c.tree_size) {
+                    Ok(root) if root == c.root => self.find(
+                        FindingKind::MissingCheckpoint,
+                        at,
+                        Some(&c.signer),
+                        format!(
+                            "the receipt's checkpoint of tree size {} is not in {}",
+                            c.tree_size,
+                            files::CHECKPOINTS
+                        ),
+                    ),
+                    _ => self.find(
+                        FindingKind::CheckpointMismatch,
+                        at,
+                        Some(&c.signer),
+                        format!(
+                            "the hub signed root {} for tree size {} in a receipt, but the first {} leaves of the log make another root",
+                            hex::encode(c.root),
+                            c.tree_size,
+                            c.tree_size
+                        ),
+                    ),
+                },
+            }
+        }
     }
 
     /// Steps 3 and 4: receipts, the tree, checkpoints and proofs.
     pub(super) fn log(&mut self, releases: Releases) -> Log {
+        let leaves_file = self.leaves_file;
         let Releases {
             leaves,
             verified,
             sums,
         } = releases;
-        let receipt_ids = self.receipts(&leaves);
+        let (receipt_ids, receipt_checkpoints) = self.receipts(&leaves);
         if let Some(size) = self.log_size()
             && size != leaves.len() as u64
         {
             self.find(
                 FindingKind::LogSizeMismatch,
-                files::RELEASES,
+                leaves_file,
                 None,
                 format!(
                     "{} holds {} releases, but {} says the bundle covers a log of {size}",
-                    files::RELEASES,
+                    leaves_file,
                     leaves.len(),
                     files::MANIFEST
                 ),
@@ -558,14 +768,17 @@ impl Auditor {
             checkpoints: BTreeMap::new(),
             releases_verified: verified,
             sums,
+            expected_cells: None,
         };
         self.checkpoints(&mut log);
+        self.receipt_checkpoints(&log, &receipt_checkpoints);
         self.proofs(&log);
         log
     }
 
     /// Step 4: the checkpoints against the rebuilt tree.
     fn checkpoints(&mut self, log: &mut Log) {
+        let leaves_file = self.leaves_file;
         let Some(bytes) = self.read(files::CHECKPOINTS, false) else {
             return;
         };
@@ -652,7 +865,7 @@ impl Auditor {
                         hex::encode(c.root),
                         c.tree_size,
                         c.tree_size,
-                        files::RELEASES,
+                        leaves_file,
                         hex::encode(root)
                     ),
                 ),
@@ -663,7 +876,7 @@ impl Auditor {
                     format!(
                         "the hub signed a checkpoint of tree size {}, but {} holds only {len} releases",
                         c.tree_size,
-                        files::RELEASES
+                        leaves_file
                     ),
                 ),
             }
@@ -768,6 +981,7 @@ impl Auditor {
 
     /// Step 4 (continued): consistency and inclusion proofs.
     fn proofs(&mut self, log: &Log) {
+        let leaves_file = self.leaves_file;
         let proofs = self.read_proofs();
         let root_of = |size: u64| {
             log.checkpoints
@@ -849,7 +1063,7 @@ impl Auditor {
                     format!(
                         "an inclusion proof of leaf {}, beyond the {len} releases of {}",
                         p.index,
-                        files::RELEASES
+                        leaves_file
                     ),
                 );
                 continue;
@@ -889,7 +1103,7 @@ impl Auditor {
                     format!(
                         "leaf {} ({}, {release}) is not shown in the checkpoint of tree size {}: {e}",
                         p.index,
-                        line_of(files::RELEASES, position),
+                        line_of(leaves_file, position),
                         p.tree_size
                     ),
                 );
@@ -913,26 +1127,9 @@ impl Auditor {
                 None,
                 format!(
                     "leaf {position} ({}) has no inclusion proof",
-                    line_of(files::RELEASES, position)
+                    line_of(leaves_file, position)
                 ),
             );
-        }
-    }
-}
-
-/// Records the release id of a receipt that verified (`candidates` holds the id of each
-/// receipt that passed the other checks).
-fn keep_verified(
-    named: &mut Vec<Option<ReleaseId>>,
-    candidates: &[Option<ReleaseId>],
-    position: usize,
-) {
-    if let Some(id) = candidates.get(position).copied().flatten() {
-        if named.len() <= position {
-            named.resize(position + 1, None);
-        }
-        if let Some(slot) = named.get_mut(position) {
-            *slot = Some(id);
         }
     }
 }

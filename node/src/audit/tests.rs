@@ -4,7 +4,7 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
-use maillage_protocol::checkpoint::{SignedCheckpoint, SignedReceipt};
+use maillage_protocol::checkpoint::SignedCheckpoint;
 use maillage_protocol::{
     Cell, Indicator, Mechanism, Period, Release, SignedAggregate, SignedRelease,
 };
@@ -475,31 +475,26 @@ fn missing_proofs_are_found() -> Result {
 fn altered_receipt_is_found() -> Result {
     let bundle = bundle()?;
     edit_line(&bundle, files::RECEIPTS, 2, |v| {
-        v["timestamp"] = Value::from(v["timestamp"].as_u64().unwrap_or(0) + 1);
+        let t = &mut v["checkpoint"]["timestamp"];
+        *t = Value::from(t.as_u64().unwrap_or(0) + 1);
     })?;
     let report = audit(&bundle.path);
     assert!(!report.ok);
     let bad = find(
         &report,
         FindingKind::BadSignature,
-        "receipts.jsonl:3 signature",
+        "receipts.jsonl:3 checkpoint.signature",
     );
     assert_eq!(
         bad.signer,
         Some(hex::encode(bundle.hub.verifying_key().as_bytes()))
     );
 
-    // The hub signs a receipt naming another release at leaf 2.
+    // A receipt naming another release at leaf 2: its proof cannot lead to the signed root.
     let bundle = self::bundle()?;
     let other = signed_release(&structure(5), period(), 77)?.id();
     edit_line(&bundle, files::RECEIPTS, 2, |v| {
-        if let Ok(r) = serde_json::from_value::<SignedReceipt>(v.clone()) {
-            let (mut r, _) = r.into_parts();
-            r.release_id = other;
-            if let Ok(signed) = r.sign(&bundle.hub) {
-                *v = serde_json::to_value(&signed).unwrap_or_default();
-            }
-        }
+        v["release_id"] = Value::from(other.to_string());
     })?;
     let report = audit(&bundle.path);
     let mismatch = find(
@@ -512,7 +507,37 @@ fn altered_receipt_is_found() -> Result {
         "{}",
         mismatch.what
     );
+    assert!(has(
+        &report,
+        FindingKind::BadInclusionProof,
+        "receipts.jsonl:3 proof"
+    ));
+    assert_eq!(report.findings.len(), 2, "{report}");
+
+    // A changed hash of a receipt's proof.
+    let bundle = self::bundle()?;
+    edit_line(&bundle, files::RECEIPTS, 1, |v| flip_hex(&mut v["proof"][0]))?;
+    let report = audit(&bundle.path);
+    assert!(has(
+        &report,
+        FindingKind::BadInclusionProof,
+        "receipts.jsonl:2 proof"
+    ));
     assert_eq!(report.findings.len(), 1, "{report}");
+
+    // The hub signs, in a receipt, a checkpoint that contradicts checkpoints.json: a fork.
+    let bundle = self::bundle()?;
+    edit_line(&bundle, files::RECEIPTS, 0, |v| {
+        if let Ok(c) = serde_json::from_value::<SignedCheckpoint>(v["checkpoint"].clone()) {
+            let (mut c, _) = c.into_parts();
+            c.root[0] ^= 1;
+            if let Ok(signed) = c.sign(&bundle.hub) {
+                v["checkpoint"] = serde_json::to_value(&signed).unwrap_or_default();
+            }
+        }
+    })?;
+    let report = audit(&bundle.path);
+    assert!(has(&report, FindingKind::Fork, "receipts.jsonl:1 checkpoint"), "{report}");
 
     let bundle = self::bundle()?;
     let mut all = lines(&bundle, files::RECEIPTS)?;
@@ -887,6 +912,7 @@ fn report_is_snake_case_json() -> Result {
         ok: false,
         releases_verified: 3,
         aggregate_checked: true,
+        national: false,
         findings: vec![Finding {
             kind: FindingKind::InvalidEquivocationProof,
             what: "w".into(),

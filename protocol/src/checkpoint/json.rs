@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{
-    Checkpoint, CheckpointError, Receipt, SignedCheckpoint, SignedReceipt, VERSION, excerpt,
-    key_from_bytes,
+    Checkpoint, CheckpointError, RECEIPT_VERSION, SignedCheckpoint, SignedReceipt, VERSION,
+    excerpt, key_from_bytes,
 };
 use crate::release::ReleaseId;
 
@@ -91,43 +91,41 @@ impl CheckpointJson {
 #[serde(deny_unknown_fields)]
 pub(super) struct ReceiptJson {
     version: u64,
-    origin: String,
-    hub: String,
+    checkpoint: CheckpointJson,
     release_id: String,
     index: u64,
-    checkpoint_size: u64,
-    timestamp: u64,
-    signature: String,
+    proof: Vec<String>,
 }
 
 impl ReceiptJson {
     pub(super) fn new(signed: &SignedReceipt) -> Self {
         let r = signed.receipt();
         Self {
-            version: VERSION,
-            origin: r.origin.clone(),
-            hub: hex::encode(r.hub.as_bytes()),
+            version: RECEIPT_VERSION,
+            checkpoint: CheckpointJson::new(signed.checkpoint()),
             release_id: hex::encode(r.release_id.as_bytes()),
             index: r.index,
-            checkpoint_size: r.checkpoint_size,
-            timestamp: r.timestamp,
-            signature: hex::encode(signed.signature().to_bytes()),
+            proof: signed.proof().iter().map(hex::encode).collect(),
         }
     }
 
-    /// The validated receipt with its signature (not verified).
+    /// The receipt (index and proof length checked; signature and proof not verified).
     pub(super) fn into_signed(self) -> Result<SignedReceipt, CheckpointError> {
-        check_version("receipt", self.version)?;
-        let receipt = Receipt {
-            origin: self.origin,
-            hub: key_from_bytes("hub", &from_hex("hub", &self.hub, KEY)?)?,
-            release_id: ReleaseId(from_hex("release_id", &self.release_id, HASH)?),
-            index: self.index,
-            checkpoint_size: self.checkpoint_size,
-            timestamp: self.timestamp,
-        };
-        let signature = Signature::from_bytes(&from_hex("signature", &self.signature, SIGNATURE)?);
-        SignedReceipt::from_parts(receipt, signature)
+        if self.version != RECEIPT_VERSION {
+            return Err(CheckpointError::UnsupportedVersion {
+                what: "receipt",
+                found: self.version,
+                supported: RECEIPT_VERSION,
+            });
+        }
+        let checkpoint = self.checkpoint.into_signed()?;
+        let release_id = ReleaseId(from_hex("release_id", &self.release_id, HASH)?);
+        let proof = self
+            .proof
+            .iter()
+            .map(|h| from_hex("proof", h, HASH))
+            .collect::<Result<Vec<_>, _>>()?;
+        SignedReceipt::new(checkpoint, release_id, self.index, proof)
     }
 }
 

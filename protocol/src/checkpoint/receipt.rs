@@ -1,215 +1,217 @@
-//! Receipts: the signed answer of a hub that accepted a contribution (layout in the parent
-//! module's documentation).
+//! Receipts: the answer of a hub that accepted a contribution, a signed checkpoint that already
+//! covers it plus the leaf's index and its inclusion proof (layout in the parent module's
+//! documentation).
+//!
+//! A hub accepts contributions in batches: it appends a batch, makes it durable, signs one
+//! checkpoint of the grown log, and answers every contribution of the batch with that checkpoint,
+//! its leaf index and its audit path. One signature serves the whole batch, and each receipt is
+//! verifiable offline by anyone holding only the hub's key: the checkpoint's signature, then the
+//! path from the contribution's leaf to the signed root.
 
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signature, VerifyingKey};
 
 use super::cbor::{Reader, Writer};
 use super::{
-    CheckpointError, MAX_ORIGIN_LEN, SignedCheckpoint, VERSION, check_key, check_origin,
-    check_reencoding, contribution_leaf_hash, json, key_from_bytes, read_versioned_header,
-    signing_message,
+    CheckpointError, RECEIPT_VERSION, SignedCheckpoint, check_reencoding, contribution_leaf_hash,
+    json, read_versioned_header,
 };
-use crate::merkle::Hash;
+use crate::merkle::{self, Hash, MerkleError, MerkleLog};
 use crate::release::ReleaseId;
 
-/// Prefixed to the canonical receipt bytes to form the message that is signed.
-pub const RECEIPT_SIGNING_DOMAIN: &[u8] = b"maillage/receipt/v1\0";
+const RECEIPT_FIELDS: usize = 5;
 
-const RECEIPT_FIELDS: usize = 7;
-
-/// What a hub promises about one contribution it accepted.
-///
-/// Fields are public so a hub can fill them; [`Receipt::validate`] checks them, and every
-/// encoding and signing function validates first.
+/// What a receipt states, read from its checkpoint and its leaf: the contribution `release_id`
+/// is leaf `index` of the log `origin` of `hub`, covered by the hub's checkpoint of size
+/// `checkpoint_size` made at `timestamp`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
-    /// The log the contribution is in, e.g. [`super::contributions_origin`] of the hub.
+    /// The log the contribution is in (the checkpoint's origin).
     pub origin: String,
-    /// The hub's key: it signs the receipt and the log's checkpoints.
+    /// The hub's key: it signed the checkpoint.
     pub hub: VerifyingKey,
     /// The contribution.
     pub release_id: ReleaseId,
     /// Its leaf index in the log.
     pub index: u64,
-    /// The size of the checkpoint that will cover it; greater than `index`.
+    /// The size of the signed checkpoint that covers it; greater than `index`.
     pub checkpoint_size: u64,
-    /// When the hub accepted the contribution, in Unix seconds.
+    /// When the checkpoint was signed, in Unix seconds.
     pub timestamp: u64,
 }
 
-impl Receipt {
-    /// Checks every field against the rules of the encoding.
-    pub fn validate(&self) -> Result<(), CheckpointError> {
-        check_origin(&self.origin)?;
-        check_key("hub", &self.hub)?;
-        if self.index >= self.checkpoint_size {
-            return Err(CheckpointError::IndexBeyondCheckpoint {
-                index: self.index,
-                checkpoint_size: self.checkpoint_size,
-            });
-        }
-        Ok(())
-    }
-
-    /// The canonical encoding, after [`Receipt::validate`].
-    pub fn canonical_bytes(&self) -> Result<Vec<u8>, CheckpointError> {
-        self.validate()?;
-        Ok(self.encode_unchecked())
-    }
-
-    /// Reads a canonical receipt, refusing any other encoding of it.
-    pub fn decode(bytes: &[u8]) -> Result<Self, CheckpointError> {
-        let mut r = Reader::new(bytes, "receipt");
-        let receipt = Self::decode_from(&mut r)?;
-        r.finish()?;
-        receipt.validate()?;
-        check_reencoding("receipt", &receipt.encode_unchecked(), bytes, 0)?;
-        Ok(receipt)
-    }
-
-    /// Signs the receipt with `key`, which must be the secret key of [`Receipt::hub`].
-    pub fn sign(self, key: &SigningKey) -> Result<SignedReceipt, CheckpointError> {
-        SignedReceipt::sign(self, key)
-    }
-
-    /// The leaf hash of the contribution in the log.
-    pub fn leaf_hash(&self) -> Hash {
-        contribution_leaf_hash(&self.release_id)
-    }
-
-    fn summary(&self) -> String {
-        format!(
-            "origin {:?}, release {}, index {}, checkpoint size {}, timestamp {}",
-            self.origin, self.release_id, self.index, self.checkpoint_size, self.timestamp
-        )
-    }
-
-    fn encode_into(&self, w: &mut Writer) {
-        w.array(RECEIPT_FIELDS);
-        w.uint(VERSION);
-        w.text(&self.origin);
-        w.bytes(self.hub.as_bytes());
-        w.bytes(self.release_id.as_bytes());
-        w.uint(self.index);
-        w.uint(self.checkpoint_size);
-        w.uint(self.timestamp);
-    }
-
-    fn encode_unchecked(&self) -> Vec<u8> {
-        let mut w = Writer::default();
-        self.encode_into(&mut w);
-        w.into_bytes()
-    }
-
-    fn decode_from(r: &mut Reader<'_>) -> Result<Self, CheckpointError> {
-        read_versioned_header(r, "receipt", RECEIPT_FIELDS)?;
-        let origin = r.text(MAX_ORIGIN_LEN, "origin")?.to_owned();
-        let hub = key_from_bytes("hub", &r.bytes::<32>("hub")?)?;
-        let release_id = ReleaseId(r.bytes::<32>("release_id")?);
-        let index = r.uint("index")?;
-        let checkpoint_size = r.uint("checkpoint_size")?;
-        let timestamp = r.uint("timestamp")?;
-        Ok(Self {
-            origin,
-            hub,
-            release_id,
-            index,
-            checkpoint_size,
-            timestamp,
-        })
-    }
-}
-
-/// A valid receipt with a signature, not necessarily verified: call [`SignedReceipt::verify`],
-/// or read it with [`SignedReceipt::decode_and_verify`] or [`SignedReceipt::from_json_and_verify`].
+/// A hub's signed checkpoint with one contribution's leaf index and inclusion proof in it, not
+/// necessarily verified: call [`SignedReceipt::verify`], or read it with
+/// [`SignedReceipt::decode_and_verify`] or [`SignedReceipt::from_json_and_verify`].
+///
+/// Made by [`SignedReceipt::new`] or [`SignedReceipt::issue`], which check that the index is in
+/// the checkpoint and that the proof has the length the index and size call for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedReceipt {
     receipt: Receipt,
-    signature: Signature,
+    checkpoint: SignedCheckpoint,
+    proof: Vec<Hash>,
 }
 
 impl SignedReceipt {
-    /// Validates `receipt` and signs it with `key`, which must be its hub's.
-    pub fn sign(receipt: Receipt, key: &SigningKey) -> Result<Self, CheckpointError> {
-        let canonical = receipt.canonical_bytes()?;
-        let public = key.verifying_key();
-        if public != receipt.hub {
-            return Err(CheckpointError::SignerMismatch {
-                what: "receipt",
-                field: "hub",
-                expected: hex::encode(receipt.hub.as_bytes()),
-                key: hex::encode(public.as_bytes()),
+    /// The receipt of `release_id` as leaf `index` of `checkpoint`, with `proof` its inclusion
+    /// proof. Checks the index and the proof's length; the signature and the proof's hashes are
+    /// checked by [`SignedReceipt::verify`].
+    pub fn new(
+        checkpoint: SignedCheckpoint,
+        release_id: ReleaseId,
+        index: u64,
+        proof: Vec<Hash>,
+    ) -> Result<Self, CheckpointError> {
+        let c = checkpoint.checkpoint();
+        let Some(expected) = merkle::inclusion_proof_len(index, c.tree_size) else {
+            return Err(CheckpointError::IndexBeyondCheckpoint {
+                index,
+                checkpoint_size: c.tree_size,
+            });
+        };
+        if proof.len() != expected {
+            return Err(CheckpointError::NotIncluded {
+                origin: c.origin.clone(),
+                leaf_hash: contribution_leaf_hash(&release_id),
+                index,
+                tree_size: c.tree_size,
+                reason: Box::new(MerkleError::InclusionProofLength {
+                    index,
+                    size: c.tree_size,
+                    found: proof.len(),
+                    expected,
+                }),
             });
         }
-        let signature = key.sign(&signing_message(RECEIPT_SIGNING_DOMAIN, &canonical));
-        Ok(Self { receipt, signature })
+        let receipt = Receipt {
+            origin: c.origin.clone(),
+            hub: c.signer,
+            release_id,
+            index,
+            checkpoint_size: c.tree_size,
+            timestamp: c.timestamp,
+        };
+        Ok(Self {
+            receipt,
+            checkpoint,
+            proof,
+        })
     }
 
-    /// Puts a receipt and a signature together after validating the receipt; the signature is
-    /// not checked (see [`SignedReceipt::verify`]).
-    pub fn from_parts(receipt: Receipt, signature: Signature) -> Result<Self, CheckpointError> {
-        receipt.validate()?;
-        Ok(Self { receipt, signature })
+    /// The receipt of leaf `index` of `log`, whose signed checkpoint `checkpoint` is (its size
+    /// must not exceed the log's, and its root should be the log's at that size, which
+    /// [`SignedReceipt::verify`] checks).
+    pub fn issue(
+        log: &MerkleLog,
+        checkpoint: SignedCheckpoint,
+        release_id: ReleaseId,
+        index: u64,
+    ) -> Result<Self, CheckpointError> {
+        let size = checkpoint.checkpoint().tree_size;
+        let proof = log
+            .inclusion_proof(index, size)
+            .map_err(|reason| CheckpointError::NotIncluded {
+                origin: checkpoint.checkpoint().origin.clone(),
+                leaf_hash: contribution_leaf_hash(&release_id),
+                index,
+                tree_size: size,
+                reason: Box::new(reason),
+            })?;
+        Self::new(checkpoint, release_id, index, proof)
     }
 
-    /// The receipt.
+    /// What the receipt states.
     pub fn receipt(&self) -> &Receipt {
         &self.receipt
     }
 
-    /// The signature.
+    /// The hub's signed checkpoint that covers the contribution.
+    pub fn checkpoint(&self) -> &SignedCheckpoint {
+        &self.checkpoint
+    }
+
+    /// The inclusion proof of the contribution's leaf in the checkpoint's tree.
+    pub fn proof(&self) -> &[Hash] {
+        &self.proof
+    }
+
+    /// The checkpoint's signature, the only signature of a receipt.
     pub fn signature(&self) -> &Signature {
-        &self.signature
+        self.checkpoint.signature()
     }
 
-    /// The receipt and the signature.
-    pub fn into_parts(self) -> (Receipt, Signature) {
-        (self.receipt, self.signature)
+    /// The leaf hash of the contribution in the log.
+    pub fn leaf_hash(&self) -> Hash {
+        contribution_leaf_hash(&self.receipt.release_id)
     }
 
-    /// The canonical bytes of the receipt alone, as signed after [`RECEIPT_SIGNING_DOMAIN`].
-    pub fn canonical_receipt(&self) -> Vec<u8> {
-        // Validated when this value was made, and immutable since.
-        self.receipt.encode_unchecked()
+    /// The checkpoint, the contribution's id, its index and its proof.
+    pub fn into_parts(self) -> (SignedCheckpoint, ReleaseId, u64, Vec<Hash>) {
+        (
+            self.checkpoint,
+            self.receipt.release_id,
+            self.receipt.index,
+            self.proof,
+        )
     }
 
-    /// Checks the signature, with `verify_strict`, over the re-encoded receipt.
+    /// Checks the inclusion proof against the checkpoint's root, without the signature (for a
+    /// verifier that has already verified this checkpoint, e.g. one shared by a batch).
+    pub fn verify_inclusion(&self) -> Result<(), CheckpointError> {
+        self.checkpoint
+            .verify_inclusion(&self.leaf_hash(), self.receipt.index, &self.proof)
+    }
+
+    /// Checks the checkpoint's signature (`verify_strict`) and that the proof leads from the
+    /// contribution's leaf to the signed root.
     pub fn verify(&self) -> Result<(), CheckpointError> {
-        let message = signing_message(RECEIPT_SIGNING_DOMAIN, &self.canonical_receipt());
-        self.receipt
-            .hub
-            .verify_strict(&message, &self.signature)
-            .map_err(|_| CheckpointError::BadSignature {
-                what: "receipt",
-                signer: hex::encode(self.receipt.hub.as_bytes()),
-                summary: self.receipt.summary(),
-            })
+        self.checkpoint.verify()?;
+        self.verify_inclusion()
     }
 
-    /// The wire encoding: the CBOR array `[receipt, signature]`.
+    /// The wire encoding: the CBOR array `[2, signed checkpoint, release_id, index, proof]`.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::default();
-        w.array(2);
-        self.receipt.encode_into(&mut w);
-        w.bytes(&self.signature.to_bytes());
+        w.array(RECEIPT_FIELDS);
+        w.uint(RECEIPT_VERSION);
+        self.checkpoint.encode_into(&mut w);
+        w.bytes(self.receipt.release_id.as_bytes());
+        w.uint(self.receipt.index);
+        w.array(self.proof.len());
+        for hash in &self.proof {
+            w.bytes(hash);
+        }
         w.into_bytes()
     }
 
-    /// Reads the wire encoding, refusing anything not canonical; the signature is not checked.
+    /// Reads the wire encoding, refusing anything not canonical; neither the signature nor the
+    /// proof's hashes are checked.
     pub fn decode(bytes: &[u8]) -> Result<Self, CheckpointError> {
         const WHAT: &str = "signed receipt";
         let mut r = Reader::new(bytes, WHAT);
-        r.array_of(2, WHAT)?;
-        let receipt = Receipt::decode_from(&mut r)?;
-        let signature = Signature::from_bytes(&r.bytes::<64>("signature")?);
+        read_versioned_header(&mut r, WHAT, RECEIPT_FIELDS, RECEIPT_VERSION)?;
+        let checkpoint = SignedCheckpoint::decode_from(&mut r)?;
+        let release_id = ReleaseId::from_bytes(r.bytes::<32>("release_id")?);
+        let index = r.uint("index")?;
+        let size = checkpoint.checkpoint().tree_size;
+        let Some(expected) = merkle::inclusion_proof_len(index, size) else {
+            return Err(CheckpointError::IndexBeyondCheckpoint {
+                index,
+                checkpoint_size: size,
+            });
+        };
+        r.array_of(expected, "proof")?;
+        let mut proof = Vec::with_capacity(expected);
+        for _ in 0..expected {
+            proof.push(r.bytes::<32>("proof")?);
+        }
         r.finish()?;
-        receipt.validate()?;
-        let signed = Self { receipt, signature };
+        let signed = Self::new(checkpoint, release_id, index, proof)?;
         check_reencoding(WHAT, &signed.to_bytes(), bytes, 0)?;
         Ok(signed)
     }
 
-    /// Reads the wire encoding and checks the signature.
+    /// Reads the wire encoding and checks the signature and the proof.
     pub fn decode_and_verify(bytes: &[u8]) -> Result<Self, CheckpointError> {
         let signed = Self::decode(bytes)?;
         signed.verify()?;
@@ -221,41 +223,15 @@ impl SignedReceipt {
         json::to_string_pretty(&json::ReceiptJson::new(self))
     }
 
-    /// Reads the JSON view; the signature is not checked.
+    /// Reads the JSON view; neither the signature nor the proof's hashes are checked.
     pub fn from_json(text: &str) -> Result<Self, CheckpointError> {
         json::parse::<json::ReceiptJson>(text, "receipt")?.into_signed()
     }
 
-    /// Reads the JSON view and checks the signature.
+    /// Reads the JSON view and checks the signature and the proof.
     pub fn from_json_and_verify(text: &str) -> Result<Self, CheckpointError> {
         let signed = Self::from_json(text)?;
         signed.verify()?;
         Ok(signed)
-    }
-
-    /// Checks that the hub kept its promise as far as `checkpoint` shows: both signatures
-    /// verify, the checkpoint is of the receipt's log (same origin, signed by the hub), and
-    /// `proof` shows the contribution as leaf `index` of the checkpoint's tree.
-    ///
-    /// Whether the checkpoint came late (a size below `checkpoint_size` that already covers the
-    /// leaf is fine; a size that does not cover it fails here) is for the caller to judge.
-    pub fn check_included(
-        &self,
-        checkpoint: &SignedCheckpoint,
-        proof: &[Hash],
-    ) -> Result<(), CheckpointError> {
-        self.verify()?;
-        checkpoint.verify()?;
-        let (r, c) = (&self.receipt, checkpoint.checkpoint());
-        if r.hub != c.signer || r.origin != c.origin {
-            return Err(CheckpointError::DifferentLogs {
-                what: "the receipt and the checkpoint",
-                first_origin: r.origin.clone(),
-                first_signer: hex::encode(r.hub.as_bytes()),
-                second_origin: c.origin.clone(),
-                second_signer: hex::encode(c.signer.as_bytes()),
-            });
-        }
-        checkpoint.verify_inclusion(&r.leaf_hash(), r.index, proof)
     }
 }

@@ -51,15 +51,13 @@ fn signed_checkpoint(
     Ok(checkpoint_of(hub, log, size)?.sign(hub)?)
 }
 
-fn sample_receipt(hub: &SigningKey) -> Receipt {
-    Receipt {
-        origin: contributions_origin(&hub.verifying_key()),
-        hub: hub.verifying_key(),
-        release_id: ReleaseId([0xab; 32]),
-        index: 17,
-        checkpoint_size: 18,
-        timestamp: 1_793_491_260,
-    }
+/// The receipt of leaf 17 of an 18-leaf log whose leaf 17 is release `ab ab … ab`.
+fn sample_receipt(hub: &SigningKey) -> Result<SignedReceipt, Box<dyn Error>> {
+    let (mut log, _) = contributions(17);
+    let id = ReleaseId([0xab; 32]);
+    log.append_leaf_hash(contribution_leaf_hash(&id));
+    let checkpoint = signed_checkpoint(hub, &log, 18)?;
+    Ok(SignedReceipt::issue(&log, checkpoint, id, 17)?)
 }
 
 prop_compose! {
@@ -78,18 +76,35 @@ prop_compose! {
 }
 
 prop_compose! {
+    /// A receipt of a leaf of a real log, or with an arbitrary (not verifying) proof of the right
+    /// length in a huge tree.
     fn arb_receipt()(
         seed in any::<[u8; 32]>(),
-        origin in "[!-~]{1,80}",
-        id in any::<[u8; 32]>(),
-        (index, checkpoint_size) in any::<u64>().prop_flat_map(|size| (0..size.max(1), Just(size.max(1)))),
+        size in 1u64..200,
+        at in any::<Index>(),
+        huge in any::<u64>(),
+        hashes in vec(any::<[u8; 32]>(), 64),
         timestamp in any::<u64>(),
-    ) -> (SigningKey, Receipt) {
+        real in any::<bool>(),
+    ) -> SignedReceipt {
         let key = SigningKey::from_bytes(&seed);
-        let receipt = Receipt {
-            origin, hub: key.verifying_key(), release_id: ReleaseId(id), index, checkpoint_size, timestamp,
-        };
-        (key, receipt)
+        let origin = contributions_origin(&key.verifying_key());
+        if real {
+            let (log, ids) = contributions(size);
+            let index = at.index(size as usize);
+            let checkpoint = Checkpoint { origin, tree_size: size, root: log.root(), timestamp, signer: key.verifying_key() };
+            let signed = checkpoint.sign(&key).ok();
+            signed.and_then(|c| SignedReceipt::issue(&log, c, ids[index], index as u64).ok())
+                .unwrap_or_else(|| unreachable!("a valid receipt"))
+        } else {
+            let size = huge.max(1);
+            let index = at.index(usize::try_from(size).unwrap_or(usize::MAX)) as u64;
+            let len = merkle::inclusion_proof_len(index, size).unwrap_or(0);
+            let checkpoint = Checkpoint { origin, tree_size: size, root: hashes[0], timestamp, signer: key.verifying_key() };
+            let signed = checkpoint.sign(&key).ok();
+            signed.and_then(|c| SignedReceipt::new(c, ReleaseId(hashes[1]), index, hashes[..len].to_vec()).ok())
+                .unwrap_or_else(|| unreachable!("a well-formed receipt"))
+        }
     }
 }
 
@@ -110,17 +125,18 @@ proptest! {
     }
 
     #[test]
-    fn receipt_sign_verify_round_trips((key, receipt) in arb_receipt()) {
-        let bytes = receipt.canonical_bytes().map_err(fail)?;
-        prop_assert_eq!(&Receipt::decode(&bytes).map_err(fail)?, &receipt);
-        let signed = receipt.clone().sign(&key).map_err(fail)?;
-        prop_assert_eq!(signed.canonical_receipt(), bytes);
-        let back = SignedReceipt::decode_and_verify(&signed.to_bytes()).map_err(fail)?;
+    fn receipt_round_trips(signed in arb_receipt()) {
+        let back = SignedReceipt::decode(&signed.to_bytes()).map_err(fail)?;
         prop_assert_eq!(&back, &signed);
-        let json = SignedReceipt::from_json_and_verify(&signed.to_json_pretty()).map_err(fail)?;
+        let json = SignedReceipt::from_json(&signed.to_json_pretty()).map_err(fail)?;
         prop_assert_eq!(&json, &signed);
         let via_serde: SignedReceipt = serde_json::from_str(&serde_json::to_string(&signed).map_err(fail)?).map_err(fail)?;
-        prop_assert_eq!(via_serde, signed);
+        prop_assert_eq!(&via_serde, &signed);
+        prop_assert!(signed.checkpoint().verify().is_ok());
+        let r = signed.receipt();
+        prop_assert_eq!(r.checkpoint_size, signed.checkpoint().checkpoint().tree_size);
+        prop_assert_eq!(r.hub, signed.checkpoint().checkpoint().signer);
+        prop_assert!(r.index < r.checkpoint_size);
     }
 
     #[test]
@@ -135,9 +151,15 @@ proptest! {
 
     #[test]
     fn any_flipped_byte_of_a_receipt_is_refused(
-        (key, receipt) in arb_receipt(), at in any::<Index>(), mask in 1u8..=255,
+        size in 1u64..200, leaf in any::<Index>(), at in any::<Index>(), mask in 1u8..=255,
     ) {
-        let mut bytes = receipt.sign(&key).map_err(fail)?.to_bytes();
+        let hub = key(3);
+        let (log, ids) = contributions(size);
+        let leaf = leaf.index(size as usize);
+        let checkpoint = signed_checkpoint(&hub, &log, size).map_err(fail)?;
+        let receipt = SignedReceipt::issue(&log, checkpoint, ids[leaf], leaf as u64).map_err(fail)?;
+        prop_assert!(SignedReceipt::decode_and_verify(&receipt.to_bytes()).is_ok());
+        let mut bytes = receipt.to_bytes();
         let at = at.index(bytes.len());
         bytes[at] ^= mask;
         prop_assert!(SignedReceipt::decode_and_verify(&bytes).is_err(), "flip 0x{:02x} at byte {} accepted", mask, at);
@@ -147,7 +169,6 @@ proptest! {
     fn decoders_never_panic_on_arbitrary_bytes(bytes in vec(any::<u8>(), 0..400)) {
         let _ = Checkpoint::decode(&bytes);
         let _ = SignedCheckpoint::decode_and_verify(&bytes);
-        let _ = Receipt::decode(&bytes);
         let _ = SignedReceipt::decode_and_verify(&bytes);
     }
 
@@ -211,22 +232,22 @@ proptest! {
         let hub = key(9);
         let (log, ids) = contributions(size);
         let index = index.index(size as usize) as u64;
-        let receipt = Receipt {
-            origin: contributions_origin(&hub.verifying_key()),
-            hub: hub.verifying_key(),
-            release_id: ids[index as usize],
-            index,
-            checkpoint_size: index + 1,
-            timestamp: 1_793_491_200,
-        }.sign(&hub).map_err(fail)?;
         let checkpoint = signed_checkpoint(&hub, &log, size).map_err(fail)?;
-        let proof = log.inclusion_proof(index, size).map_err(fail)?;
-        prop_assert_eq!(receipt.check_included(&checkpoint, &proof), Ok(()));
-        // The proof of another leaf does not do.
+        let receipt = SignedReceipt::issue(&log, checkpoint.clone(), ids[index as usize], index).map_err(fail)?;
+        prop_assert_eq!(receipt.verify(), Ok(()));
+        prop_assert_eq!(receipt.receipt().release_id, ids[index as usize]);
+        // The proof of another leaf does not do, nor another release at this index.
         let other = other.index(size as usize) as u64;
         if other != index {
             let wrong = log.inclusion_proof(other, size).map_err(fail)?;
-            let result = receipt.check_included(&checkpoint, &wrong);
+            if wrong.len() == receipt.proof().len() {
+                let forged = SignedReceipt::new(checkpoint.clone(), ids[index as usize], index, wrong).map_err(fail)?;
+                let result = forged.verify();
+                let refused = matches!(result, Err(CheckpointError::NotIncluded { .. }));
+                prop_assert!(refused, "{:?}", result);
+            }
+            let forged = SignedReceipt::issue(&log, checkpoint, ids[other as usize], index).map_err(fail)?;
+            let result = forged.verify();
             let refused = matches!(result, Err(CheckpointError::NotIncluded { .. }));
             prop_assert!(refused, "{:?}", result);
         }
@@ -248,7 +269,7 @@ fn every_flipped_byte_of_a_fixed_checkpoint_is_refused() -> TestResult {
             );
         }
     }
-    let receipt = sample_receipt(&hub).sign(&hub)?.to_bytes();
+    let receipt = sample_receipt(&hub)?.to_bytes();
     for at in 0..receipt.len() {
         let mut damaged = receipt.clone();
         damaged[at] ^= 0x01;
@@ -287,17 +308,20 @@ fn layout_is_the_documented_one() -> TestResult {
         signed.signature().to_bytes().as_slice()
     );
 
-    let receipt = sample_receipt(&hub);
-    let bytes = receipt.canonical_bytes()?;
-    let mut expected = vec![0x87, 0x01, 0x78, origin.len() as u8];
-    expected.extend_from_slice(origin.as_bytes());
-    expected.extend_from_slice(&[0x58, 0x20]);
-    expected.extend_from_slice(hub.verifying_key().as_bytes());
+    let receipt = sample_receipt(&hub)?;
+    let bytes = receipt.to_bytes();
+    let mut expected = vec![0x85, 0x02];
+    expected.extend_from_slice(&receipt.checkpoint().to_bytes());
     expected.extend_from_slice(&[0x58, 0x20]);
     expected.extend_from_slice(&[0xab; 32]);
-    expected.extend_from_slice(&[0x11, 0x12, 0x1a]);
-    expected.extend_from_slice(&1_793_491_260u32.to_be_bytes());
+    // Leaf 17 of 18: the proof is leaf 16, then the root of leaves 0 to 15.
+    expected.extend_from_slice(&[0x11, 0x82]);
+    for hash in receipt.proof() {
+        expected.extend_from_slice(&[0x58, 0x20]);
+        expected.extend_from_slice(hash);
+    }
     assert_eq!(bytes, expected);
+    assert_eq!(receipt.proof().len(), 2);
     Ok(())
 }
 
@@ -309,8 +333,9 @@ fn signatures_are_domain_separated() -> TestResult {
     let canonical = checkpoint.canonical_bytes()?;
     for domain in [
         &b""[..],
-        RECEIPT_SIGNING_DOMAIN,
+        b"maillage/receipt/v1\0",
         crate::release::SIGNING_DOMAIN,
+        crate::aggregate::SIGNING_DOMAIN,
     ] {
         let signature = hub.sign(&signing_message(domain, &canonical));
         let signed = SignedCheckpoint::from_parts(checkpoint.clone(), signature)?;
@@ -325,16 +350,6 @@ fn signatures_are_domain_separated() -> TestResult {
             "domain {domain:?}"
         );
     }
-    let receipt = sample_receipt(&hub);
-    let signature = hub.sign(&signing_message(
-        CHECKPOINT_SIGNING_DOMAIN,
-        &receipt.canonical_bytes()?,
-    ));
-    assert!(
-        SignedReceipt::from_parts(receipt, signature)?
-            .verify()
-            .is_err()
-    );
     Ok(())
 }
 
@@ -349,14 +364,6 @@ fn signing_with_another_key_is_refused() -> TestResult {
                 field: "signer",
                 ..
             })
-        ),
-        "{err:?}"
-    );
-    let err = sample_receipt(&key(1)).sign(&key(2));
-    assert!(
-        matches!(
-            err,
-            Err(CheckpointError::SignerMismatch { field: "hub", .. })
         ),
         "{err:?}"
     );
@@ -442,23 +449,20 @@ fn invalid_fields_are_refused() -> TestResult {
         })
     ));
 
-    let r = Receipt {
-        index: 18,
-        ..sample_receipt(&hub)
-    };
+    let (c, id, _, proof) = sample_receipt(&hub)?.into_parts();
     assert_eq!(
-        r.validate(),
+        SignedReceipt::new(c.clone(), id, 18, proof.clone()),
         Err(CheckpointError::IndexBeyondCheckpoint {
             index: 18,
             checkpoint_size: 18
         })
     );
-    let r = Receipt {
-        index: 0,
-        checkpoint_size: 0,
-        ..sample_receipt(&hub)
-    };
-    assert!(r.canonical_bytes().is_err());
+    let err = SignedReceipt::new(c, id, 17, [proof.clone(), proof].concat());
+    assert!(
+        matches!(&err, Err(CheckpointError::NotIncluded { reason, .. })
+            if matches!(**reason, MerkleError::InclusionProofLength { found: 4, expected: 2, .. })),
+        "{err:?}"
+    );
     Ok(())
 }
 
@@ -646,20 +650,37 @@ fn malformed_json_is_refused_precisely() -> TestResult {
     let msg = err.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(msg.contains("timestamp"), "{msg}");
 
-    let receipt = sample_receipt(&hub).sign(&hub)?;
+    let receipt = sample_receipt(&hub)?;
     let mut j: serde_json::Value = serde_json::from_str(&receipt.to_json_pretty())?;
     j["index"] = 18.into();
     assert!(matches!(
         SignedReceipt::from_json(&j.to_string()),
         Err(CheckpointError::IndexBeyondCheckpoint { .. })
     ));
+    // Leaf 16 of 18 has a proof of two hashes too, but not these.
     j["index"] = 16.into();
+    assert!(SignedReceipt::from_json(&j.to_string()).is_ok());
     assert!(matches!(
         SignedReceipt::from_json_and_verify(&j.to_string()),
-        Err(CheckpointError::BadSignature {
-            what: "receipt",
-            ..
-        })
+        Err(CheckpointError::NotIncluded { index: 16, .. })
+    ));
+    // Leaf 15 of 18 needs a proof of five hashes.
+    j["index"] = 15.into();
+    assert!(matches!(
+        SignedReceipt::from_json(&j.to_string()),
+        Err(CheckpointError::NotIncluded { index: 15, .. })
+    ));
+    j["index"] = 17.into();
+    j["version"] = 1.into();
+    assert!(matches!(
+        SignedReceipt::from_json(&j.to_string()),
+        Err(CheckpointError::UnsupportedVersion { found: 1, supported: 2, .. })
+    ));
+    j["version"] = 2.into();
+    j["checkpoint"]["tree_size"] = 19.into();
+    assert!(matches!(
+        SignedReceipt::from_json_and_verify(&j.to_string()),
+        Err(CheckpointError::NotIncluded { .. }) | Err(CheckpointError::BadSignature { .. })
     ));
     Ok(())
 }
@@ -757,45 +778,41 @@ fn fork_error_names_the_log_and_both_roots() -> TestResult {
 }
 
 #[test]
-fn receipt_of_another_log_is_refused() -> TestResult {
+fn receipt_with_another_checkpoint_is_refused() -> TestResult {
     let hub = key(1);
     let (log, ids) = contributions(4);
-    let receipt = Receipt {
-        release_id: ids[2],
-        index: 2,
-        checkpoint_size: 4,
-        ..sample_receipt(&hub)
-    }
-    .sign(&hub)?;
-    let proof = log.inclusion_proof(2, 4)?;
-    assert_eq!(
-        receipt.check_included(&signed_checkpoint(&hub, &log, 4)?, &proof),
-        Ok(())
-    );
-    assert_eq!(
-        receipt.receipt().leaf_hash(),
-        log.leaf_hash_at(2).ok_or("leaf")?
-    );
-    let other_hub = signed_checkpoint(&key(2), &log, 4)?;
-    assert!(matches!(
-        receipt.check_included(&other_hub, &proof),
-        Err(CheckpointError::DifferentLogs {
-            what: "the receipt and the checkpoint",
-            ..
-        })
-    ));
+    let receipt = SignedReceipt::issue(&log, signed_checkpoint(&hub, &log, 4)?, ids[2], 2)?;
+    assert_eq!(receipt.verify(), Ok(()));
+    assert_eq!(receipt.leaf_hash(), log.leaf_hash_at(2).ok_or("leaf")?);
+    let (_, id, index, proof) = receipt.into_parts();
+    // Another hub's checkpoint of the same tree: its own signature verifies, and the receipt
+    // then names that hub, not the first.
+    let other = SignedReceipt::new(signed_checkpoint(&key(2), &log, 4)?, id, index, proof.clone())?;
+    assert_eq!(other.receipt().hub, key(2).verifying_key());
     // A checkpoint too small to hold the leaf.
     let small = signed_checkpoint(&hub, &log, 2)?;
-    let err = receipt.check_included(&small, &proof);
+    assert_eq!(
+        SignedReceipt::new(small, id, index, proof.clone()),
+        Err(CheckpointError::IndexBeyondCheckpoint {
+            index: 2,
+            checkpoint_size: 2
+        })
+    );
+    // A checkpoint of the same size with another root.
+    let (other_log, _) = contributions(5);
+    let mut forged = checkpoint_of(&hub, &log, 4)?;
+    forged.root = other_log.root_at(4)?;
+    forged.root[0] ^= 1;
+    let err = SignedReceipt::new(forged.sign(&hub)?, id, index, proof)?.verify();
     assert!(
         matches!(
-            err,
+            &err,
             Err(CheckpointError::NotIncluded {
                 index: 2,
-                tree_size: 2,
-                ref reason,
+                tree_size: 4,
+                reason,
                 ..
-            }) if matches!(**reason, MerkleError::IndexOutOfRange { .. })
+            }) if matches!(**reason, MerkleError::InclusionRootMismatch { .. })
         ),
         "{err:?}"
     );
@@ -813,4 +830,24 @@ fn contribution_leaves_are_release_ids() {
         format!("{}/contributions", hex::encode(hub.as_bytes()))
     );
     assert_eq!(check_origin(&origin), Ok(()));
+}
+
+proptest! {
+    #[test]
+    fn canonical_point_check_on_bytes_matches_reencoding(mut bytes in any::<[u8; 32]>(), high in any::<bool>(), special in 0u8..4) {
+        // Steer a share of the cases to the edges: y near p, and y = ±1 with the sign bit.
+        if high {
+            bytes[1..31].fill(0xff);
+            bytes[31] |= 0x7f;
+        }
+        match special {
+            0 => { bytes = [0; 32]; bytes[0] = 1; bytes[31] |= 0x80; }
+            1 => { bytes = [0xff; 32]; bytes[0] = 0xec; }
+            _ => {}
+        }
+        if let Ok(key) = VerifyingKey::from_bytes(&bytes) {
+            let reencoded = VerifyingKey::from(key.to_edwards()).to_bytes() == bytes;
+            prop_assert_eq!(is_canonical_point_encoding(&bytes), reencoded, "{}", hex::encode(bytes));
+        }
+    }
 }

@@ -561,3 +561,16 @@ fn merkle_timing_20k() {
         verify / N as u32,
     );
 }
+
+proptest! {
+    #[test]
+    fn truncating_is_never_having_appended(n in 0u64..300, keep in 0u64..320) {
+        let hashes: Vec<Hash> = (0..n).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        let mut log = MerkleLog::from_leaf_hashes(hashes.iter().copied());
+        log.truncate(keep);
+        let kept = usize::try_from(keep.min(n)).unwrap_or(usize::MAX);
+        let expected = MerkleLog::from_leaf_hashes(hashes[..kept].iter().copied());
+        prop_assert_eq!(&log, &expected);
+        prop_assert_eq!(log.root(), expected.root());
+    }
+}

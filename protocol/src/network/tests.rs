@@ -19,10 +19,10 @@ use proptest::prelude::*;
 use tokio::time::timeout;
 
 use super::*;
-use crate::checkpoint::contributions_origin;
+use crate::checkpoint::{contribution_leaf_hash, contributions_origin};
 use crate::{
-    Cell, Checkpoint, Indicator, Mechanism, Period, Receipt, Release, ReleaseId, SignedCheckpoint,
-    SignedReceipt, SignedRelease,
+    Cell, Checkpoint, Indicator, Mechanism, MerkleLog, Period, Release, ReleaseId,
+    SignedCheckpoint, SignedReceipt, SignedRelease,
 };
 
 type TestResult = Result<(), Box<dyn Error>>;
@@ -74,15 +74,17 @@ fn signed_release(member: &SigningKey) -> Result<SignedRelease, Box<dyn Error>> 
 
 /// The receipt `hub` gives for `release`, as wire bytes.
 fn receipt_bytes(hub: &SigningKey, release: ReleaseId) -> Result<Vec<u8>, Box<dyn Error>> {
-    let receipt = Receipt {
+    let mut log = MerkleLog::new();
+    log.append_leaf_hash(contribution_leaf_hash(&release));
+    let checkpoint = Checkpoint {
         origin: contributions_origin(&hub.verifying_key()),
-        hub: hub.verifying_key(),
-        release_id: release,
-        index: 0,
-        checkpoint_size: 1,
+        tree_size: 1,
+        root: log.root(),
         timestamp: 1_793_491_300,
-    };
-    Ok(receipt.sign(hub)?.to_bytes())
+        signer: hub.verifying_key(),
+    }
+    .sign(hub)?;
+    Ok(SignedReceipt::issue(&log, checkpoint, release, 0)?.to_bytes())
 }
 
 fn checkpoint_bytes(hub: &SigningKey) -> Result<Vec<u8>, Box<dyn Error>> {

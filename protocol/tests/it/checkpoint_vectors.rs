@@ -1,10 +1,15 @@
-//! Fixed test vectors for a signed checkpoint and a signed receipt.
+//! Fixed test vectors for a signed checkpoint and a receipt (version 2: a signed checkpoint, a
+//! leaf index and its inclusion proof).
 //!
 //! The secret key is the test-only seed `00 01 02 … 1f`; the tree is the 8-leaf tree of the CT
 //! test vectors (see `merkle_vectors.rs`). The bytes were produced by this crate and checked
 //! independently: the CBOR was assembled by hand in Python from the layout in the `checkpoint`
 //! module's documentation, and Python's `cryptography` Ed25519 gave the same signatures over
 //! `domain ‖ canonical bytes` (Ed25519 is deterministic).
+//!
+//! The receipt vector (version 2) was checked the same way: its layout and every hash of its
+//! inclusion proof were recomputed in Python with `hashlib`, and `cryptography` verified the
+//! checkpoint signature inside it.
 //!
 //! Any change to an encoding, a signing domain or the JSON view makes these tests fail. If the
 //! change is deliberate, it is a new encoding version: bump `checkpoint::VERSION` and the domain
@@ -15,11 +20,10 @@ use std::error::Error;
 
 use ed25519_dalek::{Signer, SigningKey};
 use maillage_protocol::checkpoint::{
-    self, CHECKPOINT_SIGNING_DOMAIN, Checkpoint, RECEIPT_SIGNING_DOMAIN, Receipt, SignedCheckpoint,
-    SignedReceipt,
+    self, CHECKPOINT_SIGNING_DOMAIN, Checkpoint, SignedCheckpoint, SignedReceipt,
 };
 use maillage_protocol::merkle::MerkleLog;
-use maillage_protocol::{Cell, Indicator, Mechanism, Period, Release};
+use maillage_protocol::{Cell, Indicator, Mechanism, Period, Release, ReleaseId};
 use serde_json::{Value, json};
 
 type TestResult = Result<(), Box<dyn Error>>;
@@ -45,19 +49,21 @@ const CHECKPOINT_SIGNATURE: &str = concat!(
 /// The release id in the receipt (of a one-cell release; any 32 bytes would do).
 const RELEASE_ID: &str = "72a584a3414e95fae46ab3a93a6ce3a5194fe5b1b8a65fde7b2231d9029de427";
 
-/// The canonical receipt: leaf 5, in the checkpoint of size 8, timestamp 1793491260.
+/// The receipt of `RELEASE_ID` as leaf 5 of the 8-leaf contributions log of `receipt_log`,
+/// wire encoding version 2: `[2, signed checkpoint, release_id, 5, proof]`.
 const RECEIPT: &str = concat!(
-    "8701784e30336131303762666633636531306265316437306464313865373462",
-    "6330393936376534643633303962613530643566316464633836363431323535",
-    "333162382f636f6e747269627574696f6e73582003a107bff3ce10be1d70dd18",
-    "e74bc09967e4d6309ba50d5f1ddc8664125531b8582072a584a3414e95fae46a",
-    "b3a93a6ce3a5194fe5b1b8a65fde7b2231d9029de42705081a6ae6813c",
-);
-
-/// Ed25519 over `"maillage/receipt/v1\0" ‖ RECEIPT`.
-const RECEIPT_SIGNATURE: &str = concat!(
-    "711737ea6a579dad607b34ce58808b2b6c6673f3820738e11eb26fab4ec39ac2",
-    "8ec34b8f3932b15ec27051a1eb0e34a5f314e54653527644164250531246430c",
+    "8502828601784e30336131303762666633636531306265316437306464313865",
+    "3734626330393936376534643633303962613530643566316464633836363431",
+    "323535333162382f636f6e747269627574696f6e730858208a2116e366917d88",
+    "4dd08e7a0d0993edb5b4a948a4d7cc8dedf521497438d63e1a6ae6813c582003",
+    "a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b858",
+    "407145ed54ceec373874e9c5d06bad3e07a09f605ff2392e151f7e95e89894bc",
+    "8a8d69365fc63119791b74ff061be0b17d506d7f78031c92584d8620d21b205c",
+    "06582072a584a3414e95fae46ab3a93a6ce3a5194fe5b1b8a65fde7b2231d902",
+    "9de427058358201da033bf8927ed69376d91533748494f7f5e88c20603dede2a",
+    "fc9bfd43d46f1758203ebd606fb49a3b46ea6025f6ca81438c59c6644eff2a75",
+    "3ae4b564ffbf0eb06a5820fdea52008cdae79fa8bf806261959e23f5e1168164",
+    "6a2fa2bc9b5e56b32030a2",
 );
 
 fn hub_key() -> SigningKey {
@@ -142,47 +148,79 @@ fn checkpoint_vector_is_stable() -> TestResult {
     Ok(())
 }
 
+/// A contributions log of 8 leaves: release ids `[i; 32]`, except leaf 5, `RELEASE_ID`.
+fn receipt_log() -> Result<MerkleLog, Box<dyn Error>> {
+    let mut log = MerkleLog::new();
+    for i in 0..8u8 {
+        let id = if i == 5 {
+            ReleaseId::from_bytes(hex::decode(RELEASE_ID)?.try_into().map_err(|_| "id")?)
+        } else {
+            ReleaseId::from_bytes([i; 32])
+        };
+        log.append_leaf_hash(checkpoint::contribution_leaf_hash(&id));
+    }
+    Ok(log)
+}
+
+fn vector_receipt() -> Result<SignedReceipt, Box<dyn Error>> {
+    let key = hub_key();
+    let log = receipt_log()?;
+    let checkpoint = Checkpoint {
+        origin: checkpoint::contributions_origin(&key.verifying_key()),
+        tree_size: 8,
+        root: log.root(),
+        timestamp: 1_793_491_260,
+        signer: key.verifying_key(),
+    }
+    .sign(&key)?;
+    let id = ReleaseId::from_bytes(hex::decode(RELEASE_ID)?.try_into().map_err(|_| "id")?);
+    Ok(SignedReceipt::issue(&log, checkpoint, id, 5)?)
+}
+
 #[test]
 fn receipt_vector_is_stable() -> TestResult {
     let key = hub_key();
-    let receipt = Receipt::decode(&hex::decode(RECEIPT)?)?;
-    assert_eq!(receipt.origin, format!("{HUB_PUBLIC}/contributions"));
-    assert_eq!(receipt.hub, key.verifying_key());
-    assert_eq!(receipt.release_id.to_string(), RELEASE_ID);
+    let bytes = hex::decode(RECEIPT)?;
+    let receipt = SignedReceipt::decode_and_verify(&bytes)?;
+    let r = receipt.receipt();
+    assert_eq!(r.origin, format!("{HUB_PUBLIC}/contributions"));
+    assert_eq!(r.hub, key.verifying_key());
+    assert_eq!(r.release_id.to_string(), RELEASE_ID);
+    assert_eq!(vector_release()?.id()?.to_string(), RELEASE_ID);
     assert_eq!(
-        (receipt.index, receipt.checkpoint_size, receipt.timestamp),
+        (r.index, r.checkpoint_size, r.timestamp),
         (5, 8, 1_793_491_260)
     );
-    assert_eq!(hex::encode(receipt.canonical_bytes()?), RECEIPT);
-
-    let signed = receipt.sign(&key)?;
-    assert_eq!(
-        hex::encode(signed.signature().to_bytes()),
-        RECEIPT_SIGNATURE
-    );
-    let mut message = RECEIPT_SIGNING_DOMAIN.to_vec();
-    message.extend(hex::decode(RECEIPT)?);
-    assert_eq!(key.sign(&message), *signed.signature());
-
-    let bytes = wire(RECEIPT, RECEIPT_SIGNATURE)?;
-    assert_eq!(signed.to_bytes(), bytes);
-    assert_eq!(SignedReceipt::decode_and_verify(&bytes)?, signed);
+    assert_eq!(receipt, vector_receipt()?);
+    assert_eq!(receipt.to_bytes(), bytes);
+    // Leaf 5 of 8: the proof is leaf 4, then leaves 6-7, then leaves 0-3.
+    let log = receipt_log()?;
+    let proof = [
+        log.leaf_hash_at(4).ok_or("leaf 4")?,
+        maillage_protocol::merkle::node_hash(
+            &log.leaf_hash_at(6).ok_or("leaf 6")?,
+            &log.leaf_hash_at(7).ok_or("leaf 7")?,
+        ),
+        log.root_at(4)?,
+    ];
+    assert_eq!(receipt.proof(), proof);
+    // The checkpoint's signature is the receipt's only one.
+    let mut message = CHECKPOINT_SIGNING_DOMAIN.to_vec();
+    message.extend(receipt.checkpoint().canonical_checkpoint());
+    assert_eq!(key.sign(&message), *receipt.signature());
 
     let expected = json!({
-        "version": 1,
-        "origin": format!("{HUB_PUBLIC}/contributions"),
-        "hub": HUB_PUBLIC,
+        "version": 2,
+        "checkpoint": serde_json::from_str::<Value>(&receipt.checkpoint().to_json_pretty())?,
         "release_id": RELEASE_ID,
         "index": 5,
-        "checkpoint_size": 8,
-        "timestamp": 1_793_491_260,
-        "signature": RECEIPT_SIGNATURE,
+        "proof": proof.iter().map(hex::encode).collect::<Vec<_>>(),
     });
-    let written: Value = serde_json::from_str(&signed.to_json_pretty())?;
+    let written: Value = serde_json::from_str(&receipt.to_json_pretty())?;
     assert_eq!(written, expected);
     assert_eq!(
         SignedReceipt::from_json_and_verify(&expected.to_string())?,
-        signed
+        receipt
     );
     Ok(())
 }
@@ -217,21 +255,9 @@ fn print_checkpoint_vectors() -> TestResult {
         hex::encode(signed.signature().to_bytes())
     );
     println!("{}", signed.to_json_pretty());
-    let receipt = Receipt {
-        origin: checkpoint::contributions_origin(&key.verifying_key()),
-        hub: key.verifying_key(),
-        release_id: vector_release()?.id()?,
-        index: 5,
-        checkpoint_size: 8,
-        timestamp: 1_793_491_260,
-    }
-    .sign(&key)?;
+    let receipt = vector_receipt()?;
     println!("RELEASE_ID {}", receipt.receipt().release_id);
-    println!("RECEIPT {}", hex::encode(receipt.canonical_receipt()));
-    println!(
-        "RECEIPT_SIGNATURE {}",
-        hex::encode(receipt.signature().to_bytes())
-    );
+    println!("RECEIPT {}", hex::encode(receipt.to_bytes()));
     println!("{}", receipt.to_json_pretty());
     Ok(())
 }
