@@ -339,9 +339,30 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport> {
     let federation =
         runtime.block_on(run_federation(&national, &committee, &hubs, &sites, period))?;
 
-    // The national bundle, audited offline.
+    // The national bundle, audited offline. It carries the chain to every release: each
+    // hub's bundle of the period, as an auditor gathers them (the national node keeps them
+    // under their aggregate's id).
     let bundle = root.join("bundle");
     {
+        let national_state = Hub::open(&national)?;
+        for (h, hub) in hubs.iter().enumerate() {
+            let hub_state = Hub::open(hub)?;
+            let aggregate = hub_state
+                .latest_aggregate(period)?
+                .ok_or_else(|| anyhow!("hub {h} has no aggregate of {period}"))?;
+            let dir = root.join("hub-bundles").join(format!("hub-{h:02}"));
+            std::fs::create_dir_all(root.join("hub-bundles"))
+                .with_context(|| format!("creating {}", root.join("hub-bundles").display()))?;
+            crate::bundle::export(
+                &hub_state,
+                period,
+                Some(aggregate.to_json_pretty()),
+                &dir,
+                unix_now(),
+            )?;
+            crate::bundle::keep_hub_bundle(&national_state, &aggregate, &dir)?;
+        }
+        drop(national_state);
         let hub_state = Hub::open(&national)?;
         crate::bundle::export(
             &hub_state,

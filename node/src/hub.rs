@@ -354,7 +354,10 @@ impl<'a> Hub<'a> {
                 Err(e) => outcomes[i] = Some(Err(Refusal::Invalid(e.to_string()))),
             }
         }
-        let messages: Vec<Vec<u8>> = decoded.iter_mut().map(|(_, _, m)| std::mem::take(m)).collect();
+        let messages: Vec<Vec<u8>> = decoded
+            .iter_mut()
+            .map(|(_, _, m)| std::mem::take(m))
+            .collect();
         let signatures: Vec<Signature> = decoded.iter().map(|(_, r, _)| *r.signature()).collect();
         let keys: Vec<VerifyingKey> = decoded.iter().map(|(_, r, _)| r.release().signer).collect();
         let verified = crate::audit::verify_all(&messages, &signatures, &keys);
@@ -368,10 +371,10 @@ impl<'a> Hub<'a> {
         for (((i, release, _), message), ok) in decoded.into_iter().zip(&messages).zip(verified) {
             if !ok {
                 // Name the failure precisely (verify_all already isolated this signature).
-                let reason = release
-                    .verify()
-                    .err()
-                    .map_or_else(|| "the signature does not verify".to_owned(), |e| e.to_string());
+                let reason = release.verify().err().map_or_else(
+                    || "the signature does not verify".to_owned(),
+                    |e| e.to_string(),
+                );
                 outcomes[i] = Some(Err(Refusal::Invalid(reason)));
                 continue;
             }
@@ -443,13 +446,21 @@ impl<'a> Hub<'a> {
         }
         let messages: Vec<Vec<u8>> = aggregates
             .iter()
-            .map(|a| [maillage_protocol::aggregate::SIGNING_DOMAIN, &a.canonical_aggregate()].concat())
+            .map(|a| {
+                [
+                    maillage_protocol::aggregate::SIGNING_DOMAIN,
+                    &a.canonical_aggregate(),
+                ]
+                .concat()
+            })
             .collect();
         let signatures: Vec<Signature> = aggregates.iter().map(|a| *a.signature()).collect();
         let keys: Vec<VerifyingKey> = aggregates.iter().map(|a| a.aggregate().signer).collect();
         let verified = crate::audit::verify_all(&messages, &signatures, &keys);
         let mut candidates = Vec::new();
-        for (i, ((signed, message), ok)) in aggregates.iter().zip(&messages).zip(verified).enumerate() {
+        for (i, ((signed, message), ok)) in
+            aggregates.iter().zip(&messages).zip(verified).enumerate()
+        {
             let a = signed.aggregate();
             let signer = hex::encode(a.signer.as_bytes());
             let refusal = if !ok {
@@ -729,11 +740,10 @@ impl<'a> Hub<'a> {
             .get(index.to_be_bytes())?
             .ok_or_else(|| HubError::Corrupt(format!("no leaf {index}")))?;
         let id = release_id_from(&id)?;
-        let bytes = self
-            .trees
-            .contents
-            .get(id.as_bytes())?
-            .ok_or_else(|| HubError::Corrupt(format!("leaf {index}: contribution {id} missing")))?;
+        let bytes =
+            self.trees.contents.get(id.as_bytes())?.ok_or_else(|| {
+                HubError::Corrupt(format!("leaf {index}: contribution {id} missing"))
+            })?;
         Ok((id, bytes))
     }
 
@@ -772,7 +782,9 @@ impl<'a> Hub<'a> {
                 .trees
                 .by_signer
                 .get(&key[..key.len().saturating_sub(32)])?
-                .ok_or_else(|| HubError::Corrupt("equivocation without a first contribution".into()))?;
+                .ok_or_else(|| {
+                    HubError::Corrupt("equivocation without a first contribution".into())
+                })?;
             let first = self.trees.contents.get(&first_id)?.ok_or_else(|| {
                 HubError::Corrupt("equivocation's first contribution missing".into())
             })?;

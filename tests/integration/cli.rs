@@ -154,11 +154,41 @@ fn indicators_json_lists_every_category_with_zeros() {
 
 #[test]
 fn demo_runs_the_federation_on_embedded_defaults() {
-    let v = run_json(&["demo", "--json", "--seed", "5", "--structures", "8"]);
+    let v = run_json(&[
+        "demo",
+        "--json",
+        "--seed",
+        "5",
+        "--structures",
+        "8",
+        "--hubs",
+        "2",
+    ]);
     assert_eq!(v["structures"], json!(8));
-    assert_eq!(v["coverage"]["contributed"], json!(8));
+    assert_eq!(v["hubs"], json!(2));
+    assert_eq!(v["coverage"]["structures_contributed"], json!(8), "{v}");
+    assert_eq!(v["coverage"]["hubs_contributed"], json!(2), "{v}");
     assert_eq!(v["audit"]["ok"], json!(true), "{v}");
-    assert_eq!(v["audit"]["releases_verified"], json!(8));
+    // Eight releases and two hub aggregates, every signature checked.
+    assert_eq!(v["audit"]["releases_verified"], json!(10), "{v}");
+    // Régional totals came back over the network through the national node, one région per
+    // hub, both categories of activities.
+    let regions = v["by_region"].as_array().cloned().unwrap_or_default();
+    assert_eq!(regions.len(), 4, "{v}");
+    assert!(regions.iter().all(|r| r["coverage"] == json!("4/4")), "{v}");
+    let m = &v["metrics"];
+    assert!(
+        m["bytes_sent_per_structure_max"].as_u64().unwrap_or(0) > 1000,
+        "{m}"
+    );
+    assert!(
+        m["bytes_sent_per_structure_max"]
+            .as_u64()
+            .unwrap_or(u64::MAX)
+            < 32 * 1024,
+        "{m}"
+    );
+    assert!(m["release_to_national_total_ms"].as_u64().is_some(), "{m}");
     let totals = v["totals"].as_array().cloned().unwrap_or_default();
     assert_eq!(totals.len(), 43, "every common-core cell");
     let people = totals
@@ -176,7 +206,7 @@ fn demo_runs_the_federation_on_embedded_defaults() {
     // by chance with probability far below 1e-6 while still catching a broken interval.
     let (mid, half) = ((lo + hi) / 2.0, (hi - lo) / 2.0);
     assert!((truth - mid).abs() <= 20.0 * half, "{people}");
-    let text = run_ok(&["demo", "--structures", "3"]);
+    let text = run_ok(&["demo", "--structures", "3", "--hubs", "1"]);
     assert!(
         text.contains("Bénéficiaires") && text.contains("conforme"),
         "{text}"

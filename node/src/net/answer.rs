@@ -111,9 +111,36 @@ pub fn answer(
             period,
             by,
         } => query(hub, &indicator, &period, by),
-        Request::SubmitAggregate { .. } => Response::Refused {
-            reason: "this node does not take aggregates yet".into(),
-        },
+        Request::SubmitAggregate { aggregate } => {
+            let signed = match maillage_protocol::SignedAggregate::decode(&aggregate) {
+                Ok(a) if a.aggregate().signer != *member => {
+                    return Response::Refused {
+                        reason: "a hub may only submit its own aggregates".into(),
+                    };
+                }
+                Ok(a) => a,
+                Err(e) => {
+                    return Response::Refused {
+                        reason: format!("invalid aggregate: {e}"),
+                    };
+                }
+            };
+            match hub.accept_aggregate(&signed, unix_now()) {
+                Ok(Ok(accepted)) => Response::Receipt {
+                    receipt: accepted.receipt.to_bytes(),
+                },
+                Ok(Err(refusal)) => Response::Refused {
+                    reason: refusal.to_string(),
+                },
+                Err(e) => {
+                    tracing::error!(error = %e, "accepting an aggregate failed");
+                    Response::Error {
+                        message: "the national node could not store the aggregate; try again later"
+                            .into(),
+                    }
+                }
+            }
+        }
     }
 }
 
