@@ -216,9 +216,9 @@ pub enum AdoptionError {
         /// The signer.
         signer: PublicKey,
         /// What it signs.
-        signed: AdoptionTarget,
+        signed: Box<AdoptionTarget>,
         /// What is being adopted.
-        expected: AdoptionTarget,
+        expected: Box<AdoptionTarget>,
     },
     /// A key outside the committee that may adopt this step.
     #[error(
@@ -240,7 +240,7 @@ pub enum AdoptionError {
         /// The claimed signer.
         signer: PublicKey,
         /// What it claims to sign.
-        target: AdoptionTarget,
+        target: Box<AdoptionTarget>,
     },
     /// The same signer twice in one record.
     #[error("{signer} signs the record twice: each committee key counts once")]
@@ -256,7 +256,7 @@ pub enum AdoptionError {
         /// The quorum.
         quorum: u32,
         /// The step.
-        target: AdoptionTarget,
+        target: Box<AdoptionTarget>,
     },
     /// A record whose sequence does not follow the chain.
     #[error(
@@ -372,8 +372,8 @@ impl Ballot {
         if sig.target != self.target {
             return Err(AdoptionError::OtherTarget {
                 signer: sig.signer,
-                signed: sig.target,
-                expected: self.target,
+                signed: Box::new(sig.target),
+                expected: Box::new(self.target),
             });
         }
         check_signature(
@@ -396,7 +396,7 @@ impl Ballot {
             return Err(AdoptionError::QuorumNotReached {
                 valid: self.signatures.len(),
                 quorum: self.committee.quorum,
-                target: self.target,
+                target: Box::new(self.target),
             });
         }
         Ok(AdoptionRecord {
@@ -427,7 +427,7 @@ fn check_signature(
     }
     let bad = || AdoptionError::BadSignature {
         signer: *signer,
-        target: *target,
+        target: Box::new(*target),
     };
     let key = signer.verifying_key().map_err(|_| bad())?;
     key.verify_strict(&target.message(), &Signature::from_bytes(&signature.0))
@@ -613,12 +613,14 @@ impl AdoptionChain {
             return Err(AdoptionError::QuorumNotReached {
                 valid: ballot.count(),
                 quorum: ballot.quorum(),
-                target: t,
+                target: Box::new(t),
             });
         }
         self.entries.push(AdoptedPolicy { record, policy });
         // Just pushed.
-        self.entries.last().ok_or(AdoptionError::Malformed(String::new()))
+        self.entries
+            .last()
+            .ok_or(AdoptionError::Malformed(String::new()))
     }
 
     /// Appends a record received from a peer, reading its version from the synced document at

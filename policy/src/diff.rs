@@ -156,7 +156,11 @@ impl fmt::Display for Change {
                 field,
                 from,
                 to,
-            } => write!(f, "membre {} « {name} » : {field} {from} → {to}", key.short()),
+            } => write!(
+                f,
+                "membre {} « {name} » : {field} {from} → {to}",
+                key.short()
+            ),
             Self::CommitteeAdded { key, name } => {
                 write!(f, "+ comité de pilotage : {} « {name} »", key.short())
             }
@@ -232,11 +236,7 @@ pub fn diff(old: &Policy, new: &Policy) -> Vec<Change> {
                 let fields = [
                     ("weight", e.weight.to_string(), n.weight.to_string()),
                     ("kind", e.kind.clone(), n.kind.clone()),
-                    (
-                        "categories",
-                        e.categories.join("|"),
-                        n.categories.join("|"),
-                    ),
+                    ("categories", e.categories.join("|"), n.categories.join("|")),
                     ("module", e.module.to_string(), n.module.to_string()),
                 ];
                 for (field, from, to) in fields {
@@ -270,17 +270,9 @@ pub fn diff(old: &Policy, new: &Policy) -> Vec<Change> {
             Some(n) => {
                 let fields = [
                     ("name", Some(m.name.clone()), Some(n.name.clone())),
-                    (
-                        "role",
-                        Some(m.role.to_string()),
-                        Some(n.role.to_string()),
-                    ),
+                    ("role", Some(m.role.to_string()), Some(n.role.to_string())),
                     ("pivot", m.pivot.clone(), n.pivot.clone()),
-                    (
-                        "hub",
-                        m.hub.map(|h| h.to_hex()),
-                        n.hub.map(|h| h.to_hex()),
-                    ),
+                    ("hub", m.hub.map(|h| h.to_hex()), n.hub.map(|h| h.to_hex())),
                     ("commune", m.commune.clone(), n.commune.clone()),
                     ("place_id", m.place_id.clone(), n.place_id.clone()),
                 ];

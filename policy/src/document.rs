@@ -451,10 +451,11 @@ fn take_object(
 }
 
 fn key_of(text: &str, path: &str) -> Result<PublicKey, DocError> {
-    text.parse().map_err(|e: crate::model::KeyParseError| DocError::Schema {
-        path: join(path, text),
-        reason: e.to_string(),
-    })
+    text.parse()
+        .map_err(|e: crate::model::KeyParseError| DocError::Schema {
+            path: join(path, text),
+            reason: e.to_string(),
+        })
 }
 
 fn read_committee(value: Value) -> Result<Committee, DocError> {
@@ -465,7 +466,8 @@ fn read_committee(value: Value) -> Result<Committee, DocError> {
         });
     };
     let quorum: u32 = typed(
-        c.remove("quorum").ok_or_else(|| missing("committee.quorum"))?,
+        c.remove("quorum")
+            .ok_or_else(|| missing("committee.quorum"))?,
         "committee.quorum",
     )?;
     let members_map = take_object(&mut c, "members", "committee")?;
@@ -488,8 +490,14 @@ fn unknown_field(path: &str) -> DocError {
 }
 
 fn read_policy(mut root: Map<String, Value>) -> Result<Policy, DocError> {
-    let schema: u64 = typed(root.remove("schema").ok_or_else(|| missing("schema"))?, "schema")?;
-    let privacy = typed(Value::Object(take_object(&mut root, "privacy", "")?), "privacy")?;
+    let schema: u64 = typed(
+        root.remove("schema").ok_or_else(|| missing("schema"))?,
+        "schema",
+    )?;
+    let privacy = typed(
+        Value::Object(take_object(&mut root, "privacy", "")?),
+        "privacy",
+    )?;
     let calendar = typed(
         Value::Object(take_object(&mut root, "calendar", "")?),
         "calendar",
@@ -517,4 +525,64 @@ fn read_policy(mut root: Map<String, Value>) -> Result<Policy, DocError> {
         members,
         committee,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use automerge::transaction::Transactable;
+
+    use super::*;
+
+    fn doc_with(f: impl FnOnce(&mut Transaction<'_>, &ObjId)) -> PolicyDoc {
+        let mut doc = PolicyDoc::empty();
+        let mut p = Policy::default();
+        p.committee.quorum = 1;
+        if let Ok(d) = PolicyDoc::genesis(&p) {
+            doc = d;
+        }
+        let mut tx = doc.doc.transaction();
+        let privacy = match tx.get(ROOT, "privacy") {
+            Ok(Some((_, id))) => id,
+            _ => ROOT,
+        };
+        f(&mut tx, &privacy);
+        tx.commit();
+        doc
+    }
+
+    #[test]
+    fn schema_errors_name_their_path() {
+        let doc = doc_with(|tx, privacy| {
+            let _ = tx.put(privacy, "budget_micro", 1.5f64);
+        });
+        assert!(matches!(
+            doc.policy(),
+            Err(DocError::Schema { path, reason }) if path == "privacy.budget_micro" && reason.contains("floating-point")
+        ));
+        let doc = doc_with(|tx, _| {
+            let _ = tx.put(ROOT, "surprise", 1);
+        });
+        assert!(matches!(doc.policy(), Err(DocError::Schema { path, .. }) if path == "surprise"));
+        let doc = doc_with(|tx, privacy| {
+            let _ = tx.put(privacy, "mechanism", "uniform");
+        });
+        assert!(matches!(
+            doc.policy(),
+            Err(DocError::Schema { path, reason }) if path == "privacy" && reason.contains("uniform")
+        ));
+        let doc = doc_with(|tx, _| {
+            if let Ok(Some((_, members))) = tx.get(ROOT, "members") {
+                let _ = tx.put_object(&members, "ABC", ObjType::Map);
+            }
+        });
+        assert!(
+            matches!(doc.policy(), Err(DocError::Schema { path, .. }) if path == "members.ABC")
+        );
+        let doc = doc_with(|tx, _| {
+            let _ = tx.delete(ROOT, "committee");
+        });
+        assert!(
+            matches!(doc.policy(), Err(DocError::Schema { path, reason }) if path == "committee" && reason == "missing")
+        );
+    }
 }

@@ -242,7 +242,8 @@ impl Edit {
         match self {
             Self::SetMechanism { mechanism } => {
                 let privacy = map(tx, &["privacy"])?;
-                tx.put(&privacy, "mechanism", mechanism.as_str()).map_err(am)
+                tx.put(&privacy, "mechanism", mechanism.as_str())
+                    .map_err(am)
             }
             Self::SetBudget { budget } => {
                 let micro = budget_micro(*budget)?;
@@ -281,8 +282,9 @@ impl Edit {
                         "indicator {indicator} is already in the policy: use set_weight to change its weight"
                     ));
                 }
-                let entry = serde_json::to_value(IndicatorEntry::from_catalogue(*indicator, *weight))
-                    .map_err(|e| e.to_string())?;
+                let entry =
+                    serde_json::to_value(IndicatorEntry::from_catalogue(*indicator, *weight))
+                        .map_err(|e| e.to_string())?;
                 put_json(tx, &indicators, indicator.code(), &entry).map_err(am)
             }
             Self::RemoveIndicator { indicator } => {
@@ -418,7 +420,7 @@ impl Edit {
 /// ε or ρ in millionths, refusing what is not a positive number with at most 6 decimals.
 fn budget_micro(budget: f64) -> Result<i64, String> {
     let micro = (budget * 1e6).round();
-    if !budget.is_finite() || budget <= 0.0 || micro < 1.0 || micro > 1e15 {
+    if !budget.is_finite() || budget <= 0.0 || !(1.0..=1e15).contains(&micro) {
         return Err(format!(
             "budget {budget} is not accepted: expected a number greater than 0 with at most 6 decimals"
         ));
@@ -497,7 +499,10 @@ mod tests {
         let bad_indicator = serde_json::from_str::<Proposal>(
             r#"{"edits": [{"op": "add_indicator", "indicator": "nope"}]}"#,
         );
-        let err = bad_indicator.err().map(|e| e.to_string()).unwrap_or_default();
+        let err = bad_indicator
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("expected one of"), "{err}");
         Ok(())
     }

@@ -77,8 +77,8 @@ pub mod validate;
 mod tests;
 
 pub use adoption::{
-    ADOPTION_DOMAIN, AdoptedPolicy, AdoptionChain, AdoptionError, AdoptionRecord,
-    AdoptionSignature, AdoptionTarget, Added, Ballot, ChainError, PolicyStatus, SignatureBytes,
+    ADOPTION_DOMAIN, Added, AdoptedPolicy, AdoptionChain, AdoptionError, AdoptionRecord,
+    AdoptionSignature, AdoptionTarget, Ballot, ChainError, PolicyStatus, SignatureBytes,
     SignerSignature, sign_adoption,
 };
 pub use diff::{Change, diff};

@@ -90,7 +90,11 @@ impl FromStr for PublicKey {
             value: s.chars().take(80).collect(),
         };
         // One spelling per key: uppercase hex would let one key appear twice in a map.
-        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if s.len() != 64
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(err());
         }
         let mut bytes = [0u8; 32];
@@ -488,8 +492,8 @@ impl Policy {
 
     /// Reads a canonical snapshot, refusing any other spelling of the same policy.
     pub fn from_canonical_bytes(bytes: &[u8]) -> Result<Self, SnapshotError> {
-        let policy: Policy = serde_json::from_slice(bytes)
-            .map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+        let policy: Policy =
+            serde_json::from_slice(bytes).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
         let again = policy.canonical_bytes();
         if again != bytes {
             let offset = again
@@ -504,7 +508,10 @@ impl Policy {
 
     /// The indicators and weights in catalogue order.
     pub fn indicator_weights(&self) -> Vec<(Indicator, u32)> {
-        self.indicators.iter().map(|(i, e)| (*i, e.weight)).collect()
+        self.indicators
+            .iter()
+            .map(|(i, e)| (*i, e.weight))
+            .collect()
     }
 
     /// The registered members with a role.
@@ -604,8 +611,14 @@ mod tests {
         let policy = Policy::default();
         let bytes = policy.canonical_bytes();
         let text = String::from_utf8_lossy(&bytes);
-        assert!(text.starts_with("{\"calendar\":{\"period\":\"month\""), "{text}");
-        assert!(!text.contains(' ') || text.contains("\"name\""), "no whitespace");
+        assert!(
+            text.starts_with("{\"calendar\":{\"period\":\"month\""),
+            "{text}"
+        );
+        assert!(
+            !text.contains(' ') || text.contains("\"name\""),
+            "no whitespace"
+        );
         assert_eq!(Policy::from_canonical_bytes(&bytes)?, policy);
         assert_eq!(policy.indicators.len(), 10);
         assert_eq!(policy.privacy.budget(), 1.0);

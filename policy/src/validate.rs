@@ -60,7 +60,9 @@ pub enum Problem {
     #[error("indicators: the policy releases no indicator: expected at least one")]
     NoIndicators,
     /// An indicator's kind differs from the catalogue's.
-    #[error("indicators.{indicator}.kind: {found:?} does not match the catalogue: expected {expected:?}")]
+    #[error(
+        "indicators.{indicator}.kind: {found:?} does not match the catalogue: expected {expected:?}"
+    )]
     Kind {
         /// The indicator.
         indicator: Indicator,
@@ -180,7 +182,9 @@ pub enum Problem {
         role: Role,
     },
     /// A hub key that is not registered as a hub.
-    #[error("members.{member}.hub: {hub} is {what}: expected the key of a registered member of role hub")]
+    #[error(
+        "members.{member}.hub: {hub} is {what}: expected the key of a registered member of role hub"
+    )]
     UnknownHub {
         /// The member.
         member: PublicKey,
@@ -202,7 +206,9 @@ pub enum Problem {
         second: PublicKey,
     },
     /// A place id that is empty, too long or has control characters.
-    #[error("members.{member}.place_id: {value:?} is not accepted: expected 1 to 200 characters without control characters")]
+    #[error(
+        "members.{member}.place_id: {value:?} is not accepted: expected 1 to 200 characters without control characters"
+    )]
     PlaceId {
         /// The member.
         member: PublicKey,
