@@ -7,4 +7,5 @@ mod crash;
 mod hub;
 mod import_semantics;
 mod network;
+mod policy;
 mod release;
