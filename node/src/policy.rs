@@ -800,7 +800,7 @@ mod tests {
     #[test]
     fn policy_ranges_agree_with_the_privacy_crate() {
         // The policy's accepted ranges must be exactly those the release code accepts.
-        let edge = |f: &dyn Fn(&mut Policy)| {
+        let edge = |f: fn(&mut Policy)| {
             let mut p = Policy::default();
             f(&mut p);
             let policy_ok = !p
@@ -809,22 +809,22 @@ mod tests {
                 .any(|e| !matches!(e, maillage_policy::Problem::EmptyCommittee));
             (policy_ok, privacy_params(&p).validate().is_ok())
         };
-        let cases: Vec<Box<dyn Fn(&mut Policy)>> = vec![
-            Box::new(|p| p.privacy.budget_micro = 10_000_000),
-            Box::new(|p| p.privacy.budget_micro = 10_000_001),
-            Box::new(|p| p.privacy.budget_micro = 1),
-            Box::new(|p| p.privacy.bounds.max_rows_per_person = 100),
-            Box::new(|p| p.privacy.bounds.max_rows_per_person = 101),
-            Box::new(|p| p.privacy.bounds.max_rows_per_person = 0),
-            Box::new(|p| p.privacy.bounds.max_duration_min = 1440),
-            Box::new(|p| p.privacy.bounds.max_duration_min = 1441),
-            Box::new(|p| p.privacy.bounds.max_themes_per_row = 19),
-            Box::new(|p| p.privacy.bounds.max_themes_per_row = 20),
-            Box::new(|p| p.privacy.bounds.max_materiel_per_row = 5),
-            Box::new(|p| p.privacy.bounds.max_materiel_per_row = 6),
+        let cases: [fn(&mut Policy); 12] = [
+            |p| p.privacy.budget_micro = 10_000_000,
+            |p| p.privacy.budget_micro = 10_000_001,
+            |p| p.privacy.budget_micro = 1,
+            |p| p.privacy.bounds.max_rows_per_person = 100,
+            |p| p.privacy.bounds.max_rows_per_person = 101,
+            |p| p.privacy.bounds.max_rows_per_person = 0,
+            |p| p.privacy.bounds.max_duration_min = 1440,
+            |p| p.privacy.bounds.max_duration_min = 1441,
+            |p| p.privacy.bounds.max_themes_per_row = 19,
+            |p| p.privacy.bounds.max_themes_per_row = 20,
+            |p| p.privacy.bounds.max_materiel_per_row = 5,
+            |p| p.privacy.bounds.max_materiel_per_row = 6,
         ];
         for (i, case) in cases.iter().enumerate() {
-            let (policy_ok, privacy_ok) = edge(case.as_ref());
+            let (policy_ok, privacy_ok) = edge(*case);
             assert_eq!(policy_ok, privacy_ok, "case {i}");
         }
     }
