@@ -10,7 +10,15 @@ fn init(dir: &Path, name: &str, role: &str) -> (String, String) {
     let node = dir.join(name);
     let node_s = node.display().to_string();
     run_ok(&[
-        "init", "--dir", &node_s, "--role", role, "--name", name, "--code-insee", "69385",
+        "init",
+        "--dir",
+        &node_s,
+        "--role",
+        role,
+        "--name",
+        name,
+        "--code-insee",
+        "69385",
     ]);
     let status = run_json(&["status", "--dir", &node_s, "--json"]);
     let key = status["identity"].as_str().unwrap_or_default().to_owned();
@@ -68,7 +76,10 @@ fn three_committee_nodes_adopt_with_quorum_two_and_refuse_forgeries() {
     // A forged signature (one hex digit changed) is refused, and nothing is recorded.
     let text = std::fs::read_to_string(&sig_c).unwrap_or_default();
     let sig_value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    let signature = sig_value["signature"].as_str().unwrap_or_default().to_owned();
+    let signature = sig_value["signature"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let flipped = format!(
         "{}{}",
         if signature.starts_with('0') { "1" } else { "0" },
@@ -163,10 +174,22 @@ fn a_structure_joins_through_its_hub() {
     let (s, ks) = init(dir, "s", "structure");
     let request = dir.join("join.json").display().to_string();
     run_ok(&[
-        "policy", "join-request", "--dir", &s, "--places", &places, "--place-id", "lieu-9",
-        "--hub", &khub, "--out", &request,
+        "policy",
+        "join-request",
+        "--dir",
+        &s,
+        "--places",
+        &places,
+        "--place-id",
+        "lieu-9",
+        "--hub",
+        &khub,
+        "--out",
+        &request,
     ]);
-    let proposed = run_json(&["policy", "propose", "--dir", &hub, "--join", &request, "--json"]);
+    let proposed = run_json(&[
+        "policy", "propose", "--dir", &hub, "--join", &request, "--json",
+    ]);
     assert_eq!(proposed["valid"], true, "{proposed}");
     let members = run_json(&["policy", "members", "--dir", &hub, "--proposed", "--json"]);
     let joined = members
