@@ -73,6 +73,139 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Démonstration : une fédération complète (structures, hubs, national) en libp2p local.
     Demo(DemoArgs),
+    /// Gouvernance : politique commune (indicateurs, confidentialité, membres), propositions et adoption.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+/// `maillage policy ...`
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Affiche la politique adoptée et la proposition en attente (différences, signatures).
+    Show(PolicyShowArgs),
+    /// Propose des modifications (fichier TOML ou JSON d'éditions, demandes d'adhésion).
+    Propose(PolicyProposeArgs),
+    /// Comité de pilotage : signe la proposition en attente avec la clé du nœud.
+    Sign(PolicySignArgs),
+    /// Ajoute des signatures du comité et adopte la proposition quand le quorum est atteint.
+    Adopt(PolicyAdoptArgs),
+    /// Liste le registre des membres (de la politique adoptée, ou de la proposition).
+    Members(PolicyMembersArgs),
+    /// Structure : écrit une demande d'adhésion signée à remettre à son hub.
+    JoinRequest(PolicyJoinRequestArgs),
+    /// Exporte le document de politique et les adoptions dans un dossier (échange hors ligne).
+    Export(PolicyExportArgs),
+    /// Fusionne un dossier exporté par un autre nœud (document et adoptions vérifiées).
+    Import(PolicyImportArgs),
+}
+
+/// `maillage policy show`
+#[derive(Debug, Args)]
+pub struct PolicyShowArgs {
+    /// Dossier du nœud.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Sortie JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `maillage policy propose`
+#[derive(Debug, Args)]
+pub struct PolicyProposeArgs {
+    /// Dossier du nœud.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Fichier d'éditions (.toml, sinon JSON) : une liste `edits`, chacune avec son `op`.
+    pub file: Option<PathBuf>,
+    /// Demande d'adhésion à ajouter au registre (répétable).
+    #[arg(long = "join")]
+    pub joins: Vec<PathBuf>,
+    /// Sortie JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `maillage policy sign`
+#[derive(Debug, Args)]
+pub struct PolicySignArgs {
+    /// Dossier du nœud.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Écrit la signature dans ce fichier (sinon sur la sortie standard).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Sortie JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `maillage policy adopt`
+#[derive(Debug, Args)]
+pub struct PolicyAdoptArgs {
+    /// Dossier du nœud.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Fichiers de signature écrits par maillage policy sign.
+    pub signatures: Vec<PathBuf>,
+    /// Sortie JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `maillage policy members`
+#[derive(Debug, Args)]
+pub struct PolicyMembersArgs {
+    /// Dossier du nœud.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Liste le registre de la proposition en attente plutôt que celui de la version adoptée.
+    #[arg(long)]
+    pub proposed: bool,
+    /// Sortie JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `maillage policy join-request`
+#[derive(Debug, Args)]
+pub struct PolicyJoinRequestArgs {
+    /// Dossier du nœud de la structure.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Fichier CSV du schéma des lieux de médiation numérique où figure la structure.
+    #[arg(long, requires = "place_id")]
+    pub places: Option<PathBuf>,
+    /// Identifiant (`id`) du lieu dans ce fichier.
+    #[arg(long)]
+    pub place_id: Option<String>,
+    /// Clé publique du hub à rejoindre.
+    #[arg(long)]
+    pub hub: Option<String>,
+    /// Fichier à écrire (sinon sur la sortie standard).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `maillage policy export`
+#[derive(Debug, Args)]
+pub struct PolicyExportArgs {
+    /// Dossier du nœud.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Dossier où écrire le document et les adoptions.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `maillage policy import`
+#[derive(Debug, Args)]
+pub struct PolicyImportArgs {
+    /// Dossier du nœud.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Dossier écrit par maillage policy export.
+    pub from: PathBuf,
 }
 
 /// `maillage init`
@@ -487,6 +620,27 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Audit(args) => audit(args),
         Command::Generate(args) => generate(args),
         Command::Demo(args) => demo(args),
+        Command::Policy(command) => policy(command),
+    }
+}
+
+fn policy(command: PolicyCommand) -> Result<()> {
+    use crate::policy as p;
+    match command {
+        PolicyCommand::Show(a) => p::show(&a.dir, a.json),
+        PolicyCommand::Propose(a) => p::propose(&a.dir, a.file.as_deref(), &a.joins, a.json),
+        PolicyCommand::Sign(a) => p::sign(&a.dir, a.out.as_deref(), a.json),
+        PolicyCommand::Adopt(a) => p::adopt(&a.dir, &a.signatures, a.json),
+        PolicyCommand::Members(a) => p::members(&a.dir, a.proposed, a.json),
+        PolicyCommand::JoinRequest(a) => p::join_request(
+            &a.dir,
+            a.places.as_deref(),
+            a.place_id.as_deref(),
+            a.hub.as_deref(),
+            a.out.as_deref(),
+        ),
+        PolicyCommand::Export(a) => p::export(&a.dir, &a.out),
+        PolicyCommand::Import(a) => p::import(&a.dir, &a.from),
     }
 }
 

@@ -16,6 +16,7 @@ pub mod import;
 pub mod members;
 pub mod net;
 pub mod node;
+pub mod policy;
 pub mod release;
 pub mod store;
 pub mod synth;

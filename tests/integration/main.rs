@@ -8,4 +8,5 @@ mod hub;
 mod import_semantics;
 mod netns;
 mod network;
+mod policy;
 mod release;

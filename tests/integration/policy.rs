@@ -1,0 +1,209 @@
+//! Governance across processes: three committee nodes (quorum 2) propose, sign and adopt a
+//! policy through `maillage policy …`; forged and replayed signatures are refused; a node that
+//! was not there for the adoption catches up from an export.
+
+use std::path::Path;
+
+use crate::support::{run_err, run_json, run_ok, write};
+
+fn init(dir: &Path, name: &str, role: &str) -> (String, String) {
+    let node = dir.join(name);
+    let node_s = node.display().to_string();
+    run_ok(&[
+        "init",
+        "--dir",
+        &node_s,
+        "--role",
+        role,
+        "--name",
+        name,
+        "--code-insee",
+        "69385",
+    ]);
+    let status = run_json(&["status", "--dir", &node_s, "--json"]);
+    let key = status["identity"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(key.len(), 64, "{status}");
+    (node_s, key)
+}
+
+fn show(node: &str) -> serde_json::Value {
+    run_json(&["policy", "show", "--dir", node, "--json"])
+}
+
+#[test]
+fn three_committee_nodes_adopt_with_quorum_two_and_refuse_forgeries() {
+    let tmp = match tempfile::tempdir() {
+        Ok(t) => t,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    let dir = tmp.path();
+    let (a, ka) = init(dir, "a", "national");
+    let (b, kb) = init(dir, "b", "hub");
+    let (c, kc) = init(dir, "c", "hub");
+
+    // The genesis proposal: the committee, its quorum, and the registry.
+    let genesis = write(
+        dir,
+        "genesis.toml",
+        &format!(
+            "[[edits]]\nop = \"add_committee_member\"\nkey = \"{ka}\"\nname = \"ANCT\"\n\
+             [[edits]]\nop = \"add_committee_member\"\nkey = \"{kb}\"\nname = \"Hub B\"\n\
+             [[edits]]\nop = \"add_committee_member\"\nkey = \"{kc}\"\nname = \"Hub C\"\n\
+             [[edits]]\nop = \"set_quorum\"\nquorum = 2\n\
+             [[edits]]\nop = \"add_member\"\nkey = \"{ka}\"\nname = \"National\"\nrole = \"national\"\n\
+             [[edits]]\nop = \"add_member\"\nkey = \"{kb}\"\nname = \"Hub B\"\nrole = \"hub\"\ncommune = \"69123\"\n\
+             [[edits]]\nop = \"add_member\"\nkey = \"{kc}\"\nname = \"Hub C\"\nrole = \"hub\"\n"
+        ),
+    );
+    let proposed = run_json(&["policy", "propose", "--dir", &a, &genesis, "--json"]);
+    assert_eq!(proposed["valid"], true, "{proposed}");
+    let hash = proposed["hash"].as_str().unwrap_or_default().to_owned();
+
+    // B and C receive the proposal offline.
+    let share = dir.join("share").display().to_string();
+    run_ok(&["policy", "export", "--dir", &a, "--out", &share]);
+    run_ok(&["policy", "import", "--dir", &b, &share]);
+    run_ok(&["policy", "import", "--dir", &c, &share]);
+    assert_eq!(show(&b)["proposal"]["hash"], hash.as_str());
+
+    let sig_a = dir.join("sig-a.json").display().to_string();
+    let sig_b = dir.join("sig-b.json").display().to_string();
+    let sig_c = dir.join("sig-c.json").display().to_string();
+    run_ok(&["policy", "sign", "--dir", &a, "--out", &sig_a]);
+    run_ok(&["policy", "sign", "--dir", &b, "--out", &sig_b]);
+    run_ok(&["policy", "sign", "--dir", &c, "--out", &sig_c]);
+
+    // A forged signature (one hex digit changed) is refused, and nothing is recorded.
+    let text = std::fs::read_to_string(&sig_c).unwrap_or_default();
+    let sig_value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let signature = sig_value["signature"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let flipped = format!(
+        "{}{}",
+        if signature.starts_with('0') { "1" } else { "0" },
+        &signature[1..]
+    );
+    let forged = write(dir, "forged.json", &text.replace(&signature, &flipped));
+    let err = run_err(&["policy", "adopt", "--dir", &a, &forged]);
+    assert!(err.contains("does not verify"), "{err}");
+
+    // One signature: not adopted, here or anywhere.
+    let one = run_json(&["policy", "adopt", "--dir", &a, &sig_a, "--json"]);
+    assert_eq!(one["adopted"], false, "{one}");
+    assert_eq!(one["signatures"], 1);
+    assert!(show(&a)["adopted"].is_null());
+    assert_eq!(show(&a)["proposal"]["signatures"], 1);
+
+    // A second committee signature reaches the quorum (A's own is remembered).
+    let two = run_json(&["policy", "adopt", "--dir", &a, &sig_b, "--json"]);
+    assert_eq!(two["adopted"], true, "{two}");
+    let shown = show(&a);
+    assert_eq!(shown["adopted"]["hash"], hash.as_str());
+    assert_eq!(shown["adopted"]["sequence"], 1);
+    assert!(shown["proposal"].is_null());
+    let members = run_json(&["policy", "members", "--dir", &a, "--json"]);
+    assert_eq!(members.as_array().map(Vec::len), Some(3));
+
+    // C was not part of the adoption: it catches up from an export, verifying the signatures.
+    assert!(show(&c)["adopted"].is_null());
+    run_ok(&["policy", "export", "--dir", &a, "--out", &share]);
+    run_ok(&["policy", "import", "--dir", &c, &share]);
+    assert_eq!(show(&c)["adopted"]["hash"], hash.as_str());
+
+    // A change: ε 1 → 0.5. The genesis signatures cannot be replayed for it.
+    let change = write(
+        dir,
+        "change.json",
+        r#"{"edits": [{"op": "set_budget", "budget": 0.5}]}"#,
+    );
+    run_ok(&["policy", "propose", "--dir", &a, &change]);
+    let pending = show(&a);
+    let changes = pending["proposal"]["changes"].to_string();
+    assert!(changes.contains("ε = 1 → ε = 0.5"), "{pending}");
+    let err = run_err(&["policy", "adopt", "--dir", &a, &sig_c]);
+    assert!(err.contains("is for adoption n°1"), "{err}");
+    assert!(err.contains("not for adoption n°2"), "{err}");
+
+    // A non-member of the committee cannot sign.
+    let (d, _) = init(dir, "d", "structure");
+    run_ok(&["policy", "export", "--dir", &a, "--out", &share]);
+    run_ok(&["policy", "import", "--dir", &d, &share]);
+    let err = run_err(&["policy", "sign", "--dir", &d]);
+    assert!(err.contains("not on the steering committee"), "{err}");
+
+    // The new version is adopted by B and C.
+    run_ok(&["policy", "import", "--dir", &b, &share]);
+    run_ok(&["policy", "import", "--dir", &c, &share]);
+    let sig_b2 = dir.join("sig-b2.json").display().to_string();
+    let sig_c2 = dir.join("sig-c2.json").display().to_string();
+    run_ok(&["policy", "sign", "--dir", &b, "--out", &sig_b2]);
+    run_ok(&["policy", "sign", "--dir", &c, "--out", &sig_c2]);
+    let adopted = run_json(&["policy", "adopt", "--dir", &a, &sig_b2, &sig_c2, "--json"]);
+    assert_eq!(adopted["adopted"], true, "{adopted}");
+    assert_eq!(adopted["sequence"], 2);
+    assert_eq!(show(&a)["adopted"]["policy"]["budget"], 0.5);
+}
+
+#[test]
+fn a_structure_joins_through_its_hub() {
+    let tmp = match tempfile::tempdir() {
+        Ok(t) => t,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    let dir = tmp.path();
+    let (hub, khub) = init(dir, "hub", "hub");
+    let genesis = write(
+        dir,
+        "genesis.json",
+        &format!(
+            r#"{{"edits": [
+                {{"op": "add_committee_member", "key": "{khub}", "name": "Hub"}},
+                {{"op": "set_quorum", "quorum": 1}},
+                {{"op": "add_member", "key": "{khub}", "name": "Hub", "role": "hub"}}]}}"#
+        ),
+    );
+    run_ok(&["policy", "propose", "--dir", &hub, &genesis]);
+    let places = write(
+        dir,
+        "lieux.csv",
+        "id,pivot,nom,code_insee,services\n\
+         lieu-9,73282932000074,Espace numérique de Vaise,69389,Aide aux démarches administratives\n",
+    );
+    let (s, ks) = init(dir, "s", "structure");
+    let request = dir.join("join.json").display().to_string();
+    run_ok(&[
+        "policy",
+        "join-request",
+        "--dir",
+        &s,
+        "--places",
+        &places,
+        "--place-id",
+        "lieu-9",
+        "--hub",
+        &khub,
+        "--out",
+        &request,
+    ]);
+    let proposed = run_json(&[
+        "policy", "propose", "--dir", &hub, "--join", &request, "--json",
+    ]);
+    assert_eq!(proposed["valid"], true, "{proposed}");
+    let members = run_json(&["policy", "members", "--dir", &hub, "--proposed", "--json"]);
+    let joined = members
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["key"] == ks.as_str()).cloned())
+        .unwrap_or_default();
+    assert_eq!(joined["name"], "Espace numérique de Vaise", "{members}");
+    assert_eq!(joined["commune"], "69389");
+    assert_eq!(joined["place_id"], "lieu-9");
+    assert_eq!(joined["hub"], khub.as_str());
+
+    // An altered request is refused.
+    let text = std::fs::read_to_string(&request).unwrap_or_default();
+    let altered = write(dir, "altered.json", &text.replace("Vaise", "Vaize"));
+    let err = run_err(&["policy", "propose", "--dir", &hub, "--join", &altered]);
+    assert!(err.contains("not signed by that key"), "{err}");
+}
