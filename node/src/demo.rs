@@ -374,17 +374,17 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport> {
     }
     let report = crate::audit::audit(&bundle);
 
-    let idle_rss = match &options.program {
-        Some(program) => sites
-            .first()
-            .map(|s| idle_daemon_rss(program, s.node.dir()))
-            .transpose()
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "idle daemon memory not measured");
-                None
-            })
-            .flatten(),
-        None => None,
+    // The idle daemon runs in its own process on the first structure's directory, whose store
+    // this process must release first.
+    let structure_count = sites.len();
+    let first_dir = sites.first().map(|s| s.node.dir().to_path_buf());
+    drop(sites);
+    let idle_rss = match (&options.program, first_dir) {
+        (Some(program), Some(dir)) => idle_daemon_rss(program, &dir).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "idle daemon memory not measured");
+            None
+        }),
+        _ => None,
     };
 
     let a = federation.national.aggregate();
@@ -434,7 +434,7 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport> {
         coverage: Coverage {
             hubs_contributed: a.contributed.len(),
             structures_contributed: federation.structures_contributed,
-            structures: sites.len(),
+            structures: structure_count,
         },
         totals,
         by_region,
@@ -569,11 +569,17 @@ async fn run_federation(
             )
             .await?;
         }
+        let mut structures_contributed = 0;
         for handle in &hub_handles {
-            handle
+            let bytes = handle
                 .aggregate(period)
                 .await?
                 .map_err(|e| anyhow!("a hub's aggregate: {e}"))?;
+            structures_contributed += SignedAggregate::decode_and_verify(&bytes)
+                .map_err(|e| anyhow!("a hub's aggregate: {e}"))?
+                .aggregate()
+                .contributions
+                .len();
         }
         let hub_count = hubs.len() as u64;
         until(
@@ -616,7 +622,6 @@ async fn run_federation(
             .collect::<Result<Vec<_>>>()?;
         let by_region = answers.pop().into_iter().collect::<Vec<_>>();
         let national_totals = answers;
-        let structures_contributed = sites.len();
         Ok::<_, anyhow::Error>(Federation {
             national,
             national_totals,

@@ -303,6 +303,8 @@ struct Daemon<'a> {
     seen_checkpoints: HashMap<([u8; 32], u64), [u8; 32]>,
     relays: HashMap<u64, Relay>,
     next_relay: u64,
+    /// The last checkpoint published, not to publish it twice.
+    announced: Option<Vec<u8>>,
     metrics: Metrics,
     deadline_day: u8,
     last_deadline_check: Option<Instant>,
@@ -410,6 +412,7 @@ pub async fn run(
         seen_checkpoints: HashMap::new(),
         relays: HashMap::new(),
         next_relay: 0,
+        announced: None,
         metrics: Metrics::default(),
         deadline_day: options.deadline_day,
         last_deadline_check: None,
@@ -611,12 +614,18 @@ impl<'a> Daemon<'a> {
                 None
             }
         };
-        if let Some(checkpoint) = latest
-            && let Err(e) = self
-                .swarm
-                .behaviour_mut()
-                .gossipsub
-                .publish(checkpoint_topic(), checkpoint.to_bytes())
+        let Some(bytes) = latest.map(|c| c.to_bytes()) else {
+            return;
+        };
+        if self.announced.as_ref() == Some(&bytes) {
+            return;
+        }
+        self.announced = Some(bytes.clone());
+        if let Err(e) = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(checkpoint_topic(), bytes)
         {
             // No subscribed peer yet is normal: the checkpoint is also served on request.
             tracing::debug!(error = %e, "checkpoint not announced");
