@@ -284,9 +284,11 @@ pub fn export(
         .iter()
         .map(|c| (c.checkpoint().tree_size, (*c).clone()))
         .collect();
-    let encode = |file: &'static str| move |e: serde_json::Error| BundleError::Encode {
-        file,
-        reason: e.to_string(),
+    let encode = |file: &'static str| {
+        move |e: serde_json::Error| BundleError::Encode {
+            file,
+            reason: e.to_string(),
+        }
     };
     for index in 0..size {
         let (id, bytes) = hub.contribution_wire(index)?;
@@ -308,9 +310,9 @@ pub fn export(
         };
         leaves.push_str(&line);
         leaves.push('\n');
-        let receipt = hub
-            .receipt_with(&id, &mut known)?
-            .ok_or_else(|| BundleError::Hub(HubError::Corrupt(format!("leaf {index}: no receipt"))))?;
+        let receipt = hub.receipt_with(&id, &mut known)?.ok_or_else(|| {
+            BundleError::Hub(HubError::Corrupt(format!("leaf {index}: no receipt")))
+        })?;
         receipts.push_str(&serde_json::to_string(&receipt).map_err(encode("receipts.jsonl"))?);
         receipts.push('\n');
         let proof = hub
@@ -445,7 +447,11 @@ pub fn keep_hub_bundle(
     if target.is_dir() {
         return Ok(());
     }
-    let staging = dir.join(format!(".{}.partial-{}", aggregate.id(), std::process::id()));
+    let staging = dir.join(format!(
+        ".{}.partial-{}",
+        aggregate.id(),
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&staging);
     copy_dir(from, &staging)?;
     std::fs::rename(&staging, &target).map_err(|source| {

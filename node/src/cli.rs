@@ -1035,7 +1035,11 @@ fn accept_aggregates(args: &AcceptArgs, hub: &mut Hub<'_>) -> Result<()> {
                     out!(
                         "{} : agrégat de hub {} (index {}, reçu signé{})",
                         file.display(),
-                        if accepted.new { "accepté" } else { "déjà reçu" },
+                        if accepted.new {
+                            "accepté"
+                        } else {
+                            "déjà reçu"
+                        },
                         r.index,
                         if *is_bundle {
                             ", dossier d'audit conservé"

@@ -329,7 +329,15 @@ struct Federation {
 fn hub_node(root: &Path, name: &str) -> String {
     let dir = root.join(name).display().to_string();
     run_ok(&[
-        "init", "--dir", &dir, "--role", "hub", "--name", name, "--code-insee", "69123",
+        "init",
+        "--dir",
+        &dir,
+        "--role",
+        "hub",
+        "--name",
+        name,
+        "--code-insee",
+        "69123",
     ]);
     dir
 }
@@ -344,7 +352,14 @@ fn federation() -> Federation {
     ];
     let national = root.join("national").display().to_string();
     run_ok(&[
-        "init", "--dir", &national, "--role", "national", "--name", "National", "--code-insee",
+        "init",
+        "--dir",
+        &national,
+        "--role",
+        "national",
+        "--name",
+        "National",
+        "--code-insee",
         "75056",
     ]);
     for hub in &hubs {
@@ -355,7 +370,14 @@ fn federation() -> Federation {
         let hub = &hubs[h];
         let mut args = vec!["accept", "--dir", hub.as_str()];
         for &s in members {
-            run_ok(&["members", "add", "--dir", hub, "--from-node", &w.structures[s]]);
+            run_ok(&[
+                "members",
+                "add",
+                "--dir",
+                hub,
+                "--from-node",
+                &w.structures[s],
+            ]);
             args.push(&w.releases[s]);
         }
         run_ok(&args);
@@ -400,7 +422,14 @@ fn national_bundle(f: &Federation) -> String {
     run_ok(&["aggregate", "--dir", &f.national, "--period", "2026-09"]);
     let bundle = f.w.root.join("national-bundle").display().to_string();
     run_ok(&[
-        "log", "export", "--dir", &f.national, "--period", "2026-09", "--out", &bundle,
+        "log",
+        "export",
+        "--dir",
+        &f.national,
+        "--period",
+        "2026-09",
+        "--out",
+        &bundle,
     ]);
     bundle
 }
@@ -426,7 +455,10 @@ fn national_total_is_the_sum_of_hub_aggregates_and_of_releases() {
     let mut contributed = vec![hub_keys[0].clone(), hub_keys[1].clone()];
     contributed.sort();
     assert_eq!(national["coverage"]["contributed"], json!(contributed));
-    assert_eq!(national["coverage"]["missing"], json!([hub_keys[2].clone()]));
+    assert_eq!(
+        national["coverage"]["missing"],
+        json!([hub_keys[2].clone()])
+    );
 
     let hub_aggregates: Vec<Value> = f
         .bundles
@@ -445,13 +477,19 @@ fn national_total_is_the_sum_of_hub_aggregates_and_of_releases() {
         .map(|r| serde_json::from_str(&std::fs::read_to_string(r).expect("release")).expect("json"))
         .collect();
     let total = cells_by_name(&national);
-    let (a, b) = (cells_by_name(&hub_aggregates[0]), cells_by_name(&hub_aggregates[1]));
+    let (a, b) = (
+        cells_by_name(&hub_aggregates[0]),
+        cells_by_name(&hub_aggregates[1]),
+    );
     assert!(!total.is_empty());
     for (name, (sum, variance)) in &total {
         let (sa, va) = a.get(name).copied().unwrap_or((0, 0.0));
         let (sb, vb) = b.get(name).copied().unwrap_or((0, 0.0));
         assert_eq!(*sum, sa + sb, "{name}");
-        assert!((variance - (va + vb)).abs() <= 1e-9 * variance.abs().max(1.0), "{name}");
+        assert!(
+            (variance - (va + vb)).abs() <= 1e-9 * variance.abs().max(1.0),
+            "{name}"
+        );
         // And the sum of every structure's noisy value.
         let from_releases: i64 = releases
             .iter()
@@ -473,12 +511,31 @@ fn national_total_is_the_sum_of_hub_aggregates_and_of_releases() {
 fn non_member_hub_is_refused_by_the_national_node() {
     let f = federation();
     let outsider = hub_node(&f.w.root, "hub-d");
-    run_ok(&["members", "add", "--dir", &outsider, "--from-node", &f.w.structures[0]]);
+    run_ok(&[
+        "members",
+        "add",
+        "--dir",
+        &outsider,
+        "--from-node",
+        &f.w.structures[0],
+    ]);
     run_ok(&["accept", "--dir", &outsider, &f.w.releases[0]]);
     let aggregate = f.w.root.join("outsider.json");
-    let text = run_ok(&["aggregate", "--dir", &outsider, "--period", "2026-09", "--json"]);
+    let text = run_ok(&[
+        "aggregate",
+        "--dir",
+        &outsider,
+        "--period",
+        "2026-09",
+        "--json",
+    ]);
     std::fs::write(&aggregate, text).expect("write");
-    let err = run_err(&["accept", "--dir", &f.national, &aggregate.display().to_string()]);
+    let err = run_err(&[
+        "accept",
+        "--dir",
+        &f.national,
+        &aggregate.display().to_string(),
+    ]);
     assert!(err.contains("not a member"), "{err}");
     // A hub does not take aggregates, and the national node does not take releases.
     let err = run_err(&["accept", "--dir", &f.national, &f.w.releases[0]]);
@@ -491,12 +548,31 @@ fn equivocating_hub_is_caught_by_the_national_node_and_its_auditor() {
     let bundle = national_bundle(&f);
     assert_eq!(audit_json(&bundle)["ok"], json!(true));
     // Hub B takes one more structure and signs a second, different aggregate for 2026-09.
-    run_ok(&["members", "add", "--dir", &f.hubs[1], "--from-node", &f.w.structures[1]]);
+    run_ok(&[
+        "members",
+        "add",
+        "--dir",
+        &f.hubs[1],
+        "--from-node",
+        &f.w.structures[1],
+    ]);
     run_ok(&["accept", "--dir", &f.hubs[1], &f.w.releases[1]]);
     let second = f.w.root.join("second-aggregate.json");
-    let text = run_ok(&["aggregate", "--dir", &f.hubs[1], "--period", "2026-09", "--json"]);
+    let text = run_ok(&[
+        "aggregate",
+        "--dir",
+        &f.hubs[1],
+        "--period",
+        "2026-09",
+        "--json",
+    ]);
     std::fs::write(&second, text).expect("write");
-    let err = run_err(&["accept", "--dir", &f.national, &second.display().to_string()]);
+    let err = run_err(&[
+        "accept",
+        "--dir",
+        &f.national,
+        &second.display().to_string(),
+    ]);
     assert!(err.contains("equivocation"), "{err}");
     // The same first aggregate again: acknowledged, stored once.
     let again = run_json(&["accept", "--dir", &f.national, "--json", &f.bundles[1]]);
@@ -505,15 +581,21 @@ fn equivocating_hub_is_caught_by_the_national_node_and_its_auditor() {
 
     let out = f.w.root.join("national-bundle-2").display().to_string();
     run_ok(&[
-        "log", "export", "--dir", &f.national, "--period", "2026-09", "--out", &out,
+        "log",
+        "export",
+        "--dir",
+        &f.national,
+        "--period",
+        "2026-09",
+        "--out",
+        &out,
     ]);
     let report = audit_json(&out);
     assert_eq!(report["ok"], json!(false));
     let findings = report["findings"].as_array().cloned().unwrap_or_default();
     assert!(
-        findings
-            .iter()
-            .any(|f| f["kind"] == json!("equivocation") && f["location"] == json!("equivocations.json[0]")),
+        findings.iter().any(|f| f["kind"] == json!("equivocation")
+            && f["location"] == json!("equivocations.json[0]")),
         "{report}"
     );
 }
@@ -529,7 +611,11 @@ fn tampering_anywhere_in_the_national_chain_fails_the_audit_precisely() {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     assert_eq!(hub_dirs.len(), 2);
-    let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
 
     let check = |edit: &dyn Fn(&Path), kind: &str, location: &str| {
         let copy = f.w.root.join(format!("tampered-{}", kind));
@@ -541,7 +627,9 @@ fn tampering_anywhere_in_the_national_chain_fails_the_audit_precisely() {
         let findings = report["findings"].as_array().cloned().unwrap_or_default();
         assert!(
             findings.iter().any(|x| x["kind"] == json!(kind)
-                && x["location"].as_str().is_some_and(|l| l.starts_with(location))),
+                && x["location"]
+                    .as_str()
+                    .is_some_and(|l| l.starts_with(location))),
             "expected {kind} at {location}: {report}"
         );
     };

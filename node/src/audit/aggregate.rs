@@ -227,8 +227,7 @@ impl Auditor {
             None => {
                 for (key, sum) in &log.sums {
                     let name = cell_name(sum.indicator, sum.category.as_deref());
-                    let estimate =
-                        combine(sum.summands.iter().copied()).map_err(|e| e.to_string());
+                    let estimate = combine(sum.summands.iter().copied()).map_err(|e| e.to_string());
                     expected.insert(*key, (name, estimate, sum.summands.len()));
                 }
             }

@@ -219,7 +219,8 @@ fn build_checkpoint(
         .map_err(|_| "signer is not 64 hexadecimal digits".to_owned())?;
     let signer = match (hub, hub_bytes) {
         (Some(hub), Some(bytes)) if *bytes == signer => *hub,
-        _ => VerifyingKey::from_bytes(&signer).map_err(|_| "signer is not an ed25519 key".to_owned())?,
+        _ => VerifyingKey::from_bytes(&signer)
+            .map_err(|_| "signer is not an ed25519 key".to_owned())?,
     };
     let mut root = [0u8; 32];
     hex::decode_to_slice(&c.root, &mut root)
@@ -454,7 +455,10 @@ impl Auditor {
     /// inclusion proof. Receipts are read as plain JSON and their checkpoints compared by bytes:
     /// the hub's key is decoded once (from the manifest) and each distinct checkpoint is built
     /// and its signature verified once, however many receipts share it.
-    fn receipts(&mut self, leaves: &[Option<Leaf>]) -> (Vec<Option<ReleaseId>>, ReceiptCheckpoints) {
+    fn receipts(
+        &mut self,
+        leaves: &[Option<Leaf>],
+    ) -> (Vec<Option<ReleaseId>>, ReceiptCheckpoints) {
         let leaves_file = self.leaves_file;
         let hub = self.hub;
         let hub_bytes = hub.map(|k| k.to_bytes());
@@ -494,7 +498,10 @@ impl Auditor {
             // The checkpoint: known already (by its JSON fields), or built and verified now.
             let c = &parsed.checkpoint;
             let checkpoint = match seen.by_text.get(c) {
-                Some(&n) => seen.list.get(n).map(|(checkpoint, ok)| (checkpoint.clone(), *ok)),
+                Some(&n) => seen
+                    .list
+                    .get(n)
+                    .map(|(checkpoint, ok)| (checkpoint.clone(), *ok)),
                 None => {
                     let built = build_checkpoint(c, hub.as_ref(), hub_bytes.as_ref());
                     match built {
@@ -510,7 +517,9 @@ impl Auditor {
                                 FindingKind::Malformed,
                                 format!("{at} checkpoint"),
                                 None,
-                                format!("the receipt's checkpoint is not a valid signed checkpoint: {e}"),
+                                format!(
+                                    "the receipt's checkpoint is not a valid signed checkpoint: {e}"
+                                ),
                             );
                             None
                         }
@@ -633,7 +642,12 @@ impl Auditor {
             let proof = match hashes(&parsed.proof) {
                 Ok(proof) => proof,
                 Err(e) => {
-                    auditor.find(FindingKind::BadInclusionProof, format!("{at} proof"), Some(&signer), e);
+                    auditor.find(
+                        FindingKind::BadInclusionProof,
+                        format!("{at} proof"),
+                        Some(&signer),
+                        e,
+                    );
                     return;
                 }
             };
@@ -679,7 +693,9 @@ impl Auditor {
             }
             let c = checkpoint.checkpoint();
             let at = format!("{} checkpoint", line_of(files::RECEIPTS, line));
-            if self.hub.is_some_and(|hub| hub != c.signer) || self.origin.as_ref().is_some_and(|o| *o != c.origin) {
+            if self.hub.is_some_and(|hub| hub != c.signer)
+                || self.origin.as_ref().is_some_and(|o| *o != c.origin)
+            {
                 continue;
             }
             match log.checkpoints.get(&c.tree_size) {
@@ -1062,8 +1078,7 @@ impl Auditor {
                     None,
                     format!(
                         "an inclusion proof of leaf {}, beyond the {len} releases of {}",
-                        p.index,
-                        leaves_file
+                        p.index, leaves_file
                     ),
                 );
                 continue;

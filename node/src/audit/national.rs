@@ -33,7 +33,12 @@ impl Auditor {
             Default::default();
         let file = files::CONTRIBUTIONS;
         let flush = |auditor: &mut Auditor,
-                     pending: &mut (Vec<Vec<u8>>, Vec<Signature>, Vec<VerifyingKey>, Vec<usize>)|
+                     pending: &mut (
+            Vec<Vec<u8>>,
+            Vec<Signature>,
+            Vec<VerifyingKey>,
+            Vec<usize>,
+        )|
          -> u64 {
             let results = verify_all(&pending.0, &pending.1, &pending.2);
             let mut good = 0;
@@ -91,7 +96,11 @@ impl Auditor {
                     ),
                 );
             }
-            let message = [AGGREGATE_SIGNING_DOMAIN, signed.canonical_aggregate().as_slice()].concat();
+            let message = [
+                AGGREGATE_SIGNING_DOMAIN,
+                signed.canonical_aggregate().as_slice(),
+            ]
+            .concat();
             let id = ReleaseId::from_bytes(Sha256::digest(&message).into());
             let described = format!("hub aggregate {id} of {shown} for {}", a.period);
             if a.level != Level::Hub {
@@ -99,7 +108,10 @@ impl Auditor {
                     FindingKind::NotAMember,
                     format!("{at} aggregate.level"),
                     Some(&signer),
-                    format!("{described} is of level {}; the national log holds hub aggregates only", a.level),
+                    format!(
+                        "{described} is of level {}; the national log holds hub aggregates only",
+                        a.level
+                    ),
                 );
             }
             if auditor.members_read {
@@ -193,7 +205,9 @@ impl Auditor {
                         FindingKind::InvalidEquivocationProof,
                         at,
                         None,
-                        format!("not a pair {{\"first\", \"second\"}} of signed hub aggregates: {e}"),
+                        format!(
+                            "not a pair {{\"first\", \"second\"}} of signed hub aggregates: {e}"
+                        ),
                     );
                     continue;
                 }
@@ -207,7 +221,10 @@ impl Auditor {
             } else if a.signer != b.signer {
                 Some("the two aggregates have different signers".to_owned())
             } else if a.period != b.period {
-                Some(format!("the two aggregates are for {} and {}", a.period, b.period))
+                Some(format!(
+                    "the two aggregates are for {} and {}",
+                    a.period, b.period
+                ))
             } else if line.first.id() == line.second.id() {
                 Some("the two aggregates are one aggregate".to_owned())
             } else if a.level != Level::Hub || b.level != Level::Hub {

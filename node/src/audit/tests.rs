@@ -516,7 +516,9 @@ fn altered_receipt_is_found() -> Result {
 
     // A changed hash of a receipt's proof.
     let bundle = self::bundle()?;
-    edit_line(&bundle, files::RECEIPTS, 1, |v| flip_hex(&mut v["proof"][0]))?;
+    edit_line(&bundle, files::RECEIPTS, 1, |v| {
+        flip_hex(&mut v["proof"][0])
+    })?;
     let report = audit(&bundle.path);
     assert!(has(
         &report,
@@ -537,7 +539,10 @@ fn altered_receipt_is_found() -> Result {
         }
     })?;
     let report = audit(&bundle.path);
-    assert!(has(&report, FindingKind::Fork, "receipts.jsonl:1 checkpoint"), "{report}");
+    assert!(
+        has(&report, FindingKind::Fork, "receipts.jsonl:1 checkpoint"),
+        "{report}"
+    );
 
     let bundle = self::bundle()?;
     let mut all = lines(&bundle, files::RECEIPTS)?;
