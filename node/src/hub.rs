@@ -4,16 +4,19 @@
 //! ([`Hub::accept_aggregates`]): its log's leaves are aggregate ids, and its aggregate sums the
 //! hubs' aggregates.
 //!
-//! State lives in the node's sled database:
-//! - `hub_log`: leaf index (u64 BE) → contribution id (release id, or aggregate id at national
+//! State lives in the node's sled database, in one tree `hub_state` whose keys start with a
+//! table's byte (so that a batch is one atomic `apply_batch`):
+//! - `L`: leaf index (u64 BE) → contribution id (release id, or aggregate id at national
 //!   level); the leaves are `contribution_leaf_hash(id)`
-//! - `hub_releases`: release id → the signed release's wire bytes (hub)
-//! - `national_aggregates`: aggregate id → the hub's signed aggregate's wire bytes (national)
-//! - `hub_by_signer`: signer key ‖ `YYYY-MM` → id (one contribution per member and period)
-//! - `hub_index`: id → leaf index (u64 BE) ‖ size of the checkpoint its receipt names (u64 BE)
-//! - `hub_checkpoints`: tree size (u64 BE) → the signed checkpoint's wire bytes
-//! - `hub_equivocations`: signer key ‖ `YYYY-MM` ‖ second id → the refused contribution's bytes
-//! - `hub_aggregates`: `YYYY-MM` ‖ tree size (u64 BE) → this node's signed aggregate
+//! - `R`: release id → the signed release's wire bytes (hub)
+//! - `A`: aggregate id → the hub's signed aggregate's wire bytes (national)
+//! - `S`: signer key ‖ `YYYY-MM` → id (one contribution per member and period)
+//! - `I`: id → leaf index (u64 BE) ‖ size of the checkpoint its receipt names (u64 BE)
+//! - `C`: tree size (u64 BE) → the signed checkpoint's wire bytes
+//! - `E`: signer key ‖ `YYYY-MM` ‖ second id → the refused contribution's bytes
+//!
+//! and in the tree `hub_aggregates`: `YYYY-MM` ‖ tree size (u64 BE) → this node's signed
+//! aggregate.
 //!
 //! # Ingest
 //!
@@ -21,7 +24,7 @@
 //! ([`crate::audit::verify_all`]: one `verify_batch`, bisected only if it fails), checked
 //! against the member list and the policy, and the new contributions appended. Then the hub
 //! signs **one** checkpoint of the grown log, writes the contributions, their index entries and
-//! that checkpoint in one sled transaction, and flushes once. Only then are receipts returned:
+//! that checkpoint in one atomic sled batch, and flushes once. Only then are receipts returned:
 //! each is that signed checkpoint with the contribution's leaf index and inclusion proof
 //! ([`SignedReceipt`]), so a receipt always names a leaf that is durably in the log, and a batch
 //! costs one signature and one flush whatever its size. A resent contribution gets its original
@@ -40,8 +43,6 @@ use maillage_protocol::merkle::MerkleLog;
 use maillage_protocol::release::{Mechanism, SIGNING_DOMAIN};
 use maillage_protocol::{Period, ReleaseId, SignedRelease};
 use sha2::{Digest, Sha256};
-use sled::Transactional;
-use sled::transaction::TransactionError;
 
 use crate::config::Role;
 use crate::members::{Members, MembersError};
@@ -213,15 +214,55 @@ pub struct Hub<'a> {
     origin: String,
 }
 
+/// The hub's tables, each a key prefix of the one sled tree `hub_state`, so that a batch is
+/// written with one atomic `apply_batch` (much cheaper than a transaction over several trees).
 #[derive(Debug, Clone)]
 struct Trees {
-    log: sled::Tree,
+    state: sled::Tree,
+    log: Table,
     /// Release bytes (hub) or hub aggregate bytes (national), by id.
-    contents: sled::Tree,
-    by_signer: sled::Tree,
-    index: sled::Tree,
-    checkpoints: sled::Tree,
-    equivocations: sled::Tree,
+    contents: Table,
+    by_signer: Table,
+    index: Table,
+    checkpoints: Table,
+    equivocations: Table,
+}
+
+/// One table of `hub_state`: its keys are the prefix byte then the table's own key.
+#[derive(Debug, Clone)]
+struct Table {
+    tree: sled::Tree,
+    prefix: u8,
+}
+
+impl Table {
+    fn key(&self, key: impl AsRef<[u8]>) -> Vec<u8> {
+        let key = key.as_ref();
+        let mut full = Vec::with_capacity(1 + key.len());
+        full.push(self.prefix);
+        full.extend_from_slice(key);
+        full
+    }
+
+    fn get(&self, key: impl AsRef<[u8]>) -> sled::Result<Option<sled::IVec>> {
+        self.tree.get(self.key(key))
+    }
+
+    fn insert(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> sled::Result<()> {
+        self.tree.insert(self.key(key), value.as_ref()).map(|_| ())
+    }
+
+    /// Adds an insert of this table to `batch`.
+    fn put(&self, batch: &mut sled::Batch, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        batch.insert(self.key(key), value.as_ref());
+    }
+
+    /// The table's entries by key, the prefix stripped.
+    fn iter(&self) -> impl DoubleEndedIterator<Item = sled::Result<(Vec<u8>, sled::IVec)>> {
+        self.tree
+            .scan_prefix([self.prefix])
+            .map(|entry| entry.map(|(k, v)| (k.get(1..).unwrap_or_default().to_vec(), v)))
+    }
 }
 
 fn signer_period_key(signer: &VerifyingKey, period: Period) -> Vec<u8> {
@@ -263,17 +304,19 @@ impl<'a> Hub<'a> {
             return Err(HubError::NotAHub { role });
         }
         let store = &node.store;
+        let state = store.tree("hub_state")?;
+        let table = |prefix: u8| Table {
+            tree: state.clone(),
+            prefix,
+        };
         let trees = Trees {
-            log: store.tree("hub_log")?,
-            contents: store.tree(if role == Role::National {
-                "national_aggregates"
-            } else {
-                "hub_releases"
-            })?,
-            by_signer: store.tree("hub_by_signer")?,
-            index: store.tree("hub_index")?,
-            checkpoints: store.tree("hub_checkpoints")?,
-            equivocations: store.tree("hub_equivocations")?,
+            log: table(b'L'),
+            contents: table(if role == Role::National { b'A' } else { b'R' }),
+            by_signer: table(b'S'),
+            index: table(b'I'),
+            checkpoints: table(b'C'),
+            equivocations: table(b'E'),
+            state,
         };
         let mut log = MerkleLog::new();
         for (expected, entry) in trees.log.iter().enumerate() {
@@ -327,7 +370,7 @@ impl<'a> Hub<'a> {
 
     /// Checks, appends and acknowledges a batch of signed releases (wire bytes) at a hub.
     /// Signatures are verified as a batch; the accepted releases and one signed checkpoint of
-    /// the grown log are written in one transaction and flushed before this returns, and each
+    /// the grown log are written in one atomic batch and flushed before this returns, and each
     /// receipt is that checkpoint with the release's index and inclusion proof.
     pub fn accept_batch(
         &mut self,
@@ -583,33 +626,26 @@ impl<'a> Hub<'a> {
             let size = self.log.len();
             let checkpoint_bytes = checkpoint.as_ref().map(SignedCheckpoint::to_bytes);
             let t = &self.trees;
-            let written = (
-                &t.log,
-                &t.contents,
-                &t.by_signer,
-                &t.index,
-                &t.checkpoints,
-                &t.equivocations,
-            )
-                .transaction(|(log, contents, by_signer, index, checkpoints, equivs)| {
-                    for a in &appended {
-                        log.insert(&a.index.to_be_bytes(), a.id.as_bytes())?;
-                        contents.insert(a.id.as_bytes(), a.bytes.as_slice())?;
-                        by_signer.insert(a.key.as_slice(), a.id.as_bytes())?;
-                        index.insert(a.id.as_bytes(), &index_entry(a.index, size))?;
-                    }
-                    if let Some(bytes) = &checkpoint_bytes {
-                        checkpoints.insert(&size.to_be_bytes(), bytes.as_slice())?;
-                    }
-                    for (key, bytes) in &equivocations {
-                        equivs.insert(key.as_slice(), bytes.as_slice())?;
-                    }
-                    Ok(())
-                })
-                .map_err(|e: TransactionError<()>| match e {
-                    TransactionError::Abort(()) => HubError::Corrupt("transaction aborted".into()),
-                    TransactionError::Storage(e) => HubError::Sled(e),
-                })
+            // One atomic batch: after a crash, either all of it is there or none.
+            let mut batch = sled::Batch::default();
+            for a in &appended {
+                t.log
+                    .put(&mut batch, a.index.to_be_bytes(), a.id.as_bytes());
+                t.contents.put(&mut batch, a.id.as_bytes(), &a.bytes);
+                t.by_signer.put(&mut batch, &a.key, a.id.as_bytes());
+                t.index
+                    .put(&mut batch, a.id.as_bytes(), index_entry(a.index, size));
+            }
+            if let Some(bytes) = &checkpoint_bytes {
+                t.checkpoints.put(&mut batch, size.to_be_bytes(), bytes);
+            }
+            for (key, bytes) in &equivocations {
+                t.equivocations.put(&mut batch, key, bytes);
+            }
+            let written = t
+                .state
+                .apply_batch(batch)
+                .map_err(HubError::Sled)
                 .and_then(|()| Ok(self.node.store.flush()?));
             if let Err(e) = written {
                 self.log.truncate(start);

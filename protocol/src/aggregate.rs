@@ -564,7 +564,7 @@ fn excerpt(s: &str) -> String {
 
 /// Refuses keys in a non-canonical encoding or of small order (as releases do).
 fn check_key(field: impl fmt::Display, key: &VerifyingKey) -> Result<(), AggregateError> {
-    let reason = if VerifyingKey::from(key.to_edwards()).as_bytes() != key.as_bytes() {
+    let reason = if !crate::checkpoint::is_canonical_point_encoding(key.as_bytes()) {
         "the point is not in its canonical encoding"
     } else if key.is_weak() {
         "the point has small order, so signatures by it prove nothing"

@@ -560,7 +560,9 @@ fn excerpt(s: &str) -> String {
 }
 
 fn check_signer(key: &VerifyingKey) -> Result<(), ReleaseError> {
-    let reason = if VerifyingKey::from(key.to_edwards()).as_bytes() != key.as_bytes() {
+    // Compared on the bytes (see `checkpoint::is_canonical_point_encoding`): the same answer as
+    // re-encoding the decoded point, without its field inversion.
+    let reason = if !crate::checkpoint::is_canonical_point_encoding(key.as_bytes()) {
         "the point is not in its canonical encoding"
     } else if key.is_weak() {
         "the point has small order, so signatures by it prove nothing"

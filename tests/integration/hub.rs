@@ -276,7 +276,11 @@ fn an_untouched_bundle_passes_and_tampered_copies_fail() {
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for entry in std::fs::read_dir(from).expect("read dir").flatten() {
-        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+        }
     }
 }
 
@@ -310,4 +314,373 @@ fn flip_hex_after(text: &str, key: &str) -> String {
     let c = text.as_bytes()[at];
     let replacement = if c == b'0' { '1' } else { '0' };
     format!("{}{}{}", &text[..at], replacement, &text[at + 1..])
+}
+
+/// A national federation through the real program: hub A (structures 0 and 1), hub B
+/// (structure 2), hub C (a member that never contributes), each structure releasing 2026-09.
+/// A and B aggregate and export their bundles; the national node accepts the bundles.
+struct Federation {
+    w: World,
+    national: String,
+    hubs: Vec<String>,
+    bundles: Vec<String>,
+}
+
+fn hub_node(root: &Path, name: &str) -> String {
+    let dir = root.join(name).display().to_string();
+    run_ok(&[
+        "init",
+        "--dir",
+        &dir,
+        "--role",
+        "hub",
+        "--name",
+        name,
+        "--code-insee",
+        "69123",
+    ]);
+    dir
+}
+
+fn federation() -> Federation {
+    let w = world(0);
+    let root = w.root.clone();
+    let hubs = vec![
+        hub_node(&root, "hub-a"),
+        hub_node(&root, "hub-b"),
+        hub_node(&root, "hub-c"),
+    ];
+    let national = root.join("national").display().to_string();
+    run_ok(&[
+        "init",
+        "--dir",
+        &national,
+        "--role",
+        "national",
+        "--name",
+        "National",
+        "--code-insee",
+        "75056",
+    ]);
+    for hub in &hubs {
+        run_ok(&["members", "add", "--dir", &national, "--from-node", hub]);
+    }
+    let mut bundles = Vec::new();
+    for (h, members) in [(0usize, &[0usize, 1][..]), (1, &[2][..])] {
+        let hub = &hubs[h];
+        let mut args = vec!["accept", "--dir", hub.as_str()];
+        for &s in members {
+            run_ok(&[
+                "members",
+                "add",
+                "--dir",
+                hub,
+                "--from-node",
+                &w.structures[s],
+            ]);
+            args.push(&w.releases[s]);
+        }
+        run_ok(&args);
+        run_ok(&["aggregate", "--dir", hub, "--period", "2026-09"]);
+        let bundle = root.join(format!("bundle-{h}")).display().to_string();
+        run_ok(&[
+            "log", "export", "--dir", hub, "--period", "2026-09", "--out", &bundle,
+        ]);
+        bundles.push(bundle);
+    }
+    Federation {
+        w,
+        national,
+        hubs,
+        bundles,
+    }
+}
+
+fn cells_by_name(aggregate: &Value) -> std::collections::BTreeMap<String, (i64, f64)> {
+    aggregate["cells"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            (
+                format!("{}/{}", c["indicator"], c["category"]),
+                (
+                    c["sum"].as_i64().unwrap_or(i64::MIN),
+                    c["variance"].as_f64().unwrap_or(f64::NAN),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn national_bundle(f: &Federation) -> String {
+    let mut args = vec!["accept", "--dir", f.national.as_str(), "--json"];
+    args.extend(f.bundles.iter().map(String::as_str));
+    let accepted = run_json(&args);
+    assert_eq!(accepted["log_size"], json!(2), "{accepted}");
+    run_ok(&["aggregate", "--dir", &f.national, "--period", "2026-09"]);
+    let bundle = f.w.root.join("national-bundle").display().to_string();
+    run_ok(&[
+        "log",
+        "export",
+        "--dir",
+        &f.national,
+        "--period",
+        "2026-09",
+        "--out",
+        &bundle,
+    ]);
+    bundle
+}
+
+#[test]
+fn national_total_is_the_sum_of_hub_aggregates_and_of_releases() {
+    let f = federation();
+    let bundle = national_bundle(&f);
+    let national: Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(&bundle).join("aggregate.json")).expect("aggregate"),
+    )
+    .expect("json");
+    assert_eq!(national["level"], json!("national"));
+    let hub_keys: Vec<String> = f
+        .hubs
+        .iter()
+        .map(|h| {
+            Identity::read(&Path::new(h).join("node.key"))
+                .expect("key")
+                .public_hex()
+        })
+        .collect();
+    let mut contributed = vec![hub_keys[0].clone(), hub_keys[1].clone()];
+    contributed.sort();
+    assert_eq!(national["coverage"]["contributed"], json!(contributed));
+    assert_eq!(
+        national["coverage"]["missing"],
+        json!([hub_keys[2].clone()])
+    );
+
+    let hub_aggregates: Vec<Value> = f
+        .bundles
+        .iter()
+        .map(|b| {
+            serde_json::from_str(
+                &std::fs::read_to_string(Path::new(b).join("aggregate.json")).expect("aggregate"),
+            )
+            .expect("json")
+        })
+        .collect();
+    let releases: Vec<Value> = f
+        .w
+        .releases
+        .iter()
+        .map(|r| serde_json::from_str(&std::fs::read_to_string(r).expect("release")).expect("json"))
+        .collect();
+    let total = cells_by_name(&national);
+    let (a, b) = (
+        cells_by_name(&hub_aggregates[0]),
+        cells_by_name(&hub_aggregates[1]),
+    );
+    assert!(!total.is_empty());
+    for (name, (sum, variance)) in &total {
+        let (sa, va) = a.get(name).copied().unwrap_or((0, 0.0));
+        let (sb, vb) = b.get(name).copied().unwrap_or((0, 0.0));
+        assert_eq!(*sum, sa + sb, "{name}");
+        assert!(
+            (variance - (va + vb)).abs() <= 1e-9 * variance.abs().max(1.0),
+            "{name}"
+        );
+        // And the sum of every structure's noisy value.
+        let from_releases: i64 = releases
+            .iter()
+            .flat_map(|r| r["cells"].as_array().cloned().unwrap_or_default())
+            .filter(|c| format!("{}/{}", c["indicator"], c["category"]) == *name)
+            .map(|c| c["value"].as_i64().unwrap_or(0))
+            .sum();
+        assert_eq!(*sum, from_releases, "{name}");
+    }
+
+    let report = audit_json(&bundle);
+    assert_eq!(report["ok"], json!(true), "{report}");
+    // 2 hub aggregates in the national log, 3 releases in the hub bundles.
+    assert_eq!(report["releases_verified"], json!(5), "{report}");
+    assert_eq!(report["national"], json!(true));
+}
+
+#[test]
+fn non_member_hub_is_refused_by_the_national_node() {
+    let f = federation();
+    let outsider = hub_node(&f.w.root, "hub-d");
+    run_ok(&[
+        "members",
+        "add",
+        "--dir",
+        &outsider,
+        "--from-node",
+        &f.w.structures[0],
+    ]);
+    run_ok(&["accept", "--dir", &outsider, &f.w.releases[0]]);
+    let aggregate = f.w.root.join("outsider.json");
+    let text = run_ok(&[
+        "aggregate",
+        "--dir",
+        &outsider,
+        "--period",
+        "2026-09",
+        "--json",
+    ]);
+    std::fs::write(&aggregate, text).expect("write");
+    let err = run_err(&[
+        "accept",
+        "--dir",
+        &f.national,
+        &aggregate.display().to_string(),
+    ]);
+    assert!(err.contains("not a member"), "{err}");
+    // A hub does not take aggregates, and the national node does not take releases.
+    let err = run_err(&["accept", "--dir", &f.national, &f.w.releases[0]]);
+    assert!(err.contains("refus"), "{err}");
+}
+
+#[test]
+fn equivocating_hub_is_caught_by_the_national_node_and_its_auditor() {
+    let f = federation();
+    let bundle = national_bundle(&f);
+    assert_eq!(audit_json(&bundle)["ok"], json!(true));
+    // Hub B takes one more structure and signs a second, different aggregate for 2026-09.
+    run_ok(&[
+        "members",
+        "add",
+        "--dir",
+        &f.hubs[1],
+        "--from-node",
+        &f.w.structures[1],
+    ]);
+    run_ok(&["accept", "--dir", &f.hubs[1], &f.w.releases[1]]);
+    let second = f.w.root.join("second-aggregate.json");
+    let text = run_ok(&[
+        "aggregate",
+        "--dir",
+        &f.hubs[1],
+        "--period",
+        "2026-09",
+        "--json",
+    ]);
+    std::fs::write(&second, text).expect("write");
+    let err = run_err(&[
+        "accept",
+        "--dir",
+        &f.national,
+        &second.display().to_string(),
+    ]);
+    assert!(err.contains("equivocation"), "{err}");
+    // The same first aggregate again: acknowledged, stored once.
+    let again = run_json(&["accept", "--dir", &f.national, "--json", &f.bundles[1]]);
+    assert_eq!(again["log_size"], json!(2));
+    assert_eq!(again["results"][0]["new"], json!(false));
+
+    let out = f.w.root.join("national-bundle-2").display().to_string();
+    run_ok(&[
+        "log",
+        "export",
+        "--dir",
+        &f.national,
+        "--period",
+        "2026-09",
+        "--out",
+        &out,
+    ]);
+    let report = audit_json(&out);
+    assert_eq!(report["ok"], json!(false));
+    let findings = report["findings"].as_array().cloned().unwrap_or_default();
+    assert!(
+        findings.iter().any(|f| f["kind"] == json!("equivocation")
+            && f["location"] == json!("equivocations.json[0]")),
+        "{report}"
+    );
+}
+
+#[test]
+fn tampering_anywhere_in_the_national_chain_fails_the_audit_precisely() {
+    let f = federation();
+    let bundle = national_bundle(&f);
+    assert_eq!(audit_json(&bundle)["ok"], json!(true));
+    let hubs_dir = Path::new(&bundle).join("hubs");
+    let hub_dirs: Vec<std::path::PathBuf> = std::fs::read_dir(&hubs_dir)
+        .expect("hubs")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    assert_eq!(hub_dirs.len(), 2);
+    let name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+
+    let check = |edit: &dyn Fn(&Path), kind: &str, location: &str| {
+        let copy = f.w.root.join(format!("tampered-{}", kind));
+        let _ = std::fs::remove_dir_all(&copy);
+        copy_dir(Path::new(&bundle), &copy);
+        edit(&copy);
+        let report = audit_json(&copy.display().to_string());
+        assert_eq!(report["ok"], json!(false), "{kind}: {report}");
+        let findings = report["findings"].as_array().cloned().unwrap_or_default();
+        assert!(
+            findings.iter().any(|x| x["kind"] == json!(kind)
+                && x["location"]
+                    .as_str()
+                    .is_some_and(|l| l.starts_with(location))),
+            "expected {kind} at {location}: {report}"
+        );
+    };
+    // A release value inside a hub bundle.
+    let first = name(&hub_dirs[0]);
+    check(
+        &|dir| {
+            let path = dir.join("hubs").join(&first).join("releases.jsonl");
+            let text = std::fs::read_to_string(&path).expect("releases");
+            std::fs::write(&path, replace_first_number_after(&text, "\"value\"")).expect("write");
+        },
+        "bad_signature",
+        &format!("hubs/{first}/releases.jsonl:1"),
+    );
+    // A national cell.
+    check(
+        &|dir| {
+            let path = dir.join("aggregate.json");
+            let text = std::fs::read_to_string(&path).expect("aggregate");
+            std::fs::write(&path, replace_first_number_after(&text, "\"sum\"")).expect("write");
+        },
+        "bad_signature",
+        "aggregate.json signature",
+    );
+    // A hub aggregate in the national log.
+    check(
+        &|dir| {
+            let path = dir.join("contributions.jsonl");
+            let text = std::fs::read_to_string(&path).expect("contributions");
+            std::fs::write(&path, replace_first_number_after(&text, "\"sum\"")).expect("write");
+        },
+        "bad_signature",
+        "contributions.jsonl:1 aggregate.signature",
+    );
+    // A hub bundle removed: the chain is broken.
+    let second = name(&hub_dirs[1]);
+    check(
+        &|dir| {
+            let _ = std::fs::remove_dir_all(dir.join("hubs").join(&second));
+        },
+        "missing_hub_bundle",
+        &format!("hubs/{second}"),
+    );
+    // A national receipt's proof.
+    check(
+        &|dir| {
+            let path = dir.join("receipts.jsonl");
+            let text = std::fs::read_to_string(&path).expect("receipts");
+            std::fs::write(&path, flip_hex_after(&text, "\"proof\"")).expect("write");
+        },
+        "bad_inclusion_proof",
+        "receipts.jsonl:1 proof",
+    );
 }

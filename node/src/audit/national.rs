@@ -14,6 +14,9 @@ use super::log::{Leaf, Releases, for_each_line, line_of};
 use super::{Auditor, BATCH, FindingKind, contributing_role, files, hex_key, verify_all};
 use crate::bundle::{AggregateEquivocationLine, AggregateLine, HUBS_DIR};
 
+/// Messages, signatures, keys and leaf positions waiting for one batch verification.
+type Pending = (Vec<Vec<u8>>, Vec<Signature>, Vec<VerifyingKey>, Vec<usize>);
+
 impl Auditor {
     /// Step 2 for a national bundle: every hub aggregate of `contributions.jsonl`. Its
     /// signature is verified (in batches), its level must be `hub`, its signer a member hub; no
@@ -29,17 +32,9 @@ impl Auditor {
         let mut kept = Vec::new();
         let mut by_id: HashMap<ReleaseId, usize> = HashMap::new();
         let mut by_signer: HashMap<([u8; 32], Period), (usize, ReleaseId)> = HashMap::new();
-        let mut pending: (Vec<Vec<u8>>, Vec<Signature>, Vec<VerifyingKey>, Vec<usize>) =
-            Default::default();
+        let mut pending = Pending::default();
         let file = files::CONTRIBUTIONS;
-        let flush = |auditor: &mut Auditor,
-                     pending: &mut (
-            Vec<Vec<u8>>,
-            Vec<Signature>,
-            Vec<VerifyingKey>,
-            Vec<usize>,
-        )|
-         -> u64 {
+        let flush = |auditor: &mut Auditor, pending: &mut Pending| -> u64 {
             let results = verify_all(&pending.0, &pending.1, &pending.2);
             let mut good = 0;
             for ((ok, key), position) in results.into_iter().zip(&pending.2).zip(&pending.3) {

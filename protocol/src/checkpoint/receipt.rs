@@ -108,15 +108,15 @@ impl SignedReceipt {
         index: u64,
     ) -> Result<Self, CheckpointError> {
         let size = checkpoint.checkpoint().tree_size;
-        let proof = log
-            .inclusion_proof(index, size)
-            .map_err(|reason| CheckpointError::NotIncluded {
-                origin: checkpoint.checkpoint().origin.clone(),
-                leaf_hash: contribution_leaf_hash(&release_id),
-                index,
-                tree_size: size,
-                reason: Box::new(reason),
-            })?;
+        let proof =
+            log.inclusion_proof(index, size)
+                .map_err(|reason| CheckpointError::NotIncluded {
+                    origin: checkpoint.checkpoint().origin.clone(),
+                    leaf_hash: contribution_leaf_hash(&release_id),
+                    index,
+                    tree_size: size,
+                    reason: Box::new(reason),
+                })?;
         Self::new(checkpoint, release_id, index, proof)
     }
 

@@ -674,7 +674,11 @@ fn malformed_json_is_refused_precisely() -> TestResult {
     j["version"] = 1.into();
     assert!(matches!(
         SignedReceipt::from_json(&j.to_string()),
-        Err(CheckpointError::UnsupportedVersion { found: 1, supported: 2, .. })
+        Err(CheckpointError::UnsupportedVersion {
+            found: 1,
+            supported: 2,
+            ..
+        })
     ));
     j["version"] = 2.into();
     j["checkpoint"]["tree_size"] = 19.into();
@@ -787,7 +791,12 @@ fn receipt_with_another_checkpoint_is_refused() -> TestResult {
     let (_, id, index, proof) = receipt.into_parts();
     // Another hub's checkpoint of the same tree: its own signature verifies, and the receipt
     // then names that hub, not the first.
-    let other = SignedReceipt::new(signed_checkpoint(&key(2), &log, 4)?, id, index, proof.clone())?;
+    let other = SignedReceipt::new(
+        signed_checkpoint(&key(2), &log, 4)?,
+        id,
+        index,
+        proof.clone(),
+    )?;
     assert_eq!(other.receipt().hub, key(2).verifying_key());
     // A checkpoint too small to hold the leaf.
     let small = signed_checkpoint(&hub, &log, 2)?;
