@@ -81,7 +81,7 @@ struct Person {
 /// The month `period` of structure `s`: the same records for the same seed, whatever else runs.
 pub fn month(s: &Structure, period: Period) -> Vec<Activity> {
     let mut rng = ChaCha8Rng::seed_from_u64(s.seed);
-    // Month-to-month variation around the structure's mean: ±20%, at least one activity.
+    // Month-to-month variation around the structure's mean (σ = 10%), at least one activity.
     let n = ((s.activities_per_month * (1.0 + 0.1 * standard_normal(&mut rng))).round() as i64)
         .max(1) as usize;
     let pool = (n / 2).max(4);
@@ -89,7 +89,11 @@ pub fn month(s: &Structure, period: Period) -> Vec<Activity> {
         .map(|_| Person {
             genre: pick(
                 &mut rng,
-                &[(Genre::Feminin, 52), (Genre::Masculin, 45), (Genre::NonCommunique, 3)],
+                &[
+                    (Genre::Feminin, 52),
+                    (Genre::Masculin, 45),
+                    (Genre::NonCommunique, 3),
+                ],
             ),
             age: pick(&mut rng, AGES),
             status: pick(&mut rng, STATUSES),
@@ -125,12 +129,29 @@ pub fn month(s: &Structure, period: Period) -> Vec<Activity> {
                     (None, 20),
                 ],
             );
-            let d = pick(&mut rng, &[(60u32, 30), (90, 30), (120, 30), (180, 8), (300, 2)]);
-            (ActivityType::Collectif, d, rng.random_range(3..=12usize), level)
+            let d = pick(
+                &mut rng,
+                &[(60u32, 30), (90, 30), (120, 30), (180, 8), (300, 2)],
+            );
+            (
+                ActivityType::Collectif,
+                d,
+                rng.random_range(3..=12usize),
+                level,
+            )
         } else {
             let d = pick(
                 &mut rng,
-                &[(15u32, 10), (20, 10), (30, 30), (45, 20), (60, 20), (90, 7), (120, 2), (300, 1)],
+                &[
+                    (15u32, 10),
+                    (20, 10),
+                    (30, 30),
+                    (45, 20),
+                    (60, 20),
+                    (90, 7),
+                    (120, 2),
+                    (300, 1),
+                ],
             );
             (ActivityType::Individuel, d, 1, None)
         };
@@ -153,7 +174,9 @@ pub fn month(s: &Structure, period: Period) -> Vec<Activity> {
             let mut themes: Vec<Thematique> = if collective {
                 workshop_themes.clone()
             } else {
-                (0..rng.random_range(1..=4)).map(|_| pick(&mut rng, THEMES)).collect()
+                (0..rng.random_range(1..=4))
+                    .map(|_| pick(&mut rng, THEMES))
+                    .collect()
             };
             if themes.contains(&Thematique::AideAuxDemarchesAdministratives) {
                 let admin = Thematique::administrative();
@@ -171,7 +194,14 @@ pub fn month(s: &Structure, period: Period) -> Vec<Activity> {
                     (&[Materiel::Telephone][..], 35),
                     (&[Materiel::Ordinateur], 30),
                     (&[Materiel::Ordinateur, Materiel::Telephone], 15),
-                    (&[Materiel::Ordinateur, Materiel::Telephone, Materiel::Tablette], 3),
+                    (
+                        &[
+                            Materiel::Ordinateur,
+                            Materiel::Telephone,
+                            Materiel::Tablette,
+                        ],
+                        3,
+                    ),
                     (&[Materiel::Tablette], 10),
                     (&[Materiel::Aucun], 4),
                     (&[Materiel::Autre], 3),
@@ -217,7 +247,10 @@ pub fn month(s: &Structure, period: Period) -> Vec<Activity> {
                     materiel: materiel.to_vec(),
                     autonomie,
                     oriented,
-                    genre: Some(pick(&mut rng, &[(Genre::Feminin, 52), (Genre::Masculin, 48)])),
+                    genre: Some(pick(
+                        &mut rng,
+                        &[(Genre::Feminin, 52), (Genre::Masculin, 48)],
+                    )),
                     tranche_age: Some(pick(&mut rng, AGES)),
                     statut_social: Some(pick(&mut rng, STATUSES)),
                     residence: None,

@@ -59,7 +59,15 @@ pub struct Detection {
 fn hubs_with_members(world: &World, k: usize) -> Vec<(usize, Vec<usize>)> {
     let mut hubs: Vec<(usize, Vec<usize>)> = (0..world.france.hubs.len())
         .map(|h| {
-            (h, world.structures.iter().filter(|s| s.hub == h).map(|s| s.index).collect())
+            (
+                h,
+                world
+                    .structures
+                    .iter()
+                    .filter(|s| s.hub == h)
+                    .map(|s| s.index)
+                    .collect(),
+            )
         })
         .filter(|(_, m): &(usize, Vec<usize>)| m.len() >= k)
         .collect();
@@ -102,13 +110,13 @@ pub fn schedule(
         }
     };
     let mut used = Vec::new();
-    let mut add = |attacks: &mut Vec<Attack>,
-                   name,
-                   culprit: String,
-                   h: usize,
-                   expected_by,
-                   expected_kind,
-                   audit_kind| {
+    let add = |attacks: &mut Vec<Attack>,
+               name,
+               culprit: String,
+               h: usize,
+               expected_by,
+               expected_kind,
+               audit_kind| {
         let id = attacks.len();
         attacks.push(Attack {
             id,
@@ -129,7 +137,15 @@ pub fn schedule(
     let (mut release, signature) = SignedRelease::decode(&releases.bytes[s])?.into_parts();
     release.cells[0].value += 500;
     let forged = SignedRelease::from_parts(release, signature)?.to_bytes();
-    let id = add(&mut attacks, "forged_signature", key_hex(&world.structures[s]), h, "hub", "invalid", None);
+    let id = add(
+        &mut attacks,
+        "forged_signature",
+        key_hex(&world.structures[s]),
+        h,
+        "hub",
+        "invalid",
+        None,
+    );
     schedule.extra.push((h, forged, id));
 
     // A second, differently noised release of the same month, validly signed.
@@ -153,8 +169,21 @@ pub fn schedule(
     let h = world.structures[s].hub;
     let mut greedy = releases.params.clone();
     greedy.budget *= 2.0;
-    let over = signed_release(&greedy, &world.structures[s], period, &activities_of(world, s))?;
-    let id = add(&mut attacks, "budget_overspend", key_hex(&world.structures[s]), h, "hub", "over_budget", None);
+    let over = signed_release(
+        &greedy,
+        &world.structures[s],
+        period,
+        &activities_of(world, s),
+    )?;
+    let id = add(
+        &mut attacks,
+        "budget_overspend",
+        key_hex(&world.structures[s]),
+        h,
+        "hub",
+        "over_budget",
+        None,
+    );
     schedule.withheld.push(s);
     schedule.extra.push((h, over.to_bytes(), id));
 
@@ -165,8 +194,21 @@ pub fn schedule(
         PrivacyMechanism::DiscreteLaplace => PrivacyMechanism::DiscreteGaussian,
         PrivacyMechanism::DiscreteGaussian => PrivacyMechanism::DiscreteLaplace,
     };
-    let wrong = signed_release(&params(other, 1.0), &world.structures[s], period, &activities_of(world, s))?;
-    let id = add(&mut attacks, "wrong_mechanism", key_hex(&world.structures[s]), h, "hub", "wrong_mechanism", None);
+    let wrong = signed_release(
+        &params(other, 1.0),
+        &world.structures[s],
+        period,
+        &activities_of(world, s),
+    )?;
+    let id = add(
+        &mut attacks,
+        "wrong_mechanism",
+        key_hex(&world.structures[s]),
+        h,
+        "hub",
+        "wrong_mechanism",
+        None,
+    );
     schedule.withheld.push(s);
     schedule.extra.push((h, wrong.to_bytes(), id));
 
@@ -179,13 +221,29 @@ pub fn schedule(
         key: SigningKey::from_bytes(&secret),
         ..world.structures[hubs[1].1[0]].clone()
     };
-    let intruder = signed_release(&releases.params, &outsider, period, &activities_of(world, hubs[1].1[0]))?;
-    let id = add(&mut attacks, "non_member", key_hex(&outsider), h, "hub", "not_member", None);
+    let intruder = signed_release(
+        &releases.params,
+        &outsider,
+        period,
+        &activities_of(world, hubs[1].1[0]),
+    )?;
+    let id = add(
+        &mut attacks,
+        "non_member",
+        key_hex(&outsider),
+        h,
+        "hub",
+        "not_member",
+        None,
+    );
     schedule.extra.push((h, intruder.to_bytes(), id));
 
     // Cheating hubs, one per cheat, on the three largest hubs.
-    let cheats: [(&'static str, &'static str, usize); 3] =
-        [("hub_drops_release", "omitted_contribution", 0), ("hub_alters_release", "bad_signature", 1), ("hub_inflates_total", "sum_mismatch", 2)];
+    let cheats: [(&'static str, &'static str, usize); 3] = [
+        ("hub_drops_release", "omitted_contribution", 0),
+        ("hub_alters_release", "bad_signature", 1),
+        ("hub_inflates_total", "sum_mismatch", 2),
+    ];
     for (name, kind, k) in cheats {
         let (h, members) = &hubs[k];
         let victim = members
@@ -199,7 +257,15 @@ pub fn schedule(
             "hub_alters_release" => HubCheat::AlterRelease(victim),
             _ => HubCheat::InflateTotal,
         };
-        add(&mut attacks, name, format!("hub {}", world.france.hubs[*h].name), *h, "audit", kind, Some(kind));
+        add(
+            &mut attacks,
+            name,
+            format!("hub {}", world.france.hubs[*h].name),
+            *h,
+            "audit",
+            kind,
+            Some(kind),
+        );
         schedule.cheats.push((*h, cheat));
     }
     Ok((schedule, attacks))
@@ -224,8 +290,12 @@ pub fn cheat_aggregate(
     match cheat {
         HubCheat::DropRelease(victim) => {
             let key = world.structures[victim].key.verifying_key();
-            let kept: Vec<ContributionRef> =
-                a.contributions.iter().copied().filter(|c| c.signer != key).collect();
+            let kept: Vec<ContributionRef> = a
+                .contributions
+                .iter()
+                .copied()
+                .filter(|c| c.signer != key)
+                .collect();
             let mut decoded = Vec::new();
             for c in &kept {
                 let s = world
@@ -279,10 +349,13 @@ pub fn detections(attacks: &[Attack], run: &Run) -> Vec<Detection> {
     attacks
         .iter()
         .map(|a| {
-            let refusal = run.answers.iter().find_map(|(_, sender, answer)| match sender {
-                Sender::Attack(id) if *id == a.id => Some(answer.outcome.clone()),
-                _ => None,
-            });
+            let refusal = run
+                .answers
+                .iter()
+                .find_map(|(_, sender, answer)| match sender {
+                    Sender::Attack(id) if *id == a.id => Some(answer.outcome.clone()),
+                    _ => None,
+                });
             let (hub_refusal, hub_detail) = match &refusal {
                 Some(Err((kind, message))) => (Some(kind.as_str().to_owned()), message.clone()),
                 Some(Ok(_)) => (None, "accepted by the hub".to_owned()),
@@ -293,11 +366,13 @@ pub fn detections(attacks: &[Attack], run: &Run) -> Vec<Detection> {
                     .get(a.hub_index)
                     .and_then(|audit| audit.findings.iter().find(|f| f.kind == kind))
             });
-            let hub_ok = !a.expected_by.contains("hub")
-                || hub_refusal.as_deref() == Some(a.expected_kind);
+            let hub_ok =
+                !a.expected_by.contains("hub") || hub_refusal.as_deref() == Some(a.expected_kind);
             let audit_ok = a.audit_kind.is_none() || finding.is_some();
             let detail = match finding {
-                Some(f) if hub_detail.is_empty() => format!("[{}] {}: {}", f.kind, f.location, f.what),
+                Some(f) if hub_detail.is_empty() => {
+                    format!("[{}] {}: {}", f.kind, f.location, f.what)
+                }
                 Some(f) => format!("{hub_detail}; audit: [{}] {}", f.kind, f.location),
                 None => hub_detail,
             };
@@ -316,8 +391,13 @@ pub fn detections(attacks: &[Attack], run: &Run) -> Vec<Detection> {
 pub fn unexplained(attacks: &[Attack], run: &Run) -> Vec<String> {
     let mut out = Vec::new();
     for (h, sender, answer) in &run.answers {
-        if let (Sender::Structure(s) | Sender::Resend(s), Err((kind, message))) = (sender, &answer.outcome) {
-            out.push(format!("hub {h} refused structure {s}: {} {message}", kind.as_str()));
+        if let (Sender::Structure(s) | Sender::Resend(s), Err((kind, message))) =
+            (sender, &answer.outcome)
+        {
+            out.push(format!(
+                "hub {h} refused structure {s}: {} {message}",
+                kind.as_str()
+            ));
         }
     }
     for (h, audit) in run.audits.iter().enumerate() {
@@ -327,6 +407,10 @@ pub fn unexplained(attacks: &[Attack], run: &Run) -> Vec<String> {
                     && (a.audit_kind == Some(f.kind.as_str())
                         // A changed release also no longer matches its receipt, checkpoints and
                         // inclusion proof: consequences of the same alteration.
+                        // Dropping a release from the sums also changes the sums and the
+                        // coverage lists the auditor recomputes.
+                        || (a.name == "hub_drops_release"
+                            && matches!(f.kind.as_str(), "sum_mismatch" | "coverage_mismatch"))
                         || (a.name == "hub_alters_release"
                             && matches!(
                                 f.kind.as_str(),
@@ -334,7 +418,10 @@ pub fn unexplained(attacks: &[Attack], run: &Run) -> Vec<String> {
                             )))
             });
             if !explained {
-                out.push(format!("audit of hub {h}: [{}] {}: {}", f.kind, f.location, f.what));
+                out.push(format!(
+                    "audit of hub {h}: [{}] {}: {}",
+                    f.kind, f.location, f.what
+                ));
             }
         }
     }

@@ -47,14 +47,27 @@ pub struct Territory {
 
 /// Every territory with its structures: France, the régions, the départements.
 pub fn territories(world: &World) -> Vec<(Level, String, Vec<usize>)> {
-    let mut out = vec![(Level::National, "FR".to_owned(), (0..world.structures.len()).collect())];
+    let mut out = vec![(
+        Level::National,
+        "FR".to_owned(),
+        (0..world.structures.len()).collect(),
+    )];
     for (r, code) in world.france.regions.iter().enumerate() {
-        let members = world.structures.iter().filter(|s| s.region == r).map(|s| s.index).collect();
+        let members = world
+            .structures
+            .iter()
+            .filter(|s| s.region == r)
+            .map(|s| s.index)
+            .collect();
         out.push((Level::Region, code.clone(), members));
     }
     for (d, code) in world.france.departements.iter().enumerate() {
-        let members =
-            world.structures.iter().filter(|s| s.departement == d).map(|s| s.index).collect();
+        let members = world
+            .structures
+            .iter()
+            .filter(|s| s.departement == d)
+            .map(|s| s.index)
+            .collect();
         out.push((Level::Departement, code.clone(), members));
     }
     out
@@ -136,7 +149,10 @@ pub fn central(world: &World, plan: Option<&Plan>) -> anyhow::Result<Vec<Territo
         let cells = (0..world.cells.len())
             .map(|c| {
                 let (value, half_width) = match &noise {
-                    Some(n) => (bounded[c] + n.cells[c].value as f64, n.cells[c].ci95_half_width),
+                    Some(n) => (
+                        bounded[c] + n.cells[c].value as f64,
+                        n.cells[c].ci95_half_width,
+                    ),
                     None => (bounded[c], 0.0),
                 };
                 CellEstimate {

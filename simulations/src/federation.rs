@@ -130,7 +130,13 @@ pub fn run(
     let period = world.period;
     let n = world.structures.len();
     let hub_count = world.france.hubs.len();
-    let now = period.last_day().midnight().assume_utc().unix_timestamp().max(0) as u64 + 86_400;
+    let now = period
+        .last_day()
+        .midnight()
+        .assume_utc()
+        .unix_timestamp()
+        .max(0) as u64
+        + 86_400;
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); hub_count];
     for &s in &schedule.structures {
         members[world.structures[s].hub].push(s);
@@ -293,7 +299,10 @@ pub fn run(
             }
             let slowest = hub_ready.iter().copied().fold(0.0, f64::max);
             let participants: Vec<usize> = schedule.structures.clone();
-            let mut cpu: Vec<f64> = participants.iter().map(|&s| releases.cpu[s].cpu_s).collect();
+            let mut cpu: Vec<f64> = participants
+                .iter()
+                .map(|&s| releases.cpu[s].cpu_s)
+                .collect();
             let cpu_mean = cpu.iter().sum::<f64>() / cpu.len().max(1) as f64;
             let p95 = crate::metrics::quantile(&mut cpu, 0.95);
             let sb: Vec<u64> = participants.iter().map(|&s| structure_bytes[s]).collect();

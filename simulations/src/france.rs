@@ -209,9 +209,11 @@ impl France {
                     let x = rng.random_range(0..total);
                     self.cumulative.partition_point(|&v| v <= x)
                 };
-                let (commune, departement, _) = self.communes[c.min(self.communes.len() - 1)].clone();
+                let (commune, departement, _) =
+                    self.communes[c.min(self.communes.len() - 1)].clone();
                 let z = standard_normal(&mut rng);
-                let activities_per_month = (median_activities * (sigma * z).exp()).clamp(1.0, 5_000.0);
+                let activities_per_month =
+                    (median_activities * (sigma * z).exp()).clamp(1.0, 5_000.0);
                 let mut secret = [0u8; 32];
                 rng.fill(&mut secret[..]);
                 Structure {
@@ -246,7 +248,11 @@ mod tests {
         assert_eq!(france.regions.len(), 18);
         assert_eq!(france.departements.len(), 101);
         assert_eq!(france.hubs.len(), 16);
-        assert!(france.commune_count() > 34_000, "{}", france.commune_count());
+        assert!(
+            france.commune_count() > 34_000,
+            "{}",
+            france.commune_count()
+        );
         assert_eq!(France::new(HubLayout::Departement).hubs.len(), 101);
     }
 
@@ -255,11 +261,22 @@ mod tests {
         let france = France::new(HubLayout::Regional);
         let a = france.place(3_000, 7, 25.0, 1.2);
         let b = france.place(3_000, 7, 25.0, 1.2);
-        assert!(a.iter().zip(&b).all(|(x, y)| x.commune == y.commune && x.seed == y.seed));
+        assert!(
+            a.iter()
+                .zip(&b)
+                .all(|(x, y)| x.commune == y.commune && x.seed == y.seed)
+        );
         // Paris (75) holds ~3.3% of the population and 0.0% of communes.
-        let paris = france.departements.iter().position(|d| d == "75").unwrap_or(0);
+        let paris = france
+            .departements
+            .iter()
+            .position(|d| d == "75")
+            .unwrap_or(0);
         let in_paris = a.iter().filter(|s| s.departement == paris).count();
-        assert!((40..=140).contains(&in_paris), "{in_paris} structures in Paris");
+        assert!(
+            (40..=140).contains(&in_paris),
+            "{in_paris} structures in Paris"
+        );
         // Heavy tail: the largest 10% hold far more than 10% of the activity.
         let mut sizes: Vec<f64> = a.iter().map(|s| s.activities_per_month).collect();
         sizes.sort_by(f64::total_cmp);

@@ -143,7 +143,10 @@ fn text(report: &maillage_sim::Report) -> String {
         report.config.seed
     );
     if let Some(b) = &report.baseline {
-        let _ = writeln!(s, "\nPrécision (erreur relative médiane / 95e centile, couverture des intervalles) :");
+        let _ = writeln!(
+            s,
+            "\nPrécision (erreur relative médiane / 95e centile, couverture des intervalles) :"
+        );
         for a in &b.accuracy {
             let _ = writeln!(
                 s,
@@ -167,7 +170,15 @@ fn text(report: &maillage_sim::Report) -> String {
             c.auditor_cpu_s,
             c.time_to_national_s
         );
-        let _ = writeln!(s, "Audits : {}", if b.audits_ok { "conformes" } else { "NON CONFORMES" });
+        let _ = writeln!(
+            s,
+            "Audits : {}",
+            if b.audits_ok {
+                "conformes"
+            } else {
+                "NON CONFORMES"
+            }
+        );
     }
     if let Some(c) = &report.churn {
         let _ = writeln!(
@@ -188,7 +199,11 @@ fn text(report: &maillage_sim::Report) -> String {
                 d.attack.name,
                 d.attack.expected_by,
                 d.attack.expected_kind,
-                if d.detected { "détectée" } else { "NON DÉTECTÉE" }
+                if d.detected {
+                    "détectée"
+                } else {
+                    "NON DÉTECTÉE"
+                }
             );
         }
     }

@@ -89,8 +89,18 @@ mod tests {
         assert_eq!(quantile(&mut v, 0.5), 3.0);
         assert_eq!(quantile(&mut v, 0.95), 5.0);
         let cells = [
-            CellEstimate { value: 110.0, half_width: 5.0, truth: 100.0, bounded: 108.0 },
-            CellEstimate { value: 90.0, half_width: 20.0, truth: 100.0, bounded: 100.0 },
+            CellEstimate {
+                value: 110.0,
+                half_width: 5.0,
+                truth: 100.0,
+                bounded: 108.0,
+            },
+            CellEstimate {
+                value: 90.0,
+                half_width: 20.0,
+                truth: 100.0,
+                bounded: 100.0,
+            },
         ];
         let a = accuracy("national", "federated", &cells);
         assert_eq!(a.cells, 2);

@@ -113,10 +113,9 @@ impl National {
                 let e = sums
                     .entry((c.indicator.index_in_catalogue(), position))
                     .or_insert((c.indicator, c.category.clone(), 0, 0.0));
-                e.2 = e
-                    .2
-                    .checked_add(c.sum)
-                    .ok_or_else(|| anyhow::anyhow!("national sum overflows"))?;
+                e.2 =
+                    e.2.checked_add(c.sum)
+                        .ok_or_else(|| anyhow::anyhow!("national sum overflows"))?;
                 e.3 += c.variance;
             }
         }

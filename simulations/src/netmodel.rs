@@ -94,7 +94,12 @@ impl NetParams {
 
     /// Time for a hub aggregate of `bytes` to reach the national node.
     pub fn hub_to_national(&self, bytes: u64, overseas: bool) -> f64 {
-        let rtt = 0.03 + if overseas { self.overseas_extra_rtt_ms / 1e3 } else { 0.0 };
+        let rtt = 0.03
+            + if overseas {
+                self.overseas_extra_rtt_ms / 1e3
+            } else {
+                0.0
+            };
         rtt * (self.handshake_rtts + 0.5)
             + (bytes + self.overhead_bytes) as f64 / (self.hub_mbps * 1e6 / 8.0)
     }

@@ -212,7 +212,9 @@ fn chart(
                 let data: Vec<(f64, f64)> = data
                     .iter()
                     .copied()
-                    .filter(|(x, y)| x.is_finite() && y.is_finite() && *x > 0.0 && (!log_y || *y > 0.0))
+                    .filter(|(x, y)| {
+                        x.is_finite() && y.is_finite() && *x > 0.0 && (!log_y || *y > 0.0)
+                    })
                     .collect();
                 if *points_only {
                     c.draw_series(PointSeries::of_element(
@@ -228,18 +230,26 @@ fn chart(
                     c.draw_series(LineSeries::new(data.clone(), colour.stroke_width(2)))
                         .map_err(|e| anyhow::anyhow!("{e}"))?
                         .label(name.as_str())
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
-                    c.draw_series(PointSeries::of_element(data, 3, colour.filled(), &|p, s, st| {
-                        Circle::new(p, s, st)
-                    }))
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+                        });
+                    c.draw_series(PointSeries::of_element(
+                        data,
+                        3,
+                        colour.filled(),
+                        &|p, s, st| Circle::new(p, s, st),
+                    ))
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 }
             }
             if let Some(r) = reference {
-                c.draw_series(LineSeries::new(vec![(x0, r), (x1, r)], BLACK.stroke_width(1)))
-                    .map_err(|e| anyhow::anyhow!("{e}"))?
-                    .label(format!("{r}"))
-                    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+                c.draw_series(LineSeries::new(
+                    vec![(x0, r), (x1, r)],
+                    BLACK.stroke_width(1),
+                ))
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .label(format!("{r}"))
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
             }
             c.configure_series_labels()
                 .background_style(WHITE.mix(0.8))
@@ -251,22 +261,26 @@ fn chart(
     }
     if log_y {
         let (y0, y1) = (y0 / 1.5, y1 * 1.5);
-        draw!(ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
-            .margin(15)
-            .x_label_area_size(45)
-            .y_label_area_size(70)
-            .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
-            .map_err(|e| anyhow::anyhow!("{e}"))?);
+        draw!(
+            ChartBuilder::on(&root)
+                .caption(title, ("sans-serif", 20))
+                .margin(15)
+                .x_label_area_size(45)
+                .y_label_area_size(70)
+                .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+        );
     } else {
         let pad = ((y1 - y0) * 0.1).max(0.01);
-        draw!(ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
-            .margin(15)
-            .x_label_area_size(45)
-            .y_label_area_size(70)
-            .build_cartesian_2d((x0..x1).log_scale(), (y0 - pad)..(y1 + pad))
-            .map_err(|e| anyhow::anyhow!("{e}"))?);
+        draw!(
+            ChartBuilder::on(&root)
+                .caption(title, ("sans-serif", 20))
+                .margin(15)
+                .x_label_area_size(45)
+                .y_label_area_size(70)
+                .build_cartesian_2d((x0..x1).log_scale(), (y0 - pad)..(y1 + pad))
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+        );
     }
     root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
@@ -320,15 +334,20 @@ fn plots(report: &Report, dir: &Path) -> anyhow::Result<Vec<String>> {
         written.push("coverage.svg".to_owned());
     }
     if let Some(b) = &report.baseline {
-        let level = |l: &str, f: &dyn Fn(&crate::scenarios::TerritoryPoint) -> f64| -> Vec<(f64, f64)> {
-            b.territories
-                .iter()
-                .filter(|p| p.level == l)
-                .map(|p| (p.structures as f64, f(p)))
-                .collect()
-        };
+        let level =
+            |l: &str, f: &dyn Fn(&crate::scenarios::TerritoryPoint) -> f64| -> Vec<(f64, f64)> {
+                b.territories
+                    .iter()
+                    .filter(|p| p.level == l)
+                    .map(|p| (p.structures as f64, f(p)))
+                    .collect()
+            };
         let mut series: Vec<Series> = Vec::new();
-        for (l, name) in [("departement", "départements"), ("region", "régions"), ("national", "France")] {
+        for (l, name) in [
+            ("departement", "départements"),
+            ("region", "régions"),
+            ("national", "France"),
+        ] {
             series.push((format!("{name}, réseau"), level(l, &|p| p.federated), true));
         }
         let mut central: Vec<(f64, f64)> = b
@@ -337,7 +356,11 @@ fn plots(report: &Report, dir: &Path) -> anyhow::Result<Vec<String>> {
             .map(|p| (p.structures as f64, p.central_dp))
             .collect();
         central.sort_by(|a, b| a.0.total_cmp(&b.0));
-        series.push(("toutes, base centrale + bruit unique".to_owned(), central, true));
+        series.push((
+            "toutes, base centrale + bruit unique".to_owned(),
+            central,
+            true,
+        ));
         chart(
             &dir.join("error_vs_territory_size.svg"),
             "Erreur relative médiane par territoire selon sa taille",
@@ -351,14 +374,30 @@ fn plots(report: &Report, dir: &Path) -> anyhow::Result<Vec<String>> {
     }
     if report.scaling.len() >= 2 {
         let xs = |f: &dyn Fn(&crate::federation::Costs) -> f64| -> Vec<(f64, f64)> {
-            report.scaling.iter().map(|c| (c.structures as f64, f(c))).collect()
+            report
+                .scaling
+                .iter()
+                .map(|c| (c.structures as f64, f(c)))
+                .collect()
         };
         let series: Vec<Series> = vec![
-            ("octets par structure (÷1000)".into(), xs(&|c| c.bytes_per_structure / 1e3), false),
-            ("octets par hub (÷10⁶)".into(), xs(&|c| c.bytes_per_hub / 1e6), false),
+            (
+                "octets par structure (÷1000)".into(),
+                xs(&|c| c.bytes_per_structure / 1e3),
+                false,
+            ),
+            (
+                "octets par hub (÷10⁶)".into(),
+                xs(&|c| c.bytes_per_hub / 1e6),
+                false,
+            ),
             ("CPU par hub, s".into(), xs(&|c| c.hub_cpu_s_mean), false),
             ("CPU auditeur, s".into(), xs(&|c| c.auditor_cpu_s), false),
-            ("temps jusqu'au total national, s".into(), xs(&|c| c.time_to_national_s), false),
+            (
+                "temps jusqu'au total national, s".into(),
+                xs(&|c| c.time_to_national_s),
+                false,
+            ),
         ];
         chart(
             &dir.join("cost_vs_n.svg"),

@@ -291,7 +291,10 @@ pub fn simulate(
     let mut sets = vec![Releases::new(base_params, config.structures)];
     let mut sign = vec![true];
     if config.runs(Scenario::PrivacySweep) {
-        for m in [PrivacyMechanism::DiscreteLaplace, PrivacyMechanism::DiscreteGaussian] {
+        for m in [
+            PrivacyMechanism::DiscreteLaplace,
+            PrivacyMechanism::DiscreteGaussian,
+        ] {
             for &e in &config.sweep_epsilons {
                 let p = params(m, e);
                 plans.push(p.plan()?);
@@ -322,10 +325,16 @@ pub fn simulate(
         scaling: Vec::new(),
         timings: Timings::default(),
     };
-    let steps = [Scenario::Baseline, Scenario::Churn, Scenario::Adversaries, Scenario::PrivacySweep, Scenario::Scaling]
-        .iter()
-        .filter(|s| config.runs(**s))
-        .count();
+    let steps = [
+        Scenario::Baseline,
+        Scenario::Churn,
+        Scenario::Adversaries,
+        Scenario::PrivacySweep,
+        Scenario::Scaling,
+    ]
+    .iter()
+    .filter(|s| config.runs(**s))
+    .count();
     progress.start("scénarios", steps as u64);
     let mut baseline_costs = None;
 
@@ -336,8 +345,21 @@ pub fn simulate(
             late: vec![false; config.structures],
             ..Schedule::default()
         };
-        let run = federation::run(&world, &base, &schedule, &config.net, &links, &scratch.join("baseline"), config.seed)?;
-        let estimates = estimate::federated(&world, &base, &run.accepted_final, Some(&national_cells(&world, &run)?))?;
+        let run = federation::run(
+            &world,
+            &base,
+            &schedule,
+            &config.net,
+            &links,
+            &scratch.join("baseline"),
+            config.seed,
+        )?;
+        let estimates = estimate::federated(
+            &world,
+            &base,
+            &run.accepted_final,
+            Some(&national_cells(&world, &run)?),
+        )?;
         let central_dp = estimate::central(&world, Some(&plans[0]))?;
         let central_bounded = estimate::central(&world, None)?;
         let central_exact = estimate::central_exact(&world);
@@ -354,7 +376,16 @@ pub fn simulate(
                     .cells
                     .iter()
                     .zip(&t.cells)
-                    .map(|((i, c), e)| (i.code().to_owned(), c.map(str::to_owned), e.truth, e.bounded, e.value, e.half_width))
+                    .map(|((i, c), e)| {
+                        (
+                            i.code().to_owned(),
+                            c.map(str::to_owned),
+                            e.truth,
+                            e.bounded,
+                            e.value,
+                            e.half_width,
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -369,19 +400,27 @@ pub fn simulate(
             territories,
             national_cells,
         });
-        timings.scenarios_s.push(("baseline".into(), t.elapsed().as_secs_f64()));
+        timings
+            .scenarios_s
+            .push(("baseline".into(), t.elapsed().as_secs_f64()));
         progress.tick();
     }
 
     if config.runs(Scenario::Churn) {
         let t = Instant::now();
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x6368_7572_6e00);
-        let late: Vec<bool> = (0..config.structures).map(|_| rng.random_bool(config.churn_share)).collect();
+        let late: Vec<bool> = (0..config.structures)
+            .map(|_| rng.random_bool(config.churn_share))
+            .collect();
         // The offline hub: a mid-sized one, seeded.
         let hub_count = world.france.hubs.len();
         let offline_hub = rng.random_range(0..hub_count);
         let resend: Vec<usize> = (0..config.structures)
-            .filter(|&s| !late[s] && world.structures[s].hub != offline_hub && rng.random_bool(config.resend_share))
+            .filter(|&s| {
+                !late[s]
+                    && world.structures[s].hub != offline_hub
+                    && rng.random_bool(config.resend_share)
+            })
             .collect();
         let schedule = Schedule {
             structures: everyone.clone(),
@@ -390,10 +429,19 @@ pub fn simulate(
             resend: resend.clone(),
             ..Schedule::default()
         };
-        let run = federation::run(&world, &base, &schedule, &config.net, &links, &scratch.join("churn"), config.seed)?;
+        let run = federation::run(
+            &world,
+            &base,
+            &schedule,
+            &config.net,
+            &links,
+            &scratch.join("churn"),
+            config.seed,
+        )?;
         let deadline_nat = cells_of(&world, &run.national_deadline.aggregate)?;
         let final_nat = national_cells(&world, &run)?;
-        let at_deadline = estimate::federated(&world, &base, &run.accepted_deadline, Some(&deadline_nat))?;
+        let at_deadline =
+            estimate::federated(&world, &base, &run.accepted_deadline, Some(&deadline_nat))?;
         let after = estimate::federated(&world, &base, &run.accepted_final, Some(&final_nat))?;
         let resent: Vec<bool> = run
             .answers
@@ -405,9 +453,18 @@ pub fn simulate(
         report.churn = Some(ChurnReport {
             offline_share: share(&late),
             offline_hub: world.france.hubs[offline_hub].name.clone(),
-            offline_hub_structures: world.structures.iter().filter(|s| s.hub == offline_hub).count(),
+            offline_hub_structures: world
+                .structures
+                .iter()
+                .filter(|s| s.hub == offline_hub)
+                .count(),
             coverage_deadline: share(&run.accepted_deadline),
-            hubs_deadline: run.national_deadline.aggregate.aggregate().contributed.len(),
+            hubs_deadline: run
+                .national_deadline
+                .aggregate
+                .aggregate()
+                .contributed
+                .len(),
             coverage_final: share(&run.accepted_final),
             hubs_final: run.national_final.aggregate.aggregate().contributed.len(),
             accuracy_deadline: estimate::by_level("federated", &at_deadline),
@@ -417,24 +474,41 @@ pub fn simulate(
             audits_ok: run.audits.iter().all(|a| a.ok),
             costs: run.costs.clone(),
         });
-        timings.scenarios_s.push(("churn".into(), t.elapsed().as_secs_f64()));
+        timings
+            .scenarios_s
+            .push(("churn".into(), t.elapsed().as_secs_f64()));
         progress.tick();
     }
 
     if config.runs(Scenario::Adversaries) {
         let t = Instant::now();
         let (schedule, attacks) = adversaries::schedule(&world, &base, config.seed)?;
-        let run = federation::run(&world, &base, &schedule, &config.net, &links, &scratch.join("adversaries"), config.seed)?;
+        let run = federation::run(
+            &world,
+            &base,
+            &schedule,
+            &config.net,
+            &links,
+            &scratch.join("adversaries"),
+            config.seed,
+        )?;
         let detections = adversaries::detections(&attacks, &run);
         let unexplained = adversaries::unexplained(&attacks, &run);
-        let estimates = estimate::federated(&world, &base, &run.accepted_final, Some(&national_cells(&world, &run)?))?;
+        let estimates = estimate::federated(
+            &world,
+            &base,
+            &run.accepted_final,
+            Some(&national_cells(&world, &run)?),
+        )?;
         report.adversaries = Some(AdversaryReport {
             all_detected: detections.iter().all(|d| d.detected),
             detections,
             unexplained,
             accuracy: estimate::by_level("federated", &estimates),
         });
-        timings.scenarios_s.push(("adversaries".into(), t.elapsed().as_secs_f64()));
+        timings
+            .scenarios_s
+            .push(("adversaries".into(), t.elapsed().as_secs_f64()));
         progress.tick();
     }
 
@@ -457,7 +531,9 @@ pub fn simulate(
                 accuracy,
             });
         }
-        timings.scenarios_s.push(("privacy-sweep".into(), t.elapsed().as_secs_f64()));
+        timings
+            .scenarios_s
+            .push(("privacy-sweep".into(), t.elapsed().as_secs_f64()));
         progress.tick();
     }
 
@@ -473,13 +549,23 @@ pub fn simulate(
                 late: vec![false; config.structures],
                 ..Schedule::default()
             };
-            let run = federation::run(&world, &base, &schedule, &config.net, &links, &scratch.join(format!("scaling-{n}")), config.seed)?;
+            let run = federation::run(
+                &world,
+                &base,
+                &schedule,
+                &config.net,
+                &links,
+                &scratch.join(format!("scaling-{n}")),
+                config.seed,
+            )?;
             report.scaling.push(run.costs);
         }
         if let Some(c) = baseline_costs {
             report.scaling.push(c);
         }
-        timings.scenarios_s.push(("scaling".into(), t.elapsed().as_secs_f64()));
+        timings
+            .scenarios_s
+            .push(("scaling".into(), t.elapsed().as_secs_f64()));
         progress.tick();
     }
     timings.total_s = started.elapsed().as_secs_f64();
@@ -509,13 +595,19 @@ fn cells_of(
     }
     anyhow::ensure!(
         cells.len() == world.cells.len()
-            && cells.iter().zip(&world.cells).all(|(a, (i, c))| a.indicator == *i && a.category.as_deref() == *c),
+            && cells
+                .iter()
+                .zip(&world.cells)
+                .all(|(a, (i, c))| a.indicator == *i && a.category.as_deref() == *c),
         "the national aggregate's cells are not the releases' cells"
     );
     Ok(cells)
 }
 
-fn national_cells(world: &World, run: &Run) -> anyhow::Result<Vec<maillage_protocol::aggregate::AggregateCell>> {
+fn national_cells(
+    world: &World,
+    run: &Run,
+) -> anyhow::Result<Vec<maillage_protocol::aggregate::AggregateCell>> {
     cells_of(world, &run.national_final.aggregate)
 }
 
@@ -528,7 +620,11 @@ pub fn totals_match(world: &World, releases: &Releases, run: &Run) -> anyhow::Re
     for (h, agg) in run.hub_aggregates.iter().enumerate() {
         let mut sums = vec![0i64; n];
         let mut any = false;
-        for s in world.structures.iter().filter(|s| s.hub == h && run.accepted_final[s.index]) {
+        for s in world
+            .structures
+            .iter()
+            .filter(|s| s.hub == h && run.accepted_final[s.index])
+        {
             any = true;
             for c in 0..n {
                 sums[c] += releases.values[s.index][c];
@@ -538,7 +634,14 @@ pub fn totals_match(world: &World, releases: &Releases, run: &Run) -> anyhow::Re
             national[c] += sums[c];
         }
         match agg {
-            Some(a) if any => ok &= a.aggregate().cells.iter().map(|c| c.sum).eq(sums.iter().copied()),
+            Some(a) if any => {
+                ok &= a
+                    .aggregate()
+                    .cells
+                    .iter()
+                    .map(|c| c.sum)
+                    .eq(sums.iter().copied())
+            }
             Some(a) => ok &= a.aggregate().cells.is_empty(),
             None => ok &= !any,
         }
@@ -559,7 +662,12 @@ fn summarize(world: &World) -> DataSummary {
     DataSummary {
         activities: world.sizes.iter().map(|s| s.0).sum(),
         rows: world.sizes.iter().map(|s| s.1).sum(),
-        activities_per_structure: [q(&mut sizes, 0.5), q(&mut sizes, 0.9), q(&mut sizes, 0.99), q(&mut sizes, 1.0)],
+        activities_per_structure: [
+            q(&mut sizes, 0.5),
+            q(&mut sizes, 0.9),
+            q(&mut sizes, 0.99),
+            q(&mut sizes, 1.0),
+        ],
         structures_per_hub: [
             per_hub.iter().copied().min().unwrap_or(0),
             per_hub.iter().copied().max().unwrap_or(0),
@@ -569,7 +677,11 @@ fn summarize(world: &World) -> DataSummary {
     }
 }
 
-fn territory_points(world: &World, federated: &[Territory], central: &[Territory]) -> Vec<TerritoryPoint> {
+fn territory_points(
+    world: &World,
+    federated: &[Territory],
+    central: &[Territory],
+) -> Vec<TerritoryPoint> {
     let accompagnements: Vec<usize> = world
         .cells
         .iter()
@@ -577,7 +689,10 @@ fn territory_points(world: &World, federated: &[Territory], central: &[Territory
         .filter(|(_, (i, _))| i.code() == "accompagnements")
         .map(|(k, _)| k)
         .collect();
-    let beneficiaires = world.cells.iter().position(|(i, _)| i.code() == "beneficiaires");
+    let beneficiaires = world
+        .cells
+        .iter()
+        .position(|(i, _)| i.code() == "beneficiaires");
     federated
         .iter()
         .zip(central)
@@ -592,7 +707,9 @@ fn territory_points(world: &World, federated: &[Territory], central: &[Territory
                 quantile(&mut rel, 0.5)
             };
             let (b_err, b_hw) = match beneficiaires.map(|k| f.cells[k]) {
-                Some(e) if e.truth > 0.0 => ((e.value - e.truth).abs() / e.truth, e.half_width / e.truth),
+                Some(e) if e.truth > 0.0 => {
+                    ((e.value - e.truth).abs() / e.truth, e.half_width / e.truth)
+                }
                 _ => (f64::NAN, f64::NAN),
             };
             TerritoryPoint {

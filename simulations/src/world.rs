@@ -109,9 +109,7 @@ impl Releases {
         let timer = Timer::start();
         let noisy = plan.release(period, activities)?;
         let bytes = if sign {
-            to_wire(&noisy, &self.params, s, 0)
-                .sign(&s.key)?
-                .to_bytes()
+            to_wire(&noisy, &self.params, s, 0).sign(&s.key)?.to_bytes()
         } else {
             Vec::new()
         };
@@ -120,7 +118,8 @@ impl Releases {
             self.scales = noisy.cells.iter().map(|c| c.scale).collect();
             self.half_widths = noisy.cells.iter().map(|c| c.ci95_half_width).collect();
         }
-        self.values.push(noisy.cells.iter().map(|c| c.value).collect());
+        self.values
+            .push(noisy.cells.iter().map(|c| c.value).collect());
         self.bytes.push(bytes);
         Ok(())
     }

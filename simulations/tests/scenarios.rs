@@ -13,8 +13,14 @@ fn config(structures: usize, seed: u64, scenarios: Vec<Scenario>) -> SimConfig {
 fn every_attack_is_detected_and_nothing_else_is_flagged() -> anyhow::Result<()> {
     for seed in [1, 2] {
         let scratch = tempfile::tempdir()?;
-        let report = simulate(&config(120, seed, vec![Scenario::Adversaries]), scratch.path(), &mut Silent)?;
-        let a = report.adversaries.ok_or_else(|| anyhow::anyhow!("no adversary report"))?;
+        let report = simulate(
+            &config(120, seed, vec![Scenario::Adversaries]),
+            scratch.path(),
+            &mut Silent,
+        )?;
+        let a = report
+            .adversaries
+            .ok_or_else(|| anyhow::anyhow!("no adversary report"))?;
         let names: Vec<&str> = a.detections.iter().map(|d| d.attack.name).collect();
         assert_eq!(
             names,
@@ -30,10 +36,18 @@ fn every_attack_is_detected_and_nothing_else_is_flagged() -> anyhow::Result<()> 
             ]
         );
         for d in &a.detections {
-            assert!(d.detected, "seed {seed}: {} not detected: {:?}", d.attack.name, d);
+            assert!(
+                d.detected,
+                "seed {seed}: {} not detected: {:?}",
+                d.attack.name, d
+            );
         }
         assert!(a.all_detected);
-        assert!(a.unexplained.is_empty(), "false alarms: {:?}", a.unexplained);
+        assert!(
+            a.unexplained.is_empty(),
+            "false alarms: {:?}",
+            a.unexplained
+        );
     }
     Ok(())
 }
@@ -41,9 +55,18 @@ fn every_attack_is_detected_and_nothing_else_is_flagged() -> anyhow::Result<()> 
 #[test]
 fn baseline_totals_are_the_sum_of_releases_and_audits_pass() -> anyhow::Result<()> {
     let scratch = tempfile::tempdir()?;
-    let report = simulate(&config(150, 3, vec![Scenario::Baseline]), scratch.path(), &mut Silent)?;
-    let b = report.baseline.ok_or_else(|| anyhow::anyhow!("no baseline"))?;
-    assert!(b.totals_match, "a hub or the national total is not the sum of its releases");
+    let report = simulate(
+        &config(150, 3, vec![Scenario::Baseline]),
+        scratch.path(),
+        &mut Silent,
+    )?;
+    let b = report
+        .baseline
+        .ok_or_else(|| anyhow::anyhow!("no baseline"))?;
+    assert!(
+        b.totals_match,
+        "a hub or the national total is not the sum of its releases"
+    );
     assert!(b.audits_ok && b.findings == 0 && b.refusals == 0);
     // The central exact database is the truth.
     for a in b.accuracy.iter().filter(|a| a.method == "central_exact") {
@@ -63,7 +86,11 @@ fn baseline_totals_are_the_sum_of_releases_and_audits_pass() -> anyhow::Result<(
 #[test]
 fn intervals_cover_the_bounded_totals() -> anyhow::Result<()> {
     let scratch = tempfile::tempdir()?;
-    let report = simulate(&config(400, 4, vec![Scenario::PrivacySweep]), scratch.path(), &mut Silent)?;
+    let report = simulate(
+        &config(400, 4, vec![Scenario::PrivacySweep]),
+        scratch.path(),
+        &mut Silent,
+    )?;
     assert_eq!(report.sweep.len(), 4);
     for row in &report.sweep {
         for a in row.accuracy.iter().filter(|a| a.level == "departement") {
@@ -83,7 +110,11 @@ fn intervals_cover_the_bounded_totals() -> anyhow::Result<()> {
             .sweep
             .iter()
             .find(|r| r.mechanism == m && r.epsilon == e)
-            .and_then(|r| r.accuracy.iter().find(|a| a.level == "national" && a.method == "federated"))
+            .and_then(|r| {
+                r.accuracy
+                    .iter()
+                    .find(|a| a.level == "national" && a.method == "federated")
+            })
             .map(|a| a.median_rel_error)
             .unwrap_or(f64::NAN)
     };
@@ -97,8 +128,14 @@ fn churn_recovers_coverage_and_resends_are_idempotent() -> anyhow::Result<()> {
     let mut c = config(200, 5, vec![Scenario::Churn]);
     c.resend_share = 0.1;
     let report = simulate(&c, scratch.path(), &mut Silent)?;
-    let churn = report.churn.ok_or_else(|| anyhow::anyhow!("no churn report"))?;
-    assert!(churn.coverage_deadline < 0.95, "{}", churn.coverage_deadline);
+    let churn = report
+        .churn
+        .ok_or_else(|| anyhow::anyhow!("no churn report"))?;
+    assert!(
+        churn.coverage_deadline < 0.95,
+        "{}",
+        churn.coverage_deadline
+    );
     assert_eq!(churn.coverage_final, 1.0);
     assert_eq!(churn.hubs_final, 16);
     assert!(churn.hubs_deadline < 16);
