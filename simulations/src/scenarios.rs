@@ -65,6 +65,8 @@ pub struct SimConfig {
     pub net: NetParams,
     /// Scenarios to run.
     pub scenarios: Vec<Scenario>,
+    /// Threads for generating data and releasing (the rest runs on one thread).
+    pub threads: usize,
 }
 
 impl SimConfig {
@@ -84,6 +86,9 @@ impl SimConfig {
             size_sigma: 1.2,
             net: NetParams::default(),
             scenarios: vec![Scenario::All],
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
         }
     }
 
@@ -304,7 +309,11 @@ pub fn simulate(
         }
     }
     progress.start("données et diffusions", config.structures as u64);
-    world.compute(&plans, &mut sets, &sign, || progress.tick())?;
+    world.compute(&plans, &mut sets, &sign, config.threads, |k| {
+        for _ in 0..k {
+            progress.tick()
+        }
+    })?;
     timings.data_and_releases_s = started.elapsed().as_secs_f64();
     let data = summarize(&world);
     let mut sets = sets.into_iter();

@@ -97,32 +97,53 @@ impl Releases {
         self.params.mechanism
     }
 
-    /// Releases one structure's month with `plan`; signs it when `sign`.
-    pub fn push(
-        &mut self,
-        plan: &Plan,
-        s: &Structure,
-        period: Period,
-        activities: &[Activity],
-        sign: bool,
-    ) -> anyhow::Result<()> {
-        let timer = Timer::start();
-        let noisy = plan.release(period, activities)?;
-        let bytes = if sign {
-            to_wire(&noisy, &self.params, s, 0).sign(&s.key)?.to_bytes()
-        } else {
-            Vec::new()
-        };
-        self.cpu.push(timer.stop());
+    /// Adds one structure's release (structures in order).
+    pub fn add(&mut self, one: OneRelease) {
         if self.scales.is_empty() {
-            self.scales = noisy.cells.iter().map(|c| c.scale).collect();
-            self.half_widths = noisy.cells.iter().map(|c| c.ci95_half_width).collect();
+            self.scales = one.scales;
+            self.half_widths = one.half_widths;
         }
-        self.values
-            .push(noisy.cells.iter().map(|c| c.value).collect());
-        self.bytes.push(bytes);
-        Ok(())
+        self.values.push(one.values);
+        self.bytes.push(one.bytes);
+        self.cpu.push(one.cpu);
     }
+}
+
+/// One structure's release under one plan.
+#[derive(Debug)]
+pub struct OneRelease {
+    values: Vec<i64>,
+    scales: Vec<f64>,
+    half_widths: Vec<f64>,
+    bytes: Vec<u8>,
+    cpu: Spent,
+}
+
+/// Releases one structure's month with `plan`; signs it when `sign`. The CPU time is this
+/// thread's.
+pub fn release_one(
+    plan: &Plan,
+    params: &PrivacyParams,
+    s: &Structure,
+    period: Period,
+    activities: &[Activity],
+    sign: bool,
+) -> anyhow::Result<OneRelease> {
+    let timer = Timer::start();
+    let noisy = plan.release(period, activities)?;
+    let bytes = if sign {
+        to_wire(&noisy, params, s, 0).sign(&s.key)?.to_bytes()
+    } else {
+        Vec::new()
+    };
+    let cpu = timer.stop();
+    Ok(OneRelease {
+        values: noisy.cells.iter().map(|c| c.value).collect(),
+        scales: noisy.cells.iter().map(|c| c.scale).collect(),
+        half_widths: noisy.cells.iter().map(|c| c.ci95_half_width).collect(),
+        bytes,
+        cpu,
+    })
 }
 
 /// The wire form of a noisy release, as the node makes it.
@@ -200,45 +221,93 @@ impl World {
     }
 
     /// Generates each structure's month (in memory), its exact and bounded figures and its
-    /// releases under each plan (`sets[k]` with `plans[k]`; signed when `sign[k]`).
+    /// releases under each plan (`sets[k]` with `plans[k]`; signed when `sign[k]`), on up to
+    /// `threads` threads; results are stored in structure order whatever the threads.
     pub fn compute(
         &mut self,
         plans: &[Plan],
         sets: &mut [Releases],
         sign: &[bool],
-        mut progress: impl FnMut(),
+        threads: usize,
+        mut progress: impl FnMut(u64),
     ) -> anyhow::Result<()> {
-        let bounds = Bounds::default();
-        for s in &self.structures {
-            let activities = crate::activities::month(s, self.period);
+        const CHUNK: usize = 64;
+        let threads = threads.max(1);
+        let params: Vec<PrivacyParams> = sets.iter().map(|s| s.params.clone()).collect();
+        let (period, cells) = (self.period, &self.cells);
+        let one = |s: &Structure| -> anyhow::Result<PerStructure> {
+            let activities = crate::activities::month(s, period);
             let rows = activities.iter().map(|a| a.participants.len()).sum();
-            self.sizes.push((activities.len(), rows));
-            let ex = exact::compute(self.period, &activities, Indicator::COMMON_CORE);
-            self.exact.push(
-                self.cells
-                    .iter()
-                    .map(|(i, c)| ex.get(*i).and_then(|v| v.get(*c)).unwrap_or(0))
-                    .collect(),
+            let ex = exact::compute(period, &activities, Indicator::COMMON_CORE);
+            let exact_cells = cells
+                .iter()
+                .map(|(i, c)| ex.get(*i).and_then(|v| v.get(*c)).unwrap_or(0))
+                .collect();
+            let bounded = bounded_values(
+                period,
+                &activities,
+                &Bounds::default(),
+                Indicator::COMMON_CORE,
             );
-            let bounded = bounded_values(self.period, &activities, &bounds, Indicator::COMMON_CORE);
-            self.bounded.push(
-                self.cells
+            let bounded_cells = cells
+                .iter()
+                .map(|(i, c)| {
+                    bounded
+                        .iter()
+                        .find(|b| b.indicator == *i)
+                        .and_then(|b| b.cells.iter().find(|x| x.0 == *c))
+                        .map(|x| x.1)
+                        .unwrap_or(0)
+                })
+                .collect();
+            let releases = plans
+                .iter()
+                .zip(&params)
+                .zip(sign)
+                .map(|((plan, p), &sign)| release_one(plan, p, s, period, &activities, sign))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Ok(PerStructure {
+                size: (activities.len(), rows),
+                exact: exact_cells,
+                bounded: bounded_cells,
+                releases,
+            })
+        };
+        for chunk in self.structures.chunks(CHUNK * threads) {
+            let parts: Vec<&[Structure]> = chunk.chunks(CHUNK).collect();
+            let results: Vec<anyhow::Result<Vec<PerStructure>>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = parts
                     .iter()
-                    .map(|(i, c)| {
-                        bounded
-                            .iter()
-                            .find(|b| b.indicator == *i)
-                            .and_then(|b| b.cells.iter().find(|x| x.0 == *c))
-                            .map(|x| x.1)
-                            .unwrap_or(0)
+                    .map(|part| scope.spawn(|| part.iter().map(one).collect()))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(anyhow::anyhow!("a release thread panicked")))
                     })
-                    .collect(),
-            );
-            for ((plan, set), &sign) in plans.iter().zip(sets.iter_mut()).zip(sign) {
-                set.push(plan, s, self.period, &activities, sign)?;
+                    .collect()
+            });
+            for part in results {
+                for p in part? {
+                    self.sizes.push(p.size);
+                    self.exact.push(p.exact);
+                    self.bounded.push(p.bounded);
+                    for (set, r) in sets.iter_mut().zip(p.releases) {
+                        set.add(r);
+                    }
+                }
             }
-            progress();
+            progress(chunk.len() as u64);
         }
         Ok(())
     }
+}
+
+/// What one structure yields.
+struct PerStructure {
+    size: (usize, usize),
+    exact: Vec<u64>,
+    bounded: Vec<i64>,
+    releases: Vec<OneRelease>,
 }
