@@ -330,11 +330,11 @@ pub fn alter_release_in_bundle(dir: &Path, world: &World, victim: usize) -> anyh
     let mut changed = false;
     for line in text.lines() {
         let mut value: serde_json::Value = serde_json::from_str(line)?;
-        if value["release"]["signer"].as_str() == Some(key.as_str()) {
-            if let Some(v) = value["release"]["cells"][0]["value"].as_i64() {
-                value["release"]["cells"][0]["value"] = serde_json::json!(v + 1_000);
-                changed = true;
-            }
+        if value["release"]["signer"].as_str() == Some(key.as_str())
+            && let Some(v) = value["release"]["cells"][0]["value"].as_i64()
+        {
+            value["release"]["cells"][0]["value"] = serde_json::json!(v + 1_000);
+            changed = true;
         }
         out.push_str(&serde_json::to_string(&value)?);
         out.push('\n');

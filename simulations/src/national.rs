@@ -20,6 +20,9 @@ use maillage_protocol::{Indicator, Period, ReleaseId, SignedAggregate, SignedChe
 
 const Z_95: f64 = 1.959_963_984_540_054;
 
+/// A national cell being summed: indicator, category, sum, variance.
+type CellSum = (Indicator, Option<String>, i64, f64);
+
 /// The national node of the simulation.
 #[derive(Debug)]
 pub struct National {
@@ -93,8 +96,7 @@ impl National {
         }
         let mut indices: Vec<usize> = latest.values().copied().collect();
         indices.sort_unstable();
-        let mut sums: BTreeMap<(usize, usize), (Indicator, Option<String>, i64, f64)> =
-            BTreeMap::new();
+        let mut sums: BTreeMap<(usize, usize), CellSum> = BTreeMap::new();
         let mut contributions = Vec::new();
         for &i in &indices {
             let signed = &self.accepted[i];

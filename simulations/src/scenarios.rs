@@ -635,8 +635,8 @@ pub fn totals_match(world: &World, releases: &Releases, run: &Run) -> anyhow::Re
             .filter(|s| s.hub == h && run.accepted_final[s.index])
         {
             any = true;
-            for c in 0..n {
-                sums[c] += releases.values[s.index][c];
+            for (sum, value) in sums.iter_mut().zip(&releases.values[s.index]) {
+                *sum += value;
             }
         }
         for c in 0..n {
