@@ -143,3 +143,36 @@ fn churn_recovers_coverage_and_resends_are_idempotent() -> anyhow::Result<()> {
     assert!(churn.audits_ok);
     Ok(())
 }
+
+/// The small real-network mode: structures, 16 hubs and the national node as real libp2p peers
+/// on loopback; every structure reaches the national total and the audit passes.
+#[test]
+fn the_libp2p_mode_runs_real_peers_and_its_audit_passes() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_maillage-sim"))
+        .args([
+            "--libp2p",
+            "--structures",
+            "20",
+            "--seed",
+            "3",
+            "--json",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .expect("run maillage-sim");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON summary");
+    assert_eq!(v["mode"], "libp2p");
+    assert_eq!(v["hubs"], 16);
+    assert_eq!(v["coverage"]["structures_contributed"], 20, "{v}");
+    assert_eq!(v["audit"]["ok"], true, "{v}");
+    // 20 releases and 16 hub aggregates, every signature checked.
+    assert_eq!(v["audit"]["releases_verified"], 36, "{v}");
+    assert!(out.path().join("libp2p.json").is_file());
+}
