@@ -18,9 +18,7 @@ use maillage_protocol::vocab::{
 };
 use time::{Date, Month};
 
-use crate::store::codec::{
-    self, Facts, FrameRef, FrameWriter, commune_bytes, commune_text, stable_hash,
-};
+use crate::store::codec::{self, Facts, FrameRef, FrameWriter, commune_text, stable_hash};
 
 /// The columns of the activity-report model, in the model's order.
 pub const COLUMNS: &[&str] = &[
@@ -251,6 +249,14 @@ pub fn read_rows(
         ));
     }
 
+    let mut file_to_model = vec![None; columns.count];
+    for (model, file) in columns.index.iter().enumerate() {
+        if let Some(file) = file {
+            file_to_model[*file] = Some(model);
+        }
+    }
+    let vocabs = Vocabs::new();
+    let mut communes = CommuneCache::new();
     let mut frame = FrameWriter::default();
     let mut row_errors = Vec::new();
     while csv.read_byte_record(&mut record).map_err(csv_error)? {
@@ -258,7 +264,16 @@ pub fn read_rows(
         if line.is_multiple_of(1024) {
             progress.advance(byte);
         }
-        if record.iter().all(|cell| trim_bytes(cell).is_empty()) {
+        let mut cells: [&[u8]; COLUMNS.len()] = [&[]; COLUMNS.len()];
+        let mut all_empty = true;
+        for (i, field) in record.iter().enumerate() {
+            let field = trim_bytes(field);
+            all_empty &= field.is_empty();
+            if let Some(Some(model)) = file_to_model.get(i) {
+                cells[*model] = field;
+            }
+        }
+        if all_empty {
             if reading.warnings.len() < MAX_WARNINGS {
                 reading
                     .warnings
@@ -283,10 +298,11 @@ pub fn read_rows(
             continue;
         }
         let mut cells = Cells {
-            record: &record,
-            columns: &columns,
+            cells,
             line,
             errors: &mut row_errors,
+            vocabs: &vocabs,
+            communes: &mut communes,
         };
         let valid = cells.row(&mut frame);
         if !row_errors.is_empty() {
@@ -296,9 +312,7 @@ pub fn read_rows(
             continue;
         }
         if valid {
-            let bytes = frame
-                .end()
-                .map_err(|e| ImportError::Stage(e.to_string()))?;
+            let bytes = frame.end().map_err(|e| ImportError::Stage(e.to_string()))?;
             sink(bytes).map_err(|e| ImportError::Stage(e.to_string()))?;
         }
     }
@@ -427,13 +441,14 @@ pub fn parse(
     })
 }
 
-/// Turns CRLF line ends into LF as bytes stream through (a lone CR is kept).
+/// Turns CRLF line ends into LF as bytes stream through (a lone CR is kept), in place in the
+/// reader's buffer.
 struct CrlfToLf<R> {
     inner: R,
+    /// A CR ended the last chunk: whether a LF follows is not known yet.
     pending_cr: bool,
-    raw: Vec<u8>,
-    buf: Vec<u8>,
-    pos: usize,
+    /// A byte read ahead, to give before reading on.
+    carry: Option<u8>,
 }
 
 impl<R: Read> CrlfToLf<R> {
@@ -441,57 +456,117 @@ impl<R: Read> CrlfToLf<R> {
         Self {
             inner,
             pending_cr: false,
-            raw: vec![0; 64 * 1024],
-            buf: Vec::with_capacity(64 * 1024 + 1),
-            pos: 0,
+            carry: None,
         }
     }
+}
 
-    fn fill(&mut self) -> std::io::Result<bool> {
-        let n = self.inner.read(&mut self.raw)?;
-        self.buf.clear();
-        self.pos = 0;
-        if n == 0 {
-            if self.pending_cr {
-                self.pending_cr = false;
-                self.buf.push(b'\r');
-                return Ok(true);
-            }
-            return Ok(false);
+/// The position of the first CR, eight bytes at a time.
+fn find_cr(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let v = u64::from_le_bytes(word) ^ (ONES * u64::from(b'\r'));
+        if v.wrapping_sub(ONES) & !v & HIGHS != 0 {
+            return chunk.iter().position(|&b| b == b'\r').map(|i| offset + i);
         }
-        let mut raw = &self.raw[..n];
-        if self.pending_cr {
-            self.pending_cr = false;
-            if raw.first() != Some(&b'\n') {
-                self.buf.push(b'\r');
-            }
-        }
-        // Copy runs without CR whole; drop each CR that a LF follows.
-        while let Some(i) = raw.iter().position(|&b| b == b'\r') {
-            self.buf.extend_from_slice(&raw[..i]);
-            match raw.get(i + 1) {
-                Some(b'\n') => {}
-                Some(_) => self.buf.push(b'\r'),
-                None => self.pending_cr = true,
-            }
-            raw = &raw[i + 1..];
-        }
-        self.buf.extend_from_slice(raw);
-        Ok(true)
+        offset += 8;
     }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\r')
+        .map(|i| offset + i)
 }
 
 impl<R: Read> Read for CrlfToLf<R> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos >= self.buf.len() {
-            if !self.fill()? {
-                return Ok(0);
-            }
+        if out.is_empty() {
+            return Ok(0);
         }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
+        loop {
+            let total = if self.pending_cr {
+                // The CR held back from the last chunk goes first; whether a LF follows is
+                // decided with the rest of this chunk below.
+                self.pending_cr = false;
+                out[0] = b'\r';
+                if out.len() == 1 {
+                    // No room to look ahead in `out`: look at one byte.
+                    let mut next = [0u8; 1];
+                    return match self.inner.read(&mut next)? {
+                        0 => Ok(1),
+                        _ if next[0] == b'\n' => {
+                            out[0] = b'\n';
+                            Ok(1)
+                        }
+                        _ if next[0] == b'\r' => {
+                            self.pending_cr = true;
+                            Ok(1)
+                        }
+                        _ => {
+                            self.carry = Some(next[0]);
+                            Ok(1)
+                        }
+                    };
+                }
+                let n = self.inner.read(&mut out[1..])?;
+                if n == 0 {
+                    return Ok(1);
+                }
+                n + 1
+            } else if let Some(byte) = self.carry.take() {
+                out[0] = byte;
+                if byte == b'\r' {
+                    self.pending_cr = true;
+                    continue;
+                }
+                return Ok(1);
+            } else {
+                let n = self.inner.read(out)?;
+                if n == 0 {
+                    return Ok(0);
+                }
+                n
+            };
+            let chunk = &mut out[..total];
+            // Drop each CR that a LF follows, compacting in place.
+            let Some(first) = find_cr(chunk) else {
+                return Ok(total);
+            };
+            let mut write = first;
+            let mut read = first;
+            while read < total {
+                match find_cr(&chunk[read..]) {
+                    None => {
+                        chunk.copy_within(read..total, write);
+                        write += total - read;
+                        break;
+                    }
+                    Some(i) => {
+                        let cr = read + i;
+                        chunk.copy_within(read..cr, write);
+                        write += cr - read;
+                        match chunk.get(cr + 1) {
+                            Some(b'\n') => {}
+                            Some(_) => {
+                                chunk[write] = b'\r';
+                                write += 1;
+                            }
+                            None => self.pending_cr = true,
+                        }
+                        read = cr + 1;
+                    }
+                }
+            }
+            if write > 0 {
+                return Ok(write);
+            }
+            // The chunk was a lone CR, held back: read on.
+        }
     }
 }
 
@@ -589,12 +664,104 @@ impl Columns {
     }
 }
 
-/// The code (position + 1) of the value of vocabulary `V` written `text`.
-fn lookup<V: Vocabulary>(text: &str) -> Option<u8> {
-    V::ALL
-        .iter()
-        .position(|v| v.code() == text)
-        .and_then(|i| u8::try_from(i + 1).ok())
+/// Finds the code (position + 1) of a vocabulary's value from its bytes, without allocating:
+/// a small open-addressing table built once per file.
+struct VocabTable {
+    slots: [u8; 128],
+    codes: Vec<&'static [u8]>,
+}
+
+impl VocabTable {
+    fn new<V: Vocabulary>() -> Self {
+        let mut table = Self {
+            slots: [0; 128],
+            codes: V::ALL.iter().map(|v| v.code().as_bytes()).collect(),
+        };
+        for (i, code) in table.codes.iter().enumerate() {
+            let mut h = Self::hash(code);
+            while table.slots[h] != 0 {
+                h = (h + 1) & 127;
+            }
+            // Vocabularies hold a few dozen values at most.
+            table.slots[h] = u8::try_from(i + 1).unwrap_or(u8::MAX);
+        }
+        table
+    }
+
+    fn hash(text: &[u8]) -> usize {
+        let (first, last) = match (text.first(), text.last()) {
+            (Some(f), Some(l)) => (usize::from(*f), usize::from(*l)),
+            _ => (0, 0),
+        };
+        let mid = usize::from(text.get(text.len() / 2).copied().unwrap_or(0));
+        (text.len() * 151 + first * 31 + last * 7 + mid * 131) & 127
+    }
+
+    fn get(&self, text: &[u8]) -> Option<u8> {
+        let mut h = Self::hash(text);
+        loop {
+            let slot = self.slots[h];
+            if slot == 0 {
+                return None;
+            }
+            if self.codes[usize::from(slot) - 1] == text {
+                return Some(slot);
+            }
+            h = (h + 1) & 127;
+        }
+    }
+}
+
+/// The vocabularies of the model's columns.
+struct Vocabs {
+    activity_type: VocabTable,
+    place_type: VocabTable,
+    thematique: VocabTable,
+    materiel: VocabTable,
+    autonomie: VocabTable,
+    oui_non: VocabTable,
+    niveau: VocabTable,
+    genre: VocabTable,
+    tranche_age: VocabTable,
+    statut_social: VocabTable,
+}
+
+impl Vocabs {
+    fn new() -> Self {
+        Self {
+            activity_type: VocabTable::new::<ActivityType>(),
+            place_type: VocabTable::new::<PlaceType>(),
+            thematique: VocabTable::new::<Thematique>(),
+            materiel: VocabTable::new::<Materiel>(),
+            autonomie: VocabTable::new::<Autonomie>(),
+            oui_non: VocabTable::new::<OuiNon>(),
+            niveau: VocabTable::new::<NiveauAtelier>(),
+            genre: VocabTable::new::<Genre>(),
+            tranche_age: VocabTable::new::<TrancheAge>(),
+            statut_social: VocabTable::new::<StatutSocial>(),
+        }
+    }
+}
+
+/// Commune codes already found in the COG, so that the codes a file repeats on every row are
+/// looked up once (direct-mapped: a miss only costs a lookup).
+struct CommuneCache {
+    slots: [[u8; 5]; 256],
+}
+
+impl CommuneCache {
+    fn new() -> Self {
+        Self {
+            slots: [[0; 5]; 256],
+        }
+    }
+
+    fn slot(code: &[u8; 5]) -> usize {
+        let h = code
+            .iter()
+            .fold(0u32, |h, &b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+        (h & 255) as usize
+    }
 }
 
 /// Up to 32 distinct codes of a multi-valued cell, in file order.
@@ -620,14 +787,16 @@ impl CodeList {
 }
 
 /// Reads the cells of one row, recording every error instead of stopping at the first.
-struct Cells<'a> {
-    record: &'a csv::ByteRecord,
-    columns: &'a Columns,
+struct Cells<'a, 'r> {
+    /// The trimmed cell of each of [`COLUMNS`] (empty when the column is absent).
+    cells: [&'r [u8]; COLUMNS.len()],
     line: u64,
     errors: &'a mut Vec<RowError>,
+    vocabs: &'a Vocabs,
+    communes: &'a mut CommuneCache,
 }
 
-impl<'a> Cells<'a> {
+impl<'r> Cells<'_, 'r> {
     fn error(&mut self, column: usize, value: &str, message: String) {
         self.errors.push(RowError {
             line: self.line,
@@ -637,43 +806,56 @@ impl<'a> Cells<'a> {
         });
     }
 
-    /// The trimmed text of a column; `None` when the column is absent or the cell empty.
-    fn text(&mut self, column: usize) -> Option<&'a str> {
-        let i = self.columns.index[column]?;
-        let record: &'a csv::ByteRecord = self.record;
-        let raw = trim_bytes(record.get(i)?);
-        if raw.is_empty() {
-            return None;
-        }
+    fn utf8_error(&mut self, column: usize, raw: &[u8]) {
+        let shown = String::from_utf8_lossy(raw).into_owned();
+        self.error(
+            column,
+            &shown,
+            "invalid UTF-8: save the file as UTF-8".into(),
+        );
+    }
+
+    /// The bytes of a column; `None` when the column is absent or the cell empty.
+    fn bytes(&self, column: usize) -> Option<&'r [u8]> {
+        Some(self.cells[column]).filter(|b| !b.is_empty())
+    }
+
+    /// The text of a column; `None` when the column is absent, the cell empty or not UTF-8
+    /// (then an error is recorded).
+    fn text(&mut self, column: usize) -> Option<&'r str> {
+        let raw = self.bytes(column)?;
         match std::str::from_utf8(raw) {
             Ok(text) => Some(text),
             Err(_) => {
-                let shown = String::from_utf8_lossy(raw).into_owned();
-                self.error(
-                    column,
-                    &shown,
-                    "invalid UTF-8: save the file as UTF-8".into(),
-                );
+                self.utf8_error(column, raw);
                 None
             }
         }
     }
 
-    fn required(&mut self, column: usize) -> Option<&'a str> {
-        let errors_before = self.errors.len();
-        let text = self.text(column);
-        if text.is_none() && self.errors.len() == errors_before {
+    /// Records that a required cell is empty; `None` then.
+    fn required(&mut self, column: usize) -> Option<&'r [u8]> {
+        let raw = self.bytes(column);
+        if raw.is_none() {
             self.error(
                 column,
                 "",
                 "this column is required and the cell is empty".into(),
             );
         }
-        text
+        raw
+    }
+
+    /// Records a cell that is not what was expected: an encoding error if it is not UTF-8.
+    fn invalid(&mut self, column: usize, raw: &[u8], message: impl FnOnce() -> String) {
+        match std::str::from_utf8(raw) {
+            Ok(text) => self.error(column, text, message()),
+            Err(_) => self.utf8_error(column, raw),
+        }
     }
 
     /// An identifier (of an activity or a person), stored with a 16-bit length.
-    fn identifier(&mut self, text: Option<&'a str>, column: usize) -> Option<&'a str> {
+    fn identifier(&mut self, text: Option<&'r str>, column: usize) -> Option<&'r str> {
         let text = text?;
         if text.len() > usize::from(u16::MAX) {
             let shown: String = text.chars().take(40).collect();
@@ -688,34 +870,46 @@ impl<'a> Cells<'a> {
     }
 
     /// The code of a single-valued vocabulary cell, 0 when empty.
-    fn one_of<V: Vocabulary>(&mut self, column: usize) -> u8 {
-        let Some(text) = self.text(column) else {
+    fn one_of<V: Vocabulary>(&mut self, column: usize, table: &VocabTable) -> u8 {
+        let Some(raw) = self.bytes(column) else {
             return 0;
         };
-        match lookup::<V>(text) {
+        match table.get(raw) {
             Some(code) => code,
             None => {
-                self.error(
-                    column,
-                    text,
-                    format!("expected one of {}", V::codes().join(", ")),
-                );
+                self.invalid(column, raw, || {
+                    format!("expected one of {}", V::codes().join(", "))
+                });
                 0
             }
         }
     }
 
-    fn many_of<V: Vocabulary>(&mut self, column: usize) -> CodeList {
+    fn many_of<V: Vocabulary>(&mut self, column: usize, table: &VocabTable) -> CodeList {
         let mut list = CodeList::default();
-        let Some(text) = self.text(column) else {
+        let Some(raw) = self.bytes(column) else {
             return list;
         };
-        for part in text.split('|').map(str::trim).filter(|p| !p.is_empty()) {
-            match lookup::<V>(part) {
+        for part in raw.split(|&b| b == b'|').map(trim_bytes) {
+            if part.is_empty() {
+                continue;
+            }
+            if let Some(code) = table.get(part) {
+                list.add(code);
+                continue;
+            }
+            let Ok(text) = std::str::from_utf8(part) else {
+                self.utf8_error(column, raw);
+                return CodeList::default();
+            };
+            // Other white space than ASCII's around a value.
+            let text = text.trim();
+            match table.get(text.as_bytes()) {
                 Some(code) => list.add(code),
+                None if text.is_empty() => {}
                 None => self.error(
                     column,
-                    part,
+                    text,
                     format!(
                         "expected values separated by | among {}",
                         V::codes().join(", ")
@@ -727,36 +921,67 @@ impl<'a> Cells<'a> {
     }
 
     fn commune(&mut self, column: usize) -> [u8; 5] {
-        let Some(text) = self.text(column) else {
+        let Some(raw) = self.bytes(column) else {
             return [0; 5];
         };
-        match Cog::get().commune(text) {
-            Ok(_) => commune_bytes(Some(text)),
-            Err(err) => {
-                self.error(column, text, err.to_string());
-                [0; 5]
+        if let Ok(code) = <[u8; 5]>::try_from(raw) {
+            let slot = CommuneCache::slot(&code);
+            if self.communes.slots[slot] == code {
+                return code;
+            }
+            if let Ok(text) = std::str::from_utf8(raw)
+                && Cog::get().commune(text).is_ok()
+            {
+                self.communes.slots[slot] = code;
+                return code;
+            }
+        }
+        match std::str::from_utf8(raw) {
+            Ok(text) => {
+                if let Err(err) = Cog::get().commune(text) {
+                    self.error(column, text, err.to_string());
+                }
+            }
+            Err(_) => self.utf8_error(column, raw),
+        }
+        [0; 5]
+    }
+
+    fn date(&mut self) -> Option<i32> {
+        let raw = self.required(DATE)?;
+        match parse_date(raw) {
+            Some(date) if (2000..=2999).contains(&date.year()) => Some(date.to_julian_day()),
+            Some(_) => {
+                self.invalid(DATE, raw, || {
+                    "expected a date from 2000-01-01 to 2999-12-31".into()
+                });
+                None
+            }
+            None => {
+                self.invalid(DATE, raw, || {
+                    "expected a calendar date written YYYY-MM-DD, e.g. 2026-10-14".into()
+                });
+                None
             }
         }
     }
 
-    fn date(&mut self) -> Option<i32> {
-        let text = self.required(DATE)?;
-        match parse_date(text) {
-            Some(date) if (2000..=2999).contains(&date.year()) => Some(date.to_julian_day()),
-            Some(_) => {
-                self.error(
-                    DATE,
-                    text,
-                    "expected a date from 2000-01-01 to 2999-12-31".into(),
-                );
-                None
-            }
-            None => {
-                self.error(
-                    DATE,
-                    text,
-                    "expected a calendar date written YYYY-MM-DD, e.g. 2026-10-14".into(),
-                );
+    fn duree(&mut self) -> Option<u16> {
+        let raw = self.required(DUREE)?;
+        let digits = raw.strip_prefix(b"+").unwrap_or(raw);
+        let minutes = (!digits.is_empty() && digits.len() <= 4)
+            .then(|| {
+                digits.iter().try_fold(0u16, |n, &d| {
+                    d.is_ascii_digit().then(|| n * 10 + u16::from(d - b'0'))
+                })
+            })
+            .flatten();
+        match minutes {
+            Some(minutes @ 1..=1440) => Some(minutes),
+            _ => {
+                self.invalid(DUREE, raw, || {
+                    "expected a whole number of minutes from 1 to 1440".into()
+                });
                 None
             }
         }
@@ -765,53 +990,45 @@ impl<'a> Cells<'a> {
     /// Checks every cell; when all are valid, writes the row's frame into `frame` and returns
     /// `true`.
     fn row(&mut self, frame: &mut FrameWriter) -> bool {
+        let vocabs = self.vocabs;
         let errors_before = self.errors.len();
-        let activite_id = self.required(ACTIVITE_ID);
+        let activite_id = if self.required(ACTIVITE_ID).is_some() {
+            self.text(ACTIVITE_ID)
+        } else {
+            None
+        };
         let activite_id = self.identifier(activite_id, ACTIVITE_ID);
         let day = self.date();
         let mut legacy_demarche = false;
-        let kind = self.required(TYPE).and_then(|text| {
-            if text == LEGACY_DEMARCHE {
+        let individuel = codec::code(ActivityType::Individuel);
+        let kind = self.required(TYPE).and_then(|raw| {
+            if raw == LEGACY_DEMARCHE.as_bytes() {
                 legacy_demarche = true;
-                return Some(codec::code(ActivityType::Individuel));
+                return Some(individuel);
             }
-            let kind = lookup::<ActivityType>(text);
+            let kind = vocabs.activity_type.get(raw);
             if kind.is_none() {
-                self.error(
-                    TYPE,
-                    text,
+                self.invalid(TYPE, raw, || {
                     format!(
                         "expected one of {} (or the legacy {LEGACY_DEMARCHE})",
                         ActivityType::codes().join(", ")
-                    ),
-                );
+                    )
+                });
             }
             kind
         });
-        let duree = self
-            .required(DUREE)
-            .and_then(|text| match text.parse::<u16>() {
-                Ok(minutes @ 1..=1440) => Some(minutes),
-                _ => {
-                    self.error(
-                        DUREE,
-                        text,
-                        "expected a whole number of minutes from 1 to 1440".into(),
-                    );
-                    None
-                }
-            });
-        let place_type = self.one_of::<PlaceType>(TYPE_LIEU);
+        let duree = self.duree();
+        let place_type = self.one_of::<PlaceType>(TYPE_LIEU, &vocabs.place_type);
         let place_commune = self.commune(LIEU_CODE_INSEE);
-        let mut themes = self.many_of::<Thematique>(THEMATIQUES);
+        let mut themes = self.many_of::<Thematique>(THEMATIQUES, &vocabs.thematique);
         if legacy_demarche {
             themes.add(codec::code(Thematique::AideAuxDemarchesAdministratives));
         }
-        let materiel = self.many_of::<Materiel>(MATERIEL);
-        let autonomie = self.one_of::<Autonomie>(AUTONOMIE);
-        let oriented = self.one_of::<OuiNon>(ORIENTE);
-        let level = self.one_of::<NiveauAtelier>(NIVEAU_ATELIER);
-        if level != 0 && kind == Some(codec::code(ActivityType::Individuel)) {
+        let materiel = self.many_of::<Materiel>(MATERIEL, &vocabs.materiel);
+        let autonomie = self.one_of::<Autonomie>(AUTONOMIE, &vocabs.autonomie);
+        let oriented = self.one_of::<OuiNon>(ORIENTE, &vocabs.oui_non);
+        let level = self.one_of::<NiveauAtelier>(NIVEAU_ATELIER, &vocabs.niveau);
+        if level != 0 && kind == Some(individuel) {
             self.error(
                 NIVEAU_ATELIER,
                 vocab_text::<NiveauAtelier>(level),
@@ -820,10 +1037,10 @@ impl<'a> Cells<'a> {
         }
         let beneficiary = self.text(BENEFICIAIRE_ID);
         let beneficiary = self.identifier(beneficiary, BENEFICIAIRE_ID);
-        let first_time = self.one_of::<OuiNon>(PREMIER);
-        let genre = self.one_of::<Genre>(GENRE);
-        let tranche_age = self.one_of::<TrancheAge>(TRANCHE_AGE);
-        let statut_social = self.one_of::<StatutSocial>(STATUT_SOCIAL);
+        let first_time = self.one_of::<OuiNon>(PREMIER, &vocabs.oui_non);
+        let genre = self.one_of::<Genre>(GENRE, &vocabs.genre);
+        let tranche_age = self.one_of::<TrancheAge>(TRANCHE_AGE, &vocabs.tranche_age);
+        let statut_social = self.one_of::<StatutSocial>(STATUT_SOCIAL, &vocabs.statut_social);
         let residence = self.commune(COMMUNE_CODE_INSEE);
 
         if self.errors.len() != errors_before {
@@ -861,7 +1078,7 @@ impl<'a> Cells<'a> {
     }
 }
 
-/// An `oui`/`non` code (as [`lookup`] gives it) as a stored flag.
+/// An `oui`/`non` code (as [`VocabTable::get`] gives it) as a stored flag.
 fn yes_no_flag(code: u8) -> u8 {
     let value = usize::from(code)
         .checked_sub(1)
@@ -871,8 +1088,7 @@ fn yes_no_flag(code: u8) -> u8 {
 }
 
 /// A date written exactly `YYYY-MM-DD`.
-fn parse_date(text: &str) -> Option<Date> {
-    let b = text.as_bytes();
+fn parse_date(b: &[u8]) -> Option<Date> {
     if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
     }
@@ -1070,7 +1286,59 @@ mod tests {
         assert!(errors[0].message.contains("3 cell(s)"));
     }
 
+    /// Reads through the filter with reads of `size` bytes at most.
+    fn filtered(input: &[u8], size: usize) -> Vec<u8> {
+        let mut reader = CrlfToLf::new(input);
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; size];
+        loop {
+            let n = reader.read(&mut buf).expect("read");
+            if n == 0 {
+                return out;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// Reads of at most `chunk` bytes from the inner reader.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = out.len().min(self.1).min(self.0.len());
+            out[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn crlf_filter_drops_exactly_the_crs_before_lfs(
+            input in proptest::collection::vec(proptest::sample::select(vec![b'a', b'\r', b'\n', b',']), 0..200),
+            inner in 1usize..9,
+            size in 1usize..9,
+        ) {
+            let expected: Vec<u8> = input
+                .iter()
+                .enumerate()
+                .filter(|(i, b)| !(**b == b'\r' && input.get(i + 1) == Some(&b'\n')))
+                .map(|(_, b)| *b)
+                .collect();
+            proptest::prop_assert_eq!(filtered(&input, 4096), expected.clone());
+            let mut reader = CrlfToLf::new(Trickle(&input, inner));
+            let mut out = Vec::new();
+            let mut buf = vec![0u8; size];
+            loop {
+                let n = reader.read(&mut buf).expect("read");
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+            proptest::prop_assert_eq!(out, expected);
+        }
+
         #[test]
         fn never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
             let mut input = b"activite_id,date,type,duree,thematiques,genre\n".to_vec();

@@ -298,13 +298,16 @@ impl Node {
             file: shown.clone(),
             source,
         };
+        let t0 = std::time::Instant::now();
         let reading = import::read_rows(&mut reader, &mut |frame| staging.push(frame), progress)
             .map_err(import_error)?;
+        tracing::debug!(elapsed = ?t0.elapsed(), "import: rows read, checked and staged");
         // The rows of each activity, checked together once every row is staged.
         let mut errors = reading.errors;
         staging
             .check(&mut |rows| import::check_activity(rows, &mut errors))
             .map_err(|source| self.store_error(source))?;
+        tracing::debug!(elapsed = ?t0.elapsed(), "import: activities checked");
         errors.finish().map_err(import_error)?;
         let record = ImportRecord {
             file: path

@@ -265,7 +265,7 @@ impl SegmentStats {
 }
 
 fn index_from_bytes(bytes: &[u8]) -> Result<Vec<(u64, u16)>, Bad> {
-    if bytes.len() % 10 != 0 {
+    if !bytes.len().is_multiple_of(10) {
         return Err(Bad("index length"));
     }
     let mut c = codec::Cursor::new(bytes);
@@ -342,9 +342,7 @@ impl ImportStaging {
 
     fn finish(&mut self) -> Result<(), StoreError> {
         if let Some(writer) = self.writer.take() {
-            let file = writer
-                .finish()
-                .map_err(|e| staging_error(&self.path, e))?;
+            let file = writer.finish().map_err(|e| staging_error(&self.path, e))?;
             self.file = Some(file);
         }
         Ok(())
@@ -352,11 +350,10 @@ impl ImportStaging {
 
     /// Finishes the staging file (synced to disk) and hands the rows of each activity, in file
     /// order, to `check`, a partition at a time; returns how many activities the file holds.
-    pub fn check(
-        &mut self,
-        check: &mut dyn FnMut(&[FrameRef<'_>]),
-    ) -> Result<u64, StoreError> {
+    pub fn check(&mut self, check: &mut dyn FnMut(&[FrameRef<'_>])) -> Result<u64, StoreError> {
+        let t0 = std::time::Instant::now();
         self.finish()?;
+        tracing::debug!(elapsed = ?t0.elapsed(), "import: staging file synced");
         let Some(file) = &self.file else {
             return Err(staging_error(&self.path, "already committed"));
         };
@@ -501,9 +498,12 @@ impl Store {
             staging: name,
             record,
         };
+        let t0 = std::time::Instant::now();
         self.meta.insert("pending_import", encode(&pending))?;
         self.db.flush()?;
+        tracing::debug!(elapsed = ?t0.elapsed(), "import: committed");
         let summary = self.apply(&pending, &file)?;
+        tracing::debug!(elapsed = ?t0.elapsed(), "import: applied");
         drop(file);
         let _ = std::fs::remove_file(&staging.path);
         Ok(summary)
@@ -529,6 +529,7 @@ impl Store {
             None => (0, ImportSummary::default()),
         };
         let mut bytes = Vec::new();
+        let ta = std::time::Instant::now();
         while next < PARTITIONS {
             file.read_partition(next, &mut bytes)
                 .map_err(|e| staging_error(file.path(), e))?;
@@ -545,6 +546,7 @@ impl Store {
             );
             self.data.apply_batch(batch)?;
         }
+        tracing::debug!(elapsed = ?ta.elapsed(), "import: partitions merged");
         summary.rows = file.frames();
         let record = ImportRecord {
             summary: summary.clone(),
@@ -905,7 +907,6 @@ impl Store {
     }
 }
 
-
 /// Why applying a partition failed: its staged rows, or the store.
 #[derive(Debug)]
 enum ApplyError {
@@ -1016,7 +1017,10 @@ mod tests {
                     ApplyError::Staging(b) => staging_error(file.path(), b),
                     ApplyError::Store(e) => e,
                 })?;
-            batch.insert(PROGRESS_KEY, progress_to_bytes(pending.batch, p + 1, &summary));
+            batch.insert(
+                PROGRESS_KEY,
+                progress_to_bytes(pending.batch, p + 1, &summary),
+            );
             store.data.apply_batch(batch)?;
         }
         store.db.flush()?;

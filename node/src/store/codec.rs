@@ -416,7 +416,8 @@ pub fn activity(record: &RecordRef<'_>) -> Result<Activity, Bad> {
     for _ in 0..n {
         participants.push(person(&mut c)?);
     }
-    let tail_start = n.checked_mul(8)
+    let tail_start = n
+        .checked_mul(8)
         .and_then(|t| t.checked_add(8))
         .and_then(|t| record.bytes.len().checked_sub(t))
         .ok_or(Bad("truncated"))?;
