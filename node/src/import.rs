@@ -3,20 +3,22 @@
 //! The rules are DATA.md's "Import rules": all or nothing, every invalid row reported with its
 //! line, column, value and what is accepted; spreadsheet exports accepted as they come (BOM,
 //! CRLF, quoted and padded cells, any column order, unknown columns ignored with a warning).
-//! Parsing is pure: it reads bytes and returns validated [`Activity`] values or every error.
+//! Reading is pure: it turns bytes into validated rows in a compact binary form (frames, see
+//! [`crate::store::codec`]) or every error; the store stages the frames and checks the rows of
+//! each activity together ([`check_activity`]) before anything is committed.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
 
-use maillage_privacy::{Activity, Participant};
+use maillage_privacy::Activity;
 use maillage_protocol::Cog;
 use maillage_protocol::vocab::{
     ActivityType, Autonomie, Genre, Materiel, NiveauAtelier, OuiNon, PlaceType, StatutSocial,
     Thematique, TrancheAge, Vocabulary,
 };
-use time::Date;
-use time::macros::format_description;
+use time::{Date, Month};
+
+use crate::store::codec::{self, Facts, FrameRef, FrameWriter, commune_text, stable_hash};
 
 /// The columns of the activity-report model, in the model's order.
 pub const COLUMNS: &[&str] = &[
@@ -146,27 +148,6 @@ pub const MAX_LISTED_ERRORS: usize = 10_000;
 /// At most this many warnings are kept; the rest are counted in a last warning.
 const MAX_WARNINGS: usize = 100;
 
-/// One validated row, with the fields of its activity: what a streaming import stages.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Row {
-    /// The structure's id of the activity.
-    pub activite_id: String,
-    /// The activity's day.
-    pub date: Date,
-    /// Individual or collective (the legacy type already read as `individuel`).
-    pub kind: ActivityType,
-    /// Minutes.
-    pub duree: u32,
-    /// Where it took place.
-    pub place_type: Option<PlaceType>,
-    /// COG code of the place.
-    pub place_commune: Option<String>,
-    /// Workshop level.
-    pub level: Option<NiveauAtelier>,
-    /// The person's part (its `line` is the row's line).
-    pub participant: Participant,
-}
-
 /// What a successful validation learnt about the file, without keeping its rows.
 #[derive(Debug, Clone, Default)]
 pub struct Validated {
@@ -178,201 +159,133 @@ pub struct Validated {
     pub warnings: Vec<String>,
 }
 
-/// Checks that the rows of one activity agree, keeping a compact summary per activity so that
-/// a file of a million rows is checked without holding its rows.
-#[derive(Default)]
-struct Heads {
-    by_hash: HashMap<u128, Head>,
-    arena: String,
-}
-
-struct Head {
-    id_start: u32,
-    id_len: u32,
-    first_line: u64,
-    date: Date,
-    kind: ActivityType,
-    duree: u32,
-    place_type: Option<PlaceType>,
-    place_commune: Option<[u8; 5]>,
-    level: Option<NiveauAtelier>,
-}
-
-fn id_hash(id: &str) -> u128 {
-    use std::hash::{Hash, Hasher};
-    let half = |salt: u8| {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        salt.hash(&mut h);
-        id.hash(&mut h);
-        h.finish()
-    };
-    (u128::from(half(1)) << 64) | u128::from(half(2))
-}
-
-fn commune_bytes(code: Option<&str>) -> Option<[u8; 5]> {
-    code.and_then(|c| c.as_bytes().try_into().ok())
-}
-
-impl Heads {
-    /// Records a row; returns the errors that make it disagree with its activity's first row.
-    fn check(&mut self, row: &Row) -> Vec<RowError> {
-        let hash = id_hash(&row.activite_id);
-        let Some(head) = self.by_hash.get(&hash) else {
-            let id_start = u32::try_from(self.arena.len()).unwrap_or(u32::MAX);
-            self.arena.push_str(&row.activite_id);
-            self.by_hash.insert(
-                hash,
-                Head {
-                    id_start,
-                    id_len: u32::try_from(row.activite_id.len()).unwrap_or(u32::MAX),
-                    first_line: row.participant.line,
-                    date: row.date,
-                    kind: row.kind,
-                    duree: row.duree,
-                    place_type: row.place_type,
-                    place_commune: commune_bytes(row.place_commune.as_deref()),
-                    level: row.level,
-                },
-            );
-            return Vec::new();
-        };
-        let mut errors = Vec::new();
-        let first_line = head.first_line;
-        let stored = &self.arena[head.id_start as usize..(head.id_start + head.id_len) as usize];
-        if stored != row.activite_id {
-            // A 128-bit hash collision between two ids: astronomically unlikely, never silent.
-            errors.push(RowError {
-                line: row.participant.line,
-                column: Some("activite_id".into()),
-                value: Some(row.activite_id.clone()),
-                message: format!("internal: this id collides with {stored:?} of line {first_line}; rename one of them"),
-            });
-            return errors;
-        }
-        let mut disagree = |column: &str, ours: String, first: String| {
-            if ours != first {
-                errors.push(RowError {
-                    line: row.participant.line,
-                    column: Some(column.to_owned()),
-                    value: Some(ours),
-                    message: format!(
-                        "the rows of activity {:?} must agree on {column}; line {first_line} has {first:?}",
-                        row.activite_id
-                    ),
-                });
-            }
-        };
-        let opt = |v: Option<&str>| v.unwrap_or("").to_owned();
-        let commune = |c: Option<[u8; 5]>| {
-            c.map(|c| String::from_utf8_lossy(&c).into_owned())
-                .unwrap_or_default()
-        };
-        disagree("date", row.date.to_string(), head.date.to_string());
-        disagree("type", row.kind.code().into(), head.kind.code().into());
-        disagree("duree", row.duree.to_string(), head.duree.to_string());
-        disagree(
-            "type_lieu",
-            opt(row.place_type.map(PlaceType::code)),
-            opt(head.place_type.map(PlaceType::code)),
-        );
-        disagree(
-            "lieu_code_insee",
-            opt(row.place_commune.as_deref()),
-            commune(head.place_commune),
-        );
-        disagree(
-            "niveau_atelier",
-            opt(row.level.map(NiveauAtelier::code)),
-            opt(head.level.map(NiveauAtelier::code)),
-        );
-        if head.kind == ActivityType::Individuel && row.kind == ActivityType::Individuel {
-            errors.push(RowError {
-                line: row.participant.line,
-                column: Some("activite_id".into()),
-                value: Some(row.activite_id.clone()),
-                message: format!(
-                    "an individuel activity has exactly one row; line {first_line} already has this activite_id (use type collectif for a workshop, or a distinct activite_id)"
-                ),
-            });
-        }
-        errors
-    }
-}
-
-/// Collects errors up to [`MAX_LISTED_ERRORS`], counting the rest.
-#[derive(Default)]
-struct Errors {
+/// Collects errors, listing those of the first [`MAX_LISTED_ERRORS`] lines and counting the
+/// rest. Errors may come in any order (cells as the file is read, then activities as their
+/// rows are checked together); the listed ones are always those of the earliest lines.
+#[derive(Debug, Default)]
+pub struct Errors {
     listed: Vec<RowError>,
     unlisted: u64,
 }
 
 impl Errors {
-    fn push(&mut self, error: RowError) {
-        if self.listed.len() < MAX_LISTED_ERRORS {
-            self.listed.push(error);
-        } else {
-            self.unlisted += 1;
+    /// Records one error.
+    pub fn push(&mut self, error: RowError) {
+        self.listed.push(error);
+        if self.listed.len() >= 2 * MAX_LISTED_ERRORS {
+            self.trim();
         }
     }
 
-    fn is_empty(&self) -> bool {
+    fn trim(&mut self) {
+        // Stable: the errors of one line keep their column order.
+        self.listed.sort_by_key(|e| e.line);
+        if self.listed.len() > MAX_LISTED_ERRORS {
+            self.unlisted += (self.listed.len() - MAX_LISTED_ERRORS) as u64;
+            self.listed.truncate(MAX_LISTED_ERRORS);
+        }
+    }
+
+    /// Whether no error was recorded.
+    pub fn is_empty(&self) -> bool {
         self.listed.is_empty()
+    }
+
+    /// `Ok` when there was no error, else the rejection listing them by line.
+    pub fn finish(mut self) -> Result<(), ImportError> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        self.trim();
+        Err(ImportError::Rows {
+            errors: self.listed,
+            unlisted: self.unlisted,
+        })
     }
 }
 
-/// Reads and validates a whole activity-report file as a stream, handing every valid row to
-/// `sink` in file order. Rows are checked against the other rows of their activity as they
-/// come. On any invalid row the whole file is rejected (after reading it to the end, so that
-/// every error is listed); the caller must then discard what `sink` received.
-pub fn validate(
+/// What reading a file learnt before the rows of each activity are checked together.
+#[derive(Debug, Default)]
+pub struct Reading {
+    /// Data rows read (empty rows excluded), valid or not.
+    pub rows: u64,
+    /// Warnings about the file.
+    pub warnings: Vec<String>,
+    /// The errors of single rows.
+    pub errors: Errors,
+}
+
+/// Reads a whole activity-report file as a stream, checking every cell, and hands each valid
+/// row to `sink` as a frame (see [`crate::store::codec`]), in file order. Rows with invalid
+/// cells are recorded in [`Reading::errors`] and not handed on; the file is read to its end so
+/// that every error is listed. Whether the rows of each activity agree is checked afterwards,
+/// on the grouped frames, by [`check_activity`]. Only a problem with the file as a whole (no
+/// header, a bad header, unreadable bytes) is an `Err`.
+pub fn read_rows(
     reader: impl Read,
-    sink: &mut dyn FnMut(Row) -> std::io::Result<()>,
+    sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
     progress: &mut dyn Progress,
-) -> Result<Validated, ImportError> {
+) -> Result<Reading, ImportError> {
     // The csv crate reports line numbers one short after CRLF line ends; with LF only they are
     // exact, and error messages must name the right line.
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .trim(csv::Trim::None)
+        .buffer_capacity(1 << 16)
         .from_reader(CrlfToLf::new(reader));
-    let mut records = csv.byte_records();
-
-    let header = match records.next() {
-        None => return Err(ImportError::Empty),
-        Some(record) => record.map_err(csv_error)?,
-    };
-    let columns = Columns::from_header(&header)?;
-    let mut warnings = Vec::new();
+    let mut record = csv::ByteRecord::new();
+    if !csv.read_byte_record(&mut record).map_err(csv_error)? {
+        return Err(ImportError::Empty);
+    }
+    let columns = Columns::from_header(&record)?;
+    let mut reading = Reading::default();
     let mut dropped_warnings = 0u64;
     if !columns.unknown.is_empty() {
-        warnings.push(format!(
+        reading.warnings.push(format!(
             "unknown column(s) ignored: {} (the model's columns are: {})",
             columns.unknown.join(", "),
             COLUMNS.join(", ")
         ));
     }
 
-    let mut errors = Errors::default();
-    let mut heads = Heads::default();
-    let mut rows = 0u64;
+    let mut file_to_model = vec![None; columns.count];
+    for (model, file) in columns.index.iter().enumerate() {
+        if let Some(file) = file {
+            file_to_model[*file] = Some(model);
+        }
+    }
+    let vocabs = Vocabs::new();
+    let mut communes = CommuneCache::new();
+    let mut frame = FrameWriter::default();
     let mut row_errors = Vec::new();
-    for record in records {
-        let record = record.map_err(csv_error)?;
+    while csv.read_byte_record(&mut record).map_err(csv_error)? {
         let (line, byte) = record.position().map_or((0, 0), |p| (p.line(), p.byte()));
         if line.is_multiple_of(1024) {
             progress.advance(byte);
         }
-        if record.iter().all(|cell| trim_bytes(cell).is_empty()) {
-            if warnings.len() < MAX_WARNINGS {
-                warnings.push(format!("line {line} is empty and was skipped"));
+        let mut cells: [&[u8]; COLUMNS.len()] = [&[]; COLUMNS.len()];
+        let mut all_empty = true;
+        for (i, field) in record.iter().enumerate() {
+            let field = trim_bytes(field);
+            all_empty &= field.is_empty();
+            if let Some(Some(model)) = file_to_model.get(i) {
+                cells[*model] = field;
+            }
+        }
+        if all_empty {
+            if reading.warnings.len() < MAX_WARNINGS {
+                reading
+                    .warnings
+                    .push(format!("line {line} is empty and was skipped"));
             } else {
                 dropped_warnings += 1;
             }
             continue;
         }
+        reading.rows += 1;
         if record.len() != columns.count {
-            errors.push(RowError {
+            reading.errors.push(RowError {
                 line,
                 column: None,
                 value: None,
@@ -385,42 +298,105 @@ pub fn validate(
             continue;
         }
         let mut cells = Cells {
-            record: &record,
-            columns: &columns,
+            cells,
             line,
             errors: &mut row_errors,
+            vocabs: &vocabs,
+            communes: &mut communes,
         };
-        let row = cells.row();
-        for e in row_errors.drain(..) {
-            errors.push(e);
+        let valid = cells.row(&mut frame);
+        if !row_errors.is_empty() {
+            for e in row_errors.drain(..) {
+                reading.errors.push(e);
+            }
+            continue;
         }
-        let Some(row) = row else { continue };
-        for e in heads.check(&row) {
-            errors.push(e);
+        if valid {
+            let bytes = frame.end().map_err(|e| ImportError::Stage(e.to_string()))?;
+            sink(bytes).map_err(|e| ImportError::Stage(e.to_string()))?;
         }
-        rows += 1;
-        if errors.is_empty() {
-            sink(row).map_err(|e| ImportError::Stage(e.to_string()))?;
-        }
-    }
-    if !errors.is_empty() {
-        let mut listed = errors.listed;
-        listed.sort_by_key(|e| e.line);
-        return Err(ImportError::Rows {
-            errors: listed,
-            unlisted: errors.unlisted,
-        });
     }
     if dropped_warnings > 0 {
-        warnings.push(format!(
+        reading.warnings.push(format!(
             "{dropped_warnings} more empty line(s) were skipped"
         ));
     }
-    Ok(Validated {
-        rows,
-        activities: heads.by_hash.len() as u64,
-        warnings,
-    })
+    Ok(reading)
+}
+
+fn vocab_text<V: Vocabulary>(code: u8) -> &'static str {
+    usize::from(code)
+        .checked_sub(1)
+        .and_then(|i| V::ALL.get(i))
+        .map_or("", |v| v.code())
+}
+
+/// Checks that the rows of one activity (sorted by line) agree, as DATA.md requires, recording
+/// an error for every row that disagrees with the activity's first row.
+pub fn check_activity(rows: &[FrameRef<'_>], errors: &mut Errors) {
+    let Some((head, rest)) = rows.split_first() else {
+        return;
+    };
+    let id = String::from_utf8_lossy(head.id);
+    let first_line = head.line;
+    let date_text = |f: &Facts| f.date().map(|d| d.to_string()).unwrap_or_default();
+    let commune = |f: &Facts| commune_text(&f.place_commune).unwrap_or("").to_owned();
+    let individuel = codec::code(ActivityType::Individuel);
+    for row in rest {
+        let (ours, first) = (&row.facts, &head.facts);
+        let mut disagree = |column: &str, ours: String, first: String| {
+            if ours != first {
+                errors.push(RowError {
+                    line: row.line,
+                    column: Some(column.to_owned()),
+                    value: Some(ours),
+                    message: format!(
+                        "the rows of activity {id:?} must agree on {column}; line {first_line} has {first:?}"
+                    ),
+                });
+            }
+        };
+        if ours.day != first.day {
+            disagree("date", date_text(ours), date_text(first));
+        }
+        if ours.kind != first.kind {
+            disagree(
+                "type",
+                vocab_text::<ActivityType>(ours.kind).into(),
+                vocab_text::<ActivityType>(first.kind).into(),
+            );
+        }
+        if ours.duree != first.duree {
+            disagree("duree", ours.duree.to_string(), first.duree.to_string());
+        }
+        if ours.place_type != first.place_type {
+            disagree(
+                "type_lieu",
+                vocab_text::<PlaceType>(ours.place_type).into(),
+                vocab_text::<PlaceType>(first.place_type).into(),
+            );
+        }
+        if ours.place_commune != first.place_commune {
+            disagree("lieu_code_insee", commune(ours), commune(first));
+        }
+        if ours.level != first.level {
+            disagree(
+                "niveau_atelier",
+                vocab_text::<NiveauAtelier>(ours.level).into(),
+                vocab_text::<NiveauAtelier>(first.level).into(),
+            );
+        }
+        if first.kind == individuel && ours.kind == individuel {
+            errors.push(RowError {
+                line: row.line,
+                column: Some("activite_id".into()),
+                value: Some(id.clone().into_owned()),
+                message: format!(
+                    "an individuel activity has exactly one row; line {first_line} already has this activite_id (use type collectif for a workshop, or a distinct activite_id)"
+                ),
+            });
+        }
+    }
 }
 
 /// Reads and validates a whole file into memory, grouping rows into activities. `batch` is
@@ -430,55 +406,49 @@ pub fn parse(
     batch: u64,
     progress: &mut dyn Progress,
 ) -> Result<ParsedFile, ImportError> {
-    let mut rows = Vec::new();
-    let validated = validate(
+    let mut staged = Vec::new();
+    let reading = read_rows(
         bytes,
-        &mut |row| {
-            rows.push(row);
+        &mut |frame| {
+            staged.extend_from_slice(frame);
             Ok(())
         },
         progress,
     )?;
+    let mut errors = reading.errors;
+    let internal = |e: codec::Bad| ImportError::Stage(e.to_string());
+    let mut frames = codec::frames(&staged).map_err(internal)?;
+    let mut activities = Vec::new();
+    let mut record = Vec::new();
+    codec::for_each_activity(&mut frames, |rows| {
+        check_activity(rows, &mut errors);
+        if errors.is_empty() {
+            record.clear();
+            codec::write_record(rows, batch, &mut record)?;
+            let records = codec::records(&record)?;
+            let first = records.first().ok_or(codec::Bad("no record"))?;
+            activities.push((rows[0].line, codec::activity(first)?));
+        }
+        Ok(())
+    })
+    .map_err(internal)?;
+    errors.finish()?;
+    activities.sort_by_key(|(line, _)| *line);
     Ok(ParsedFile {
-        activities: group(rows, batch),
-        rows: validated.rows,
-        warnings: validated.warnings,
+        activities: activities.into_iter().map(|(_, a)| a).collect(),
+        rows: reading.rows,
+        warnings: reading.warnings,
     })
 }
 
-/// Groups validated rows (which agree within each activity) into activities, in order of
-/// their first row.
-pub fn group(rows: Vec<Row>, batch: u64) -> Vec<Activity> {
-    let mut activities: Vec<Activity> = Vec::new();
-    let mut by_id: HashMap<String, usize> = HashMap::new();
-    for row in rows {
-        match by_id.get(&row.activite_id) {
-            Some(&i) => activities[i].participants.push(row.participant),
-            None => {
-                by_id.insert(row.activite_id.clone(), activities.len());
-                activities.push(Activity {
-                    id: row.activite_id,
-                    date: row.date,
-                    kind: row.kind,
-                    duration_min: row.duree,
-                    place_type: row.place_type,
-                    place_commune: row.place_commune,
-                    level: row.level,
-                    batch,
-                    participants: vec![row.participant],
-                });
-            }
-        }
-    }
-    activities
-}
-
-/// Turns CRLF line ends into LF as bytes stream through (a lone CR is kept).
+/// Turns CRLF line ends into LF as bytes stream through (a lone CR is kept), in place in the
+/// reader's buffer.
 struct CrlfToLf<R> {
     inner: R,
+    /// A CR ended the last chunk: whether a LF follows is not known yet.
     pending_cr: bool,
-    buf: Vec<u8>,
-    pos: usize,
+    /// A byte read ahead, to give before reading on.
+    carry: Option<u8>,
 }
 
 impl<R: Read> CrlfToLf<R> {
@@ -486,57 +456,117 @@ impl<R: Read> CrlfToLf<R> {
         Self {
             inner,
             pending_cr: false,
-            buf: Vec::new(),
-            pos: 0,
+            carry: None,
         }
     }
+}
 
-    fn fill(&mut self) -> std::io::Result<bool> {
-        let mut raw = [0u8; 64 * 1024];
-        let n = self.inner.read(&mut raw)?;
-        self.buf.clear();
-        self.pos = 0;
-        if n == 0 {
-            if self.pending_cr {
-                self.pending_cr = false;
-                self.buf.push(b'\r');
-                return Ok(true);
-            }
-            return Ok(false);
+/// The position of the first CR, eight bytes at a time.
+fn find_cr(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let v = u64::from_le_bytes(word) ^ (ONES * u64::from(b'\r'));
+        if v.wrapping_sub(ONES) & !v & HIGHS != 0 {
+            return chunk.iter().position(|&b| b == b'\r').map(|i| offset + i);
         }
-        let mut bytes = raw[..n].iter().copied().peekable();
-        if self.pending_cr {
-            self.pending_cr = false;
-            if bytes.peek() != Some(&b'\n') {
-                self.buf.push(b'\r');
-            }
-        }
-        while let Some(b) = bytes.next() {
-            if b == b'\r' {
-                match bytes.peek() {
-                    Some(b'\n') => continue,
-                    Some(_) => self.buf.push(b),
-                    None => self.pending_cr = true,
-                }
-            } else {
-                self.buf.push(b);
-            }
-        }
-        Ok(true)
+        offset += 8;
     }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\r')
+        .map(|i| offset + i)
 }
 
 impl<R: Read> Read for CrlfToLf<R> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos >= self.buf.len() {
-            if !self.fill()? {
-                return Ok(0);
-            }
+        if out.is_empty() {
+            return Ok(0);
         }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
+        loop {
+            let total = if self.pending_cr {
+                // The CR held back from the last chunk goes first; whether a LF follows is
+                // decided with the rest of this chunk below.
+                self.pending_cr = false;
+                out[0] = b'\r';
+                if out.len() == 1 {
+                    // No room to look ahead in `out`: look at one byte.
+                    let mut next = [0u8; 1];
+                    return match self.inner.read(&mut next)? {
+                        0 => Ok(1),
+                        _ if next[0] == b'\n' => {
+                            out[0] = b'\n';
+                            Ok(1)
+                        }
+                        _ if next[0] == b'\r' => {
+                            self.pending_cr = true;
+                            Ok(1)
+                        }
+                        _ => {
+                            self.carry = Some(next[0]);
+                            Ok(1)
+                        }
+                    };
+                }
+                let n = self.inner.read(&mut out[1..])?;
+                if n == 0 {
+                    return Ok(1);
+                }
+                n + 1
+            } else if let Some(byte) = self.carry.take() {
+                out[0] = byte;
+                if byte == b'\r' {
+                    self.pending_cr = true;
+                    continue;
+                }
+                return Ok(1);
+            } else {
+                let n = self.inner.read(out)?;
+                if n == 0 {
+                    return Ok(0);
+                }
+                n
+            };
+            let chunk = &mut out[..total];
+            // Drop each CR that a LF follows, compacting in place.
+            let Some(first) = find_cr(chunk) else {
+                return Ok(total);
+            };
+            let mut write = first;
+            let mut read = first;
+            while read < total {
+                match find_cr(&chunk[read..]) {
+                    None => {
+                        chunk.copy_within(read..total, write);
+                        write += total - read;
+                        break;
+                    }
+                    Some(i) => {
+                        let cr = read + i;
+                        chunk.copy_within(read..cr, write);
+                        write += cr - read;
+                        match chunk.get(cr + 1) {
+                            Some(b'\n') => {}
+                            Some(_) => {
+                                chunk[write] = b'\r';
+                                write += 1;
+                            }
+                            None => self.pending_cr = true,
+                        }
+                        read = cr + 1;
+                    }
+                }
+            }
+            if write > 0 {
+                return Ok(write);
+            }
+            // The chunk was a lone CR, held back: read on.
+        }
     }
 }
 
@@ -551,16 +581,36 @@ fn trim_bytes(bytes: &[u8]) -> &[u8] {
     bytes.trim_ascii()
 }
 
+// Positions of the model's columns in COLUMNS.
+const ACTIVITE_ID: usize = 0;
+const DATE: usize = 1;
+const TYPE: usize = 2;
+const DUREE: usize = 3;
+const TYPE_LIEU: usize = 4;
+const LIEU_CODE_INSEE: usize = 5;
+const THEMATIQUES: usize = 6;
+const MATERIEL: usize = 7;
+const AUTONOMIE: usize = 8;
+const ORIENTE: usize = 9;
+const NIVEAU_ATELIER: usize = 10;
+const BENEFICIAIRE_ID: usize = 11;
+const PREMIER: usize = 12;
+const GENRE: usize = 13;
+const TRANCHE_AGE: usize = 14;
+const STATUT_SOCIAL: usize = 15;
+const COMMUNE_CODE_INSEE: usize = 16;
+
 /// Where each known column is in the file.
 struct Columns {
     count: usize,
-    index: HashMap<&'static str, usize>,
+    /// For each of [`COLUMNS`], its position in the file.
+    index: [Option<usize>; COLUMNS.len()],
     unknown: Vec<String>,
 }
 
 impl Columns {
     fn from_header(header: &csv::ByteRecord) -> Result<Self, ImportError> {
-        let mut index = HashMap::new();
+        let mut index = [None; COLUMNS.len()];
         let mut unknown = Vec::new();
         for (i, raw) in header.iter().enumerate() {
             let raw = if i == 0 {
@@ -571,11 +621,12 @@ impl Columns {
             let name = std::str::from_utf8(raw)
                 .map_err(|_| ImportError::Header(format!("column {} is not valid UTF-8", i + 1)))?;
             let name = name.trim();
-            match COLUMNS.iter().find(|c| **c == name) {
+            match COLUMNS.iter().position(|c| *c == name) {
                 Some(known) => {
-                    if index.insert(*known, i).is_some() {
+                    if index[known].replace(i).is_some() {
                         return Err(ImportError::Header(format!(
-                            "column {known:?} appears twice; keep one"
+                            "column {:?} appears twice; keep one",
+                            COLUMNS[known]
                         )));
                     }
                 }
@@ -586,7 +637,12 @@ impl Columns {
         let missing: Vec<&str> = REQUIRED_COLUMNS
             .iter()
             .copied()
-            .filter(|c| !index.contains_key(c))
+            .filter(|c| {
+                COLUMNS
+                    .iter()
+                    .position(|k| k == c)
+                    .is_none_or(|k| index[k].is_none())
+            })
             .collect();
         if !missing.is_empty() {
             return Err(ImportError::Header(format!(
@@ -608,83 +664,252 @@ impl Columns {
     }
 }
 
-/// Reads the cells of one row, recording every error instead of stopping at the first.
-struct Cells<'a> {
-    record: &'a csv::ByteRecord,
-    columns: &'a Columns,
-    line: u64,
-    errors: &'a mut Vec<RowError>,
+/// Finds the code (position + 1) of a vocabulary's value from its bytes, without allocating:
+/// a small open-addressing table built once per file.
+struct VocabTable {
+    slots: [u8; 128],
+    codes: Vec<&'static [u8]>,
 }
 
-impl Cells<'_> {
-    fn error(&mut self, column: &str, value: &str, message: String) {
+impl VocabTable {
+    fn new<V: Vocabulary>() -> Self {
+        let mut table = Self {
+            slots: [0; 128],
+            codes: V::ALL.iter().map(|v| v.code().as_bytes()).collect(),
+        };
+        for (i, code) in table.codes.iter().enumerate() {
+            let mut h = Self::hash(code);
+            while table.slots[h] != 0 {
+                h = (h + 1) & 127;
+            }
+            // Vocabularies hold a few dozen values at most.
+            table.slots[h] = u8::try_from(i + 1).unwrap_or(u8::MAX);
+        }
+        table
+    }
+
+    fn hash(text: &[u8]) -> usize {
+        let (first, last) = match (text.first(), text.last()) {
+            (Some(f), Some(l)) => (usize::from(*f), usize::from(*l)),
+            _ => (0, 0),
+        };
+        let mid = usize::from(text.get(text.len() / 2).copied().unwrap_or(0));
+        (text.len() * 151 + first * 31 + last * 7 + mid * 131) & 127
+    }
+
+    fn get(&self, text: &[u8]) -> Option<u8> {
+        let mut h = Self::hash(text);
+        loop {
+            let slot = self.slots[h];
+            if slot == 0 {
+                return None;
+            }
+            if self.codes[usize::from(slot) - 1] == text {
+                return Some(slot);
+            }
+            h = (h + 1) & 127;
+        }
+    }
+}
+
+/// The vocabularies of the model's columns.
+struct Vocabs {
+    activity_type: VocabTable,
+    place_type: VocabTable,
+    thematique: VocabTable,
+    materiel: VocabTable,
+    autonomie: VocabTable,
+    oui_non: VocabTable,
+    niveau: VocabTable,
+    genre: VocabTable,
+    tranche_age: VocabTable,
+    statut_social: VocabTable,
+}
+
+impl Vocabs {
+    fn new() -> Self {
+        Self {
+            activity_type: VocabTable::new::<ActivityType>(),
+            place_type: VocabTable::new::<PlaceType>(),
+            thematique: VocabTable::new::<Thematique>(),
+            materiel: VocabTable::new::<Materiel>(),
+            autonomie: VocabTable::new::<Autonomie>(),
+            oui_non: VocabTable::new::<OuiNon>(),
+            niveau: VocabTable::new::<NiveauAtelier>(),
+            genre: VocabTable::new::<Genre>(),
+            tranche_age: VocabTable::new::<TrancheAge>(),
+            statut_social: VocabTable::new::<StatutSocial>(),
+        }
+    }
+}
+
+/// Commune codes already found in the COG, so that the codes a file repeats on every row are
+/// looked up once (direct-mapped: a miss only costs a lookup).
+struct CommuneCache {
+    slots: [[u8; 5]; 256],
+}
+
+impl CommuneCache {
+    fn new() -> Self {
+        Self {
+            slots: [[0; 5]; 256],
+        }
+    }
+
+    fn slot(code: &[u8; 5]) -> usize {
+        let h = code
+            .iter()
+            .fold(0u32, |h, &b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+        (h & 255) as usize
+    }
+}
+
+/// Up to 32 distinct codes of a multi-valued cell, in file order.
+#[derive(Default)]
+struct CodeList {
+    codes: [u8; 32],
+    len: usize,
+}
+
+impl CodeList {
+    fn add(&mut self, code: u8) {
+        if !self.codes[..self.len].contains(&code) && self.len < self.codes.len() {
+            self.codes[self.len] = code;
+            self.len += 1;
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        // At most 32 codes.
+        out.push(self.len as u8);
+        out.extend_from_slice(&self.codes[..self.len]);
+    }
+}
+
+/// Reads the cells of one row, recording every error instead of stopping at the first.
+struct Cells<'a, 'r> {
+    /// The trimmed cell of each of [`COLUMNS`] (empty when the column is absent).
+    cells: [&'r [u8]; COLUMNS.len()],
+    line: u64,
+    errors: &'a mut Vec<RowError>,
+    vocabs: &'a Vocabs,
+    communes: &'a mut CommuneCache,
+}
+
+impl<'r> Cells<'_, 'r> {
+    fn error(&mut self, column: usize, value: &str, message: String) {
         self.errors.push(RowError {
             line: self.line,
-            column: Some(column.to_owned()),
+            column: Some(COLUMNS[column].to_owned()),
             value: Some(value.to_owned()),
             message,
         });
     }
 
-    /// The trimmed text of a column; `None` when the column is absent or the cell empty.
-    fn text(&mut self, column: &'static str) -> Option<String> {
-        let i = *self.columns.index.get(column)?;
-        let raw = trim_bytes(self.record.get(i)?);
-        if raw.is_empty() {
-            return None;
-        }
+    fn utf8_error(&mut self, column: usize, raw: &[u8]) {
+        let shown = String::from_utf8_lossy(raw).into_owned();
+        self.error(
+            column,
+            &shown,
+            "invalid UTF-8: save the file as UTF-8".into(),
+        );
+    }
+
+    /// The bytes of a column; `None` when the column is absent or the cell empty.
+    fn bytes(&self, column: usize) -> Option<&'r [u8]> {
+        Some(self.cells[column]).filter(|b| !b.is_empty())
+    }
+
+    /// The text of a column; `None` when the column is absent, the cell empty or not UTF-8
+    /// (then an error is recorded).
+    fn text(&mut self, column: usize) -> Option<&'r str> {
+        let raw = self.bytes(column)?;
         match std::str::from_utf8(raw) {
-            Ok(text) => Some(text.to_owned()),
+            Ok(text) => Some(text),
             Err(_) => {
-                let shown = String::from_utf8_lossy(raw).into_owned();
-                self.error(
-                    column,
-                    &shown,
-                    "invalid UTF-8: save the file as UTF-8".into(),
-                );
+                self.utf8_error(column, raw);
                 None
             }
         }
     }
 
-    fn required(&mut self, column: &'static str) -> Option<String> {
-        let errors_before = self.errors.len();
-        let text = self.text(column);
-        if text.is_none() && self.errors.len() == errors_before {
+    /// Records that a required cell is empty; `None` then.
+    fn required(&mut self, column: usize) -> Option<&'r [u8]> {
+        let raw = self.bytes(column);
+        if raw.is_none() {
             self.error(
                 column,
                 "",
                 "this column is required and the cell is empty".into(),
             );
         }
-        text
+        raw
     }
 
-    fn one_of<V: Vocabulary>(&mut self, column: &'static str) -> Option<V> {
-        let text = self.text(column)?;
-        let value = V::from_code(&text);
-        if value.is_none() {
+    /// Records a cell that is not what was expected: an encoding error if it is not UTF-8.
+    fn invalid(&mut self, column: usize, raw: &[u8], message: impl FnOnce() -> String) {
+        match std::str::from_utf8(raw) {
+            Ok(text) => self.error(column, text, message()),
+            Err(_) => self.utf8_error(column, raw),
+        }
+    }
+
+    /// An identifier (of an activity or a person), stored with a 16-bit length.
+    fn identifier(&mut self, text: Option<&'r str>, column: usize) -> Option<&'r str> {
+        let text = text?;
+        if text.len() > usize::from(u16::MAX) {
+            let shown: String = text.chars().take(40).collect();
             self.error(
                 column,
-                &text,
-                format!("expected one of {}", V::codes().join(", ")),
+                &format!("{shown}…"),
+                "an identifier of at most 65,535 bytes is expected".into(),
             );
+            return None;
         }
-        value
+        Some(text)
     }
 
-    fn many_of<V: Vocabulary>(&mut self, column: &'static str) -> Vec<V> {
-        let Some(text) = self.text(column) else {
-            return Vec::new();
+    /// The code of a single-valued vocabulary cell, 0 when empty.
+    fn one_of<V: Vocabulary>(&mut self, column: usize, table: &VocabTable) -> u8 {
+        let Some(raw) = self.bytes(column) else {
+            return 0;
         };
-        let mut values = Vec::new();
-        for part in text.split('|').map(str::trim).filter(|p| !p.is_empty()) {
-            match V::from_code(part) {
-                Some(v) if !values.contains(&v) => values.push(v),
-                Some(_) => {}
+        match table.get(raw) {
+            Some(code) => code,
+            None => {
+                self.invalid(column, raw, || {
+                    format!("expected one of {}", V::codes().join(", "))
+                });
+                0
+            }
+        }
+    }
+
+    fn many_of<V: Vocabulary>(&mut self, column: usize, table: &VocabTable) -> CodeList {
+        let mut list = CodeList::default();
+        let Some(raw) = self.bytes(column) else {
+            return list;
+        };
+        for part in raw.split(|&b| b == b'|').map(trim_bytes) {
+            if part.is_empty() {
+                continue;
+            }
+            if let Some(code) = table.get(part) {
+                list.add(code);
+                continue;
+            }
+            let Ok(text) = std::str::from_utf8(part) else {
+                self.utf8_error(column, raw);
+                return CodeList::default();
+            };
+            // Other white space than ASCII's around a value.
+            let text = text.trim();
+            match table.get(text.as_bytes()) {
+                Some(code) => list.add(code),
+                None if text.is_empty() => {}
                 None => self.error(
                     column,
-                    part,
+                    text,
                     format!(
                         "expected values separated by | among {}",
                         V::codes().join(", ")
@@ -692,123 +917,190 @@ impl Cells<'_> {
                 ),
             }
         }
-        values
+        list
     }
 
-    fn commune(&mut self, column: &'static str) -> Option<String> {
-        let text = self.text(column)?;
-        match Cog::get().commune(&text) {
-            Ok(_) => Some(text),
-            Err(err) => {
-                self.error(column, &text, err.to_string());
+    fn commune(&mut self, column: usize) -> [u8; 5] {
+        let Some(raw) = self.bytes(column) else {
+            return [0; 5];
+        };
+        if let Ok(code) = <[u8; 5]>::try_from(raw) {
+            let slot = CommuneCache::slot(&code);
+            if self.communes.slots[slot] == code {
+                return code;
+            }
+            if let Ok(text) = std::str::from_utf8(raw)
+                && Cog::get().commune(text).is_ok()
+            {
+                self.communes.slots[slot] = code;
+                return code;
+            }
+        }
+        match std::str::from_utf8(raw) {
+            Ok(text) => {
+                if let Err(err) = Cog::get().commune(text) {
+                    self.error(column, text, err.to_string());
+                }
+            }
+            Err(_) => self.utf8_error(column, raw),
+        }
+        [0; 5]
+    }
+
+    fn date(&mut self) -> Option<i32> {
+        let raw = self.required(DATE)?;
+        match parse_date(raw) {
+            Some(date) if (2000..=2999).contains(&date.year()) => Some(date.to_julian_day()),
+            Some(_) => {
+                self.invalid(DATE, raw, || {
+                    "expected a date from 2000-01-01 to 2999-12-31".into()
+                });
+                None
+            }
+            None => {
+                self.invalid(DATE, raw, || {
+                    "expected a calendar date written YYYY-MM-DD, e.g. 2026-10-14".into()
+                });
                 None
             }
         }
     }
 
-    fn row(&mut self) -> Option<Row> {
+    fn duree(&mut self) -> Option<u16> {
+        let raw = self.required(DUREE)?;
+        let digits = raw.strip_prefix(b"+").unwrap_or(raw);
+        let minutes = (!digits.is_empty() && digits.len() <= 4)
+            .then(|| {
+                digits.iter().try_fold(0u16, |n, &d| {
+                    d.is_ascii_digit().then(|| n * 10 + u16::from(d - b'0'))
+                })
+            })
+            .flatten();
+        match minutes {
+            Some(minutes @ 1..=1440) => Some(minutes),
+            _ => {
+                self.invalid(DUREE, raw, || {
+                    "expected a whole number of minutes from 1 to 1440".into()
+                });
+                None
+            }
+        }
+    }
+
+    /// Checks every cell; when all are valid, writes the row's frame into `frame` and returns
+    /// `true`.
+    fn row(&mut self, frame: &mut FrameWriter) -> bool {
+        let vocabs = self.vocabs;
         let errors_before = self.errors.len();
-        let activite_id = self.required("activite_id");
-        let date = self.required("date").and_then(|text| {
-            let format = format_description!("[year]-[month]-[day]");
-            match Date::parse(&text, format) {
-                Ok(date) => Some(date),
-                Err(_) => {
-                    self.error(
-                        "date",
-                        &text,
-                        "expected a calendar date written YYYY-MM-DD, e.g. 2026-10-14".into(),
-                    );
-                    None
-                }
-            }
-        });
+        let activite_id = if self.required(ACTIVITE_ID).is_some() {
+            self.text(ACTIVITE_ID)
+        } else {
+            None
+        };
+        let activite_id = self.identifier(activite_id, ACTIVITE_ID);
+        let day = self.date();
         let mut legacy_demarche = false;
-        let kind = self.required("type").and_then(|text| {
-            if text == LEGACY_DEMARCHE {
+        let individuel = codec::code(ActivityType::Individuel);
+        let kind = self.required(TYPE).and_then(|raw| {
+            if raw == LEGACY_DEMARCHE.as_bytes() {
                 legacy_demarche = true;
-                return Some(ActivityType::Individuel);
+                return Some(individuel);
             }
-            let kind = ActivityType::from_code(&text);
+            let kind = vocabs.activity_type.get(raw);
             if kind.is_none() {
-                self.error(
-                    "type",
-                    &text,
+                self.invalid(TYPE, raw, || {
                     format!(
                         "expected one of {} (or the legacy {LEGACY_DEMARCHE})",
                         ActivityType::codes().join(", ")
-                    ),
-                );
+                    )
+                });
             }
             kind
         });
-        let duree = self
-            .required("duree")
-            .and_then(|text| match text.parse::<u32>() {
-                Ok(minutes @ 1..=1440) => Some(minutes),
-                _ => {
-                    self.error(
-                        "duree",
-                        &text,
-                        "expected a whole number of minutes from 1 to 1440".into(),
-                    );
-                    None
-                }
-            });
-        let place_type = self.one_of::<PlaceType>("type_lieu");
-        let place_commune = self.commune("lieu_code_insee");
-        let mut themes = self.many_of::<Thematique>("thematiques");
-        if legacy_demarche && !themes.contains(&Thematique::AideAuxDemarchesAdministratives) {
-            themes.push(Thematique::AideAuxDemarchesAdministratives);
+        let duree = self.duree();
+        let place_type = self.one_of::<PlaceType>(TYPE_LIEU, &vocabs.place_type);
+        let place_commune = self.commune(LIEU_CODE_INSEE);
+        let mut themes = self.many_of::<Thematique>(THEMATIQUES, &vocabs.thematique);
+        if legacy_demarche {
+            themes.add(codec::code(Thematique::AideAuxDemarchesAdministratives));
         }
-        let materiel = self.many_of::<Materiel>("materiel");
-        let autonomie = self.one_of::<Autonomie>("autonomie");
-        let oriented = self
-            .one_of::<OuiNon>("oriente_vers_structure")
-            .map(OuiNon::is_yes);
-        let level = self.one_of::<NiveauAtelier>("niveau_atelier");
-        if let (Some(level), Some(ActivityType::Individuel)) = (level, kind) {
+        let materiel = self.many_of::<Materiel>(MATERIEL, &vocabs.materiel);
+        let autonomie = self.one_of::<Autonomie>(AUTONOMIE, &vocabs.autonomie);
+        let oriented = self.one_of::<OuiNon>(ORIENTE, &vocabs.oui_non);
+        let level = self.one_of::<NiveauAtelier>(NIVEAU_ATELIER, &vocabs.niveau);
+        if level != 0 && kind == Some(individuel) {
             self.error(
-                "niveau_atelier",
-                level.code(),
+                NIVEAU_ATELIER,
+                vocab_text::<NiveauAtelier>(level),
                 "a workshop level is only accepted for collectif activities; leave it empty".into(),
             );
         }
-        let beneficiary = self.text("beneficiaire_id");
-        let first_time = self
-            .one_of::<OuiNon>("premier_accompagnement")
-            .map(OuiNon::is_yes);
-        let genre = self.one_of::<Genre>("genre");
-        let tranche_age = self.one_of::<TrancheAge>("tranche_age");
-        let statut_social = self.one_of::<StatutSocial>("statut_social");
-        let residence = self.commune("commune_code_insee");
+        let beneficiary = self.text(BENEFICIAIRE_ID);
+        let beneficiary = self.identifier(beneficiary, BENEFICIAIRE_ID);
+        let first_time = self.one_of::<OuiNon>(PREMIER, &vocabs.oui_non);
+        let genre = self.one_of::<Genre>(GENRE, &vocabs.genre);
+        let tranche_age = self.one_of::<TrancheAge>(TRANCHE_AGE, &vocabs.tranche_age);
+        let statut_social = self.one_of::<StatutSocial>(STATUT_SOCIAL, &vocabs.statut_social);
+        let residence = self.commune(COMMUNE_CODE_INSEE);
 
         if self.errors.len() != errors_before {
-            return None;
+            return false;
         }
-        Some(Row {
-            activite_id: activite_id?,
-            date: date?,
-            kind: kind?,
-            duree: duree?,
+        let (Some(id), Some(day), Some(kind), Some(duree)) = (activite_id, day, kind, duree) else {
+            return false;
+        };
+        let facts = Facts {
+            day,
+            kind,
+            duree,
             place_type,
             place_commune,
             level,
-            participant: Participant {
-                line: self.line,
-                beneficiary,
-                first_time,
-                themes,
-                materiel,
-                autonomie,
-                oriented,
-                genre,
-                tranche_age,
-                statut_social,
-                residence,
-            },
-        })
+        };
+        if frame
+            .start(stable_hash(id.as_bytes()), self.line, id.as_bytes(), &facts)
+            .is_err()
+        {
+            return false;
+        }
+        let out = &mut frame.buf;
+        out.push(yes_no_flag(first_time));
+        out.push(yes_no_flag(oriented));
+        out.extend_from_slice(&[autonomie, genre, tranche_age, statut_social]);
+        out.extend_from_slice(&residence);
+        themes.write(out);
+        materiel.write(out);
+        let beneficiary = beneficiary.unwrap_or("");
+        // Checked by `identifier`.
+        out.extend_from_slice(&(beneficiary.len() as u16).to_le_bytes());
+        out.extend_from_slice(beneficiary.as_bytes());
+        true
     }
+}
+
+/// An `oui`/`non` code (as [`VocabTable::get`] gives it) as a stored flag.
+fn yes_no_flag(code: u8) -> u8 {
+    let value = usize::from(code)
+        .checked_sub(1)
+        .and_then(|i| OuiNon::ALL.get(i))
+        .map(|v| v.is_yes());
+    codec::flag_code(value)
+}
+
+/// A date written exactly `YYYY-MM-DD`.
+fn parse_date(b: &[u8]) -> Option<Date> {
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| {
+        b[range].iter().try_fold(0u32, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+        })
+    };
+    let year = i32::try_from(number(0..4)?).ok()?;
+    let month = Month::try_from(u8::try_from(number(5..7)?).ok()?).ok()?;
+    let day = u8::try_from(number(8..10)?).ok()?;
+    Date::from_calendar_date(year, month, day).ok()
 }
 
 #[cfg(test)]
@@ -994,7 +1286,59 @@ mod tests {
         assert!(errors[0].message.contains("3 cell(s)"));
     }
 
+    /// Reads through the filter with reads of `size` bytes at most.
+    fn filtered(input: &[u8], size: usize) -> Vec<u8> {
+        let mut reader = CrlfToLf::new(input);
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; size];
+        loop {
+            let n = reader.read(&mut buf).expect("read");
+            if n == 0 {
+                return out;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// Reads of at most `chunk` bytes from the inner reader.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = out.len().min(self.1).min(self.0.len());
+            out[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn crlf_filter_drops_exactly_the_crs_before_lfs(
+            input in proptest::collection::vec(proptest::sample::select(vec![b'a', b'\r', b'\n', b',']), 0..200),
+            inner in 1usize..9,
+            size in 1usize..9,
+        ) {
+            let expected: Vec<u8> = input
+                .iter()
+                .enumerate()
+                .filter(|(i, b)| !(**b == b'\r' && input.get(i + 1) == Some(&b'\n')))
+                .map(|(_, b)| *b)
+                .collect();
+            proptest::prop_assert_eq!(filtered(&input, 4096), expected.clone());
+            let mut reader = CrlfToLf::new(Trickle(&input, inner));
+            let mut out = Vec::new();
+            let mut buf = vec![0u8; size];
+            loop {
+                let n = reader.read(&mut buf).expect("read");
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+            proptest::prop_assert_eq!(out, expected);
+        }
+
         #[test]
         fn never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
             let mut input = b"activite_id,date,type,duree,thematiques,genre\n".to_vec();

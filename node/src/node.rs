@@ -314,11 +314,21 @@ impl Node {
             .begin_import()
             .map_err(|source| self.store_error(source))?;
         // An error here drops `staging`, which deletes the staging file: nothing is stored.
-        let validated = import::validate(&mut reader, &mut |row| staging.push(&row), progress)
-            .map_err(|source| NodeError::Import {
-                file: shown.clone(),
-                source,
-            })?;
+        let import_error = |source| NodeError::Import {
+            file: shown.clone(),
+            source,
+        };
+        let t0 = std::time::Instant::now();
+        let reading = import::read_rows(&mut reader, &mut |frame| staging.push(frame), progress)
+            .map_err(import_error)?;
+        tracing::debug!(elapsed = ?t0.elapsed(), "import: rows read, checked and staged");
+        // The rows of each activity, checked together once every row is staged.
+        let mut errors = reading.errors;
+        staging
+            .check(&mut |rows| import::check_activity(rows, &mut errors))
+            .map_err(|source| self.store_error(source))?;
+        tracing::debug!(elapsed = ?t0.elapsed(), "import: activities checked");
+        errors.finish().map_err(import_error)?;
         let record = ImportRecord {
             file: path
                 .file_name()
@@ -333,7 +343,7 @@ impl Node {
             .store
             .commit_import(staging, record)
             .map_err(|source| self.store_error(source))?;
-        Ok((summary, validated.warnings))
+        Ok((summary, reading.warnings))
     }
 
     /// The exact indicators of a period.

@@ -1,51 +1,61 @@
 //! The node's embedded store (sled): activity records, imports, releases and the budget ledger.
 //!
-//! Values are encoded with postcard (compact and fast; they never leave the node, so they
-//! need no canonical form). Trees:
-//! - `segments`: `YYYY-MM` + bucket (u8) → postcard list of that period's [`Activity`]s whose id
-//!   hashes to the bucket, sorted by id. Activities are stored in a few dozen values per month,
-//!   not one key each, so that importing a million rows costs a few thousand writes.
-//! - `ids`: bucket (u8) → map `activite_id` → period: where each activity is stored.
-//! - `period_stats`: `YYYY-MM` + bucket → (activities, rows) of that segment.
-//! - `imports`: batch id (big-endian u64) → [`ImportRecord`]
+//! Trees:
+//! - `data`: the activity records, in compact binary records (see [`codec`]):
+//!   - `s` + `YYYY-MM` + bucket (u8) + chunk (u16 BE) → records of that period's activities whose
+//!     id hashes to the bucket, sorted by (hash, id), cut into chunks of about
+//!     [`CHUNK_BYTES`] so that no sled value is large. A month is read with one prefix scan.
+//!   - `c` + `YYYY-MM` + bucket → (activities, rows, chunks) of that segment.
+//!   - `i` + index bucket (u8) → sorted (id hash, period) pairs: every period where an activity
+//!     with that id hash is stored (a superset: a hash collision only costs a look), so that an
+//!     activity whose date moved to another month is removed from the old one.
+//!   - `p` → how far the import being applied has gone (see below).
+//! - `imports`: batch id (big-endian u64) → [`ImportRecord`] (postcard)
 //! - `releases`: `YYYY-MM` → the signed release of that period, in its wire bytes
-//! - `ledger`: `YYYY-MM` → [`LedgerEntry`], the budget that release spent
+//! - `ledger`: `YYYY-MM` → [`LedgerEntry`], the budget that release spent (postcard)
 //! - `meta`: `schema` → the format version; `pending_import` → the import being applied
 //!
+//! Ids hash ([`stable_hash`]) into 16 buckets (partitions) and 256 index buckets, the index
+//! bucket refining the partition: everything about the activities of one partition (their
+//! segments in every period and their index entries) changes together, in one atomic sled batch.
+//!
 //! An import is all or nothing without holding the file in memory: the rows are validated and
-//! written to a staging file as the file is read; only a file that passed every check is
-//! committed, by recording it as `pending_import` (one durable write). Applying it to the
-//! segments is idempotent and done period by period; if the process dies in between, opening
-//! the store finishes the job (roll forward), and a staging file never committed is deleted.
-//! A release and its budget spend are written in one transaction, and never overwritten: a
-//! period is released once.
+//! written to a staging file, partitioned, as the file is read; the rows of each activity are
+//! then checked together, a partition at a time. Only a file that passed every check is
+//! committed, by recording it as `pending_import` (one durable write). Applying it is done a
+//! partition at a time, each in one atomic batch that also records the progress (`p`); if the
+//! process dies in between, opening the store finishes the job from there (roll forward), and
+//! a staging file never committed is deleted. A release and its budget spend are written in one
+//! transaction, and never overwritten: a period is released once.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use maillage_privacy::Activity;
-
-use crate::import::{self, Row};
 use maillage_protocol::Period;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
+pub mod codec;
 mod staging;
 
-pub use staging::{StagingWriter, stable_hash};
+pub use codec::stable_hash;
+use codec::{Bad, FrameRef, RecordRef};
+use staging::{PARTITIONS, StagingFile, StagingWriter};
 
-const SCHEMA_VERSION: u64 = 3;
+const SCHEMA_VERSION: u64 = 4;
 
-/// Buckets of activities per period.
-const SEGMENT_BUCKETS: u8 = 16;
-/// Buckets of the id index.
-const ID_BUCKETS: u8 = 64;
-/// At most about this many rows of one import are held in memory while it is applied.
-const APPLY_CHUNK_ROWS: u64 = 50_000;
+/// A segment is stored in chunks of about this many bytes (whole records; a record larger than
+/// this is a chunk by itself), so that a small import rewrites little and no single value is
+/// large. Measured on a million rows: 6 KiB chunks made sled hold ~165 MB while applying (many
+/// node rewrites), 32 KiB ones ~90 MB and less CPU; the month read is one prefix scan either way.
+pub const CHUNK_BYTES: usize = 32 * 1024;
 /// sled's page cache.
 const SLED_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+/// The key of the import progress record in `data`.
+const PROGRESS_KEY: &[u8] = b"p";
 
 /// What can go wrong with the store.
 #[derive(Debug, thiserror::Error)]
@@ -158,9 +168,7 @@ struct PendingImport {
 pub struct Store {
     dir: PathBuf,
     db: sled::Db,
-    segments: sled::Tree,
-    ids: sled::Tree,
-    period_stats: sled::Tree,
+    data: sled::Tree,
     imports: sled::Tree,
     releases: sled::Tree,
     ledger: sled::Tree,
@@ -186,15 +194,120 @@ fn decode<T: DeserializeOwned>(
     })
 }
 
-fn segment_key(period: Period, bucket: u8) -> Vec<u8> {
-    let mut key = period.to_string().into_bytes();
+fn corrupt(key: &[u8]) -> impl FnOnce(Bad) -> StoreError + '_ {
+    move |bad| StoreError::Corrupt {
+        tree: "data",
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: bad.to_string(),
+    }
+}
+
+/// `s` + period: the prefix of a month's segments.
+fn month_prefix(period: Period) -> Vec<u8> {
+    let mut key = Vec::with_capacity(11);
+    key.push(b's');
+    key.extend_from_slice(period.to_string().as_bytes());
+    key
+}
+
+/// `s` + period + bucket: the prefix of a segment's chunks.
+fn segment_prefix(period: Period, bucket: u8) -> Vec<u8> {
+    let mut key = month_prefix(period);
     key.push(bucket);
     key
 }
 
-fn bucket_of(id: &str, buckets: u8) -> u8 {
-    // The remainder is below `buckets`, a u8.
-    (stable_hash(id) % u64::from(buckets)) as u8
+fn chunk_key(period: Period, bucket: u8, chunk: u16) -> Vec<u8> {
+    let mut key = segment_prefix(period, bucket);
+    key.extend_from_slice(&chunk.to_be_bytes());
+    key
+}
+
+fn stats_key(period: Period, bucket: u8) -> Vec<u8> {
+    let mut key = segment_prefix(period, bucket);
+    key[0] = b'c';
+    key
+}
+
+fn index_key(bucket: u8) -> [u8; 2] {
+    [b'i', bucket]
+}
+
+/// The index bucket of an id hash; its low four bits are the hash's partition.
+fn index_bucket(hash: u64) -> u8 {
+    (hash & 0xff) as u8
+}
+
+/// (activities, rows, chunks) of a segment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct SegmentStats {
+    activities: u64,
+    rows: u64,
+    chunks: u16,
+}
+
+impl SegmentStats {
+    fn to_bytes(self) -> [u8; 18] {
+        let mut b = [0u8; 18];
+        b[..8].copy_from_slice(&self.activities.to_le_bytes());
+        b[8..16].copy_from_slice(&self.rows.to_le_bytes());
+        b[16..].copy_from_slice(&self.chunks.to_le_bytes());
+        b
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Result<Self, Bad> {
+        let mut c = codec::Cursor::new(bytes);
+        Ok(Self {
+            activities: c.u64()?,
+            rows: c.u64()?,
+            chunks: c.u16()?,
+        })
+    }
+}
+
+fn index_from_bytes(bytes: &[u8]) -> Result<Vec<(u64, u16)>, Bad> {
+    if !bytes.len().is_multiple_of(10) {
+        return Err(Bad("index length"));
+    }
+    let mut c = codec::Cursor::new(bytes);
+    let mut out = Vec::with_capacity(bytes.len() / 10);
+    while !c.is_empty() {
+        out.push((c.u64()?, c.u16()?));
+    }
+    Ok(out)
+}
+
+fn index_to_bytes(entries: &[(u64, u16)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * 10);
+    for (hash, period) in entries {
+        out.extend_from_slice(&hash.to_le_bytes());
+        out.extend_from_slice(&period.to_le_bytes());
+    }
+    out
+}
+
+fn progress_to_bytes(batch: u64, next: u8, s: &ImportSummary) -> Vec<u8> {
+    let mut out = Vec::with_capacity(33);
+    out.extend_from_slice(&batch.to_le_bytes());
+    out.push(next);
+    for v in [s.added, s.replaced, s.unchanged] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+fn progress_from_bytes(bytes: &[u8]) -> Result<(u64, u8, ImportSummary), Bad> {
+    let mut c = codec::Cursor::new(bytes);
+    Ok((
+        c.u64()?,
+        c.u8()?,
+        ImportSummary {
+            added: c.u64()?,
+            replaced: c.u64()?,
+            unchanged: c.u64()?,
+            rows: 0,
+        },
+    ))
 }
 
 fn staging_error(path: &Path, reason: impl ToString) -> StoreError {
@@ -204,12 +317,14 @@ fn staging_error(path: &Path, reason: impl ToString) -> StoreError {
     }
 }
 
-/// An import in progress: the staging file being written. Drop it (or call
+/// An import in progress: the staging file being written, then checked. Drop it (or call
 /// [`ImportStaging::abandon`]) to leave the store as it was.
 #[derive(Debug)]
 pub struct ImportStaging {
     batch: u64,
+    path: PathBuf,
     writer: Option<StagingWriter>,
+    file: Option<StagingFile>,
 }
 
 impl ImportStaging {
@@ -218,30 +333,74 @@ impl ImportStaging {
         self.batch
     }
 
-    /// Appends a validated row.
-    pub fn push(&mut self, row: &Row) -> std::io::Result<()> {
+    /// Appends a validated row (a frame, as [`codec::FrameWriter`] wrote it).
+    pub fn push(&mut self, frame: &[u8]) -> std::io::Result<()> {
         match &mut self.writer {
-            Some(w) => w.push(row, SEGMENT_BUCKETS),
+            Some(w) => w.push(frame),
             None => Err(std::io::Error::other("staging already finished")),
         }
     }
 
-    /// Deletes the staging file: nothing of this import reaches the store.
-    pub fn abandon(mut self) {
-        self.remove_file();
+    fn finish(&mut self) -> Result<(), StoreError> {
+        if let Some(writer) = self.writer.take() {
+            let file = writer.finish().map_err(|e| staging_error(&self.path, e))?;
+            self.file = Some(file);
+        }
+        Ok(())
     }
 
-    fn remove_file(&mut self) {
-        if let Some(w) = self.writer.take() {
-            let _ = std::fs::remove_file(w.path());
+    /// Finishes the staging file (synced to disk) and hands the rows of each activity, in file
+    /// order, to `check`, a partition at a time; returns how many activities the file holds.
+    pub fn check(&mut self, check: &mut dyn FnMut(&[FrameRef<'_>])) -> Result<u64, StoreError> {
+        let t0 = std::time::Instant::now();
+        self.finish()?;
+        tracing::debug!(elapsed = ?t0.elapsed(), "import: staging file synced");
+        let Some(file) = &self.file else {
+            return Err(staging_error(&self.path, "already committed"));
+        };
+        let mut bytes = Vec::new();
+        let mut activities = 0u64;
+        for p in 0..PARTITIONS {
+            file.read_partition(p, &mut bytes)
+                .map_err(|e| staging_error(&self.path, e))?;
+            let mut frames = codec::frames(&bytes).map_err(|e| staging_error(&self.path, e))?;
+            codec::for_each_activity(&mut frames, |rows| {
+                activities += 1;
+                check(rows);
+                Ok::<(), Bad>(())
+            })
+            .map_err(|e| staging_error(&self.path, e))?;
         }
+        Ok(activities)
     }
+
+    /// Deletes the staging file: nothing of this import reaches the store.
+    pub fn abandon(self) {}
 }
 
 impl Drop for ImportStaging {
     fn drop(&mut self) {
-        self.remove_file();
+        if self.writer.is_some() || self.file.is_some() {
+            self.writer = None;
+            self.file = None;
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
+}
+
+/// One activity of an import being applied.
+struct Incoming<'a> {
+    hash: u64,
+    id: &'a [u8],
+    period: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Pending,
+    Added,
+    Replaced,
+    Unchanged,
 }
 
 impl Store {
@@ -255,9 +414,7 @@ impl Store {
             .open()?;
         let store = Self {
             dir: path.to_path_buf(),
-            segments: db.open_tree("segments")?,
-            ids: db.open_tree("ids")?,
-            period_stats: db.open_tree("period_stats")?,
+            data: db.open_tree("data")?,
             imports: db.open_tree("imports")?,
             releases: db.open_tree("releases")?,
             ledger: db.open_tree("ledger")?,
@@ -290,7 +447,9 @@ impl Store {
         };
         if let Some(pending) = &pending {
             tracing::warn!(batch = pending.batch, file = %pending.record.file, "finishing an import interrupted by a crash");
-            self.apply(pending)?;
+            let path = self.dir.join(&pending.staging);
+            let file = StagingFile::open(&path).map_err(|e| staging_error(&path, e))?;
+            self.apply(pending, &file)?;
         }
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for entry in entries.flatten() {
@@ -310,7 +469,9 @@ impl Store {
         let writer = StagingWriter::create(&path).map_err(|e| staging_error(&path, e))?;
         Ok(ImportStaging {
             batch,
+            path,
             writer: Some(writer),
+            file: None,
         })
     }
 
@@ -322,15 +483,14 @@ impl Store {
         mut staging: ImportStaging,
         record: ImportRecord,
     ) -> Result<ImportSummary, StoreError> {
-        let Some(writer) = staging.writer.take() else {
-            return Err(staging_error(Path::new("?"), "already finished"));
+        staging.finish()?;
+        // From here the file belongs to the pending import: if applying fails, the next open
+        // finishes it, so the file must stay.
+        let Some(file) = staging.file.take() else {
+            return Err(staging_error(&staging.path, "already committed"));
         };
-        let shown = writer.path().to_path_buf();
-        let path = writer.finish().map_err(|e| {
-            let _ = std::fs::remove_file(&shown);
-            staging_error(&shown, e)
-        })?;
-        let name = path
+        let name = staging
+            .path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
@@ -339,112 +499,56 @@ impl Store {
             staging: name,
             record,
         };
+        let t0 = std::time::Instant::now();
         self.meta.insert("pending_import", encode(&pending))?;
         self.db.flush()?;
-        self.apply(&pending)
+        tracing::debug!(elapsed = ?t0.elapsed(), "import: committed");
+        let summary = self.apply(&pending, &file)?;
+        tracing::debug!(elapsed = ?t0.elapsed(), "import: applied");
+        drop(file);
+        let _ = std::fs::remove_file(&staging.path);
+        Ok(summary)
     }
 
-    /// Applies a committed import (idempotent: it may run again after a crash).
-    fn apply(&self, pending: &PendingImport) -> Result<ImportSummary, StoreError> {
-        let path = self.dir.join(&pending.staging);
-        let read_err = |e: String| staging_error(&path, e);
-
-        // 1. Which ids the import holds, in which period, and how many rows per (period, bucket).
-        let mut new_period: HashMap<String, Period> = HashMap::new();
-        let mut rows_per: BTreeMap<(Period, u8), u64> = BTreeMap::new();
-        staging::read_frames(
-            &path,
-            |_| false,
-            |head, _| {
-                *rows_per.entry((head.period, head.bucket)).or_default() += 1;
-                new_period.insert(head.id, head.period);
-                Ok(())
-            },
-        )
-        .map_err(read_err)?;
-
-        // 2. Where those ids are stored now (the index is updated last, so after a crash it
-        //    still says where the previous versions were).
-        let mut index: BTreeMap<u8, BTreeMap<String, Period>> = BTreeMap::new();
-        for id in new_period.keys() {
-            let b = bucket_of(id, ID_BUCKETS);
-            if let std::collections::btree_map::Entry::Vacant(e) = index.entry(b) {
-                e.insert(match self.ids.get([b])? {
-                    Some(bytes) => decode("ids", &[b], &bytes)?,
-                    None => BTreeMap::new(),
-                });
+    /// Applies a committed import, a partition at a time, each in one atomic batch that records
+    /// how far it has gone; after a crash it resumes where it stopped.
+    fn apply(
+        &self,
+        pending: &PendingImport,
+        file: &StagingFile,
+    ) -> Result<ImportSummary, StoreError> {
+        let (mut next, mut summary) = match self.data.get(PROGRESS_KEY)? {
+            Some(bytes) => {
+                let (batch, next, summary) =
+                    progress_from_bytes(&bytes).map_err(corrupt(PROGRESS_KEY))?;
+                if batch == pending.batch {
+                    (next, summary)
+                } else {
+                    (0, ImportSummary::default())
+                }
             }
+            None => (0, ImportSummary::default()),
+        };
+        let mut bytes = Vec::new();
+        let ta = std::time::Instant::now();
+        while next < PARTITIONS {
+            file.read_partition(next, &mut bytes)
+                .map_err(|e| staging_error(file.path(), e))?;
+            let mut batch = sled::Batch::default();
+            self.apply_partition(next, &bytes, pending.batch, &mut summary, &mut batch)
+                .map_err(|e| match e {
+                    ApplyError::Staging(bad) => staging_error(file.path(), bad),
+                    ApplyError::Store(e) => e,
+                })?;
+            next += 1;
+            batch.insert(
+                PROGRESS_KEY,
+                progress_to_bytes(pending.batch, next, &summary),
+            );
+            self.data.apply_batch(batch)?;
         }
-        let mut removals: BTreeMap<(Period, u8), BTreeSet<String>> = BTreeMap::new();
-        let mut moved: BTreeSet<String> = BTreeSet::new();
-        for (id, period) in &new_period {
-            let old = index
-                .get(&bucket_of(id, ID_BUCKETS))
-                .and_then(|m| m.get(id))
-                .copied();
-            if let Some(old) = old.filter(|old| old != period) {
-                removals
-                    .entry((old, bucket_of(id, SEGMENT_BUCKETS)))
-                    .or_default()
-                    .insert(id.clone());
-                moved.insert(id.clone());
-            }
-        }
-
-        // 3. Rewrite the touched segments, a chunk of (period, bucket)s at a time.
-        let mut summary = ImportSummary::default();
-        let mut targets: BTreeSet<(Period, u8)> = rows_per.keys().copied().collect();
-        targets.extend(removals.keys().copied());
-        let targets: Vec<(Period, u8)> = targets.into_iter().collect();
-        let mut chunk_start = 0;
-        while chunk_start < targets.len() {
-            let mut chunk_end = chunk_start;
-            let mut rows = 0;
-            while chunk_end < targets.len()
-                && (chunk_end == chunk_start
-                    || rows + rows_per.get(&targets[chunk_end]).copied().unwrap_or(0)
-                        <= APPLY_CHUNK_ROWS)
-            {
-                rows += rows_per.get(&targets[chunk_end]).copied().unwrap_or(0);
-                chunk_end += 1;
-            }
-            let chunk: BTreeSet<(Period, u8)> =
-                targets[chunk_start..chunk_end].iter().copied().collect();
-            let mut staged: BTreeMap<(Period, u8), Vec<Row>> = BTreeMap::new();
-            staging::read_frames(
-                &path,
-                |h: &staging::FrameHead| chunk.contains(&(h.period, h.bucket)),
-                |h, row| {
-                    if let Some(row) = row {
-                        staged.entry((h.period, h.bucket)).or_default().push(row);
-                    }
-                    Ok(())
-                },
-            )
-            .map_err(read_err)?;
-            for &(period, bucket) in &chunk {
-                let incoming = import::group(
-                    staged.remove(&(period, bucket)).unwrap_or_default(),
-                    pending.batch,
-                );
-                let gone = removals.remove(&(period, bucket)).unwrap_or_default();
-                self.rewrite_segment(period, bucket, incoming, &gone, &moved, &mut summary)?;
-            }
-            chunk_start = chunk_end;
-        }
-
-        // 4. Update the index, record the import, clear the marker.
-        for (id, period) in &new_period {
-            if let Some(m) = index.get_mut(&bucket_of(id, ID_BUCKETS)) {
-                m.insert(id.clone(), *period);
-            }
-        }
-        let mut batch = sled::Batch::default();
-        for (b, m) in &index {
-            batch.insert(&[*b], encode(m));
-        }
-        self.ids.apply_batch(batch)?;
-        summary.rows = rows_per.values().sum();
+        tracing::debug!(elapsed = ?ta.elapsed(), "import: partitions merged");
+        summary.rows = file.frames();
         let record = ImportRecord {
             summary: summary.clone(),
             ..pending.record.clone()
@@ -453,63 +557,240 @@ impl Store {
             .insert(pending.batch.to_be_bytes(), encode(&record))?;
         self.meta.remove("pending_import")?;
         self.db.flush()?;
-        let _ = std::fs::remove_file(&path);
         Ok(summary)
     }
 
-    fn load_segment(&self, period: Period, bucket: u8) -> Result<Vec<Activity>, StoreError> {
-        let key = segment_key(period, bucket);
-        match self.segments.get(&key)? {
-            Some(bytes) => decode("segments", &key, &bytes),
-            None => Ok(Vec::new()),
-        }
-    }
-
-    fn rewrite_segment(
+    /// Merges the staged rows of partition `p` into the stored segments and index, writing the
+    /// changes into `out`.
+    fn apply_partition(
         &self,
-        period: Period,
-        bucket: u8,
-        incoming: Vec<Activity>,
-        gone: &BTreeSet<String>,
-        moved: &BTreeSet<String>,
+        p: u8,
+        staged: &[u8],
+        batch_id: u64,
         summary: &mut ImportSummary,
-    ) -> Result<(), StoreError> {
-        let mut stored: BTreeMap<String, Activity> = self
-            .load_segment(period, bucket)?
-            .into_iter()
-            .map(|a| (a.id.clone(), a))
-            .collect();
-        for id in gone {
-            stored.remove(id);
+        out: &mut sled::Batch,
+    ) -> Result<(), ApplyError> {
+        // The import's activities of this partition, in (hash, id) order, as records.
+        let mut frames = codec::frames(staged)?;
+        let mut incoming: Vec<Incoming<'_>> = Vec::new();
+        let mut new_records = Vec::new();
+        codec::for_each_activity(&mut frames, |rows| {
+            codec::write_record(rows, batch_id, &mut new_records)?;
+            incoming.push(Incoming {
+                hash: rows[0].hash,
+                id: rows[0].id,
+                period: rows[0].facts.period_code()?,
+            });
+            Ok::<(), Bad>(())
+        })?;
+        drop(frames);
+        if incoming.is_empty() {
+            return Ok(());
         }
-        for activity in incoming {
-            match stored.get(&activity.id) {
-                Some(old) if old.same_content(&activity) => summary.unchanged += 1,
-                Some(_) => {
-                    summary.replaced += 1;
-                    stored.insert(activity.id.clone(), activity);
-                }
-                None => {
-                    // Stored before in another month (a corrected date): a replacement.
-                    if moved.contains(&activity.id) {
-                        summary.replaced += 1;
-                    } else {
-                        summary.added += 1;
-                    }
-                    stored.insert(activity.id.clone(), activity);
+        let new_records = codec::records(&new_records)?;
+
+        // The index buckets of this partition.
+        let mut index: BTreeMap<u8, Vec<(u64, u16)>> = BTreeMap::new();
+        for ib in (u16::from(p)..256).step_by(usize::from(PARTITIONS)) {
+            let ib = ib as u8;
+            let key = index_key(ib);
+            let entries = match self.data.get(key)? {
+                Some(bytes) => index_from_bytes(&bytes).map_err(corrupt(&key))?,
+                None => Vec::new(),
+            };
+            index.insert(ib, entries);
+        }
+
+        // Where each activity goes, and where it may be stored now under another period.
+        let mut into: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        let mut out_of: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        for (i, a) in incoming.iter().enumerate() {
+            into.entry(a.period).or_default().push(i);
+            let entries = index
+                .get(&index_bucket(a.hash))
+                .map_or(&[][..], Vec::as_slice);
+            let start = entries.partition_point(|e| e.0 < a.hash);
+            for &(_, period) in entries[start..].iter().take_while(|e| e.0 == a.hash) {
+                if period != a.period {
+                    out_of.entry(period).or_default().push(i);
                 }
             }
         }
-        let key = segment_key(period, bucket);
-        if stored.is_empty() {
-            self.segments.remove(&key)?;
-            self.period_stats.remove(&key)?;
-        } else {
-            let rows: u64 = stored.values().map(|a| a.participants.len() as u64).sum();
-            let list: Vec<&Activity> = stored.values().collect();
-            self.segments.insert(&key, encode(&list))?;
-            self.period_stats
-                .insert(&key, encode(&(stored.len() as u64, rows)))?;
+        let mut touched: Vec<u16> = into.keys().chain(out_of.keys()).copied().collect();
+        touched.sort_unstable();
+        touched.dedup();
+
+        let mut outcome = vec![Outcome::Pending; incoming.len()];
+        let mut moved = vec![false; incoming.len()];
+        let mut index_add: Vec<(u64, u16)> = Vec::with_capacity(incoming.len());
+        let mut index_remove: Vec<(u64, u16)> = Vec::new();
+        let mut merged = Vec::new();
+        let mut ends = Vec::new();
+        for code in touched {
+            let period = codec::period_of_code(code).ok_or(Bad("period out of range"))?;
+            let stats_key = stats_key(period, p);
+            let old_stats = match self.data.get(&stats_key)? {
+                Some(b) => SegmentStats::from_bytes(&b).map_err(corrupt(&stats_key))?,
+                None => SegmentStats::default(),
+            };
+            let old_chunks: Vec<sled::IVec> = self
+                .data
+                .scan_prefix(segment_prefix(period, p))
+                .values()
+                .collect::<Result<_, _>>()?;
+            let old_bytes = old_chunks.concat();
+            let old = codec::records(&old_bytes).map_err(corrupt(&stats_key))?;
+            let ins = into.get(&code).map_or(&[][..], Vec::as_slice);
+            let rem = out_of.get(&code).map_or(&[][..], Vec::as_slice);
+            let key_of = |i: usize| (incoming[i].hash, incoming[i].id);
+
+            merged.clear();
+            ends.clear();
+            let mut stats = SegmentStats::default();
+            let mut changed = false;
+            let mut removed_hashes = Vec::new();
+            let (mut i, mut j, mut k) = (0, 0, 0);
+            loop {
+                let take_old = match (old.get(i), ins.get(j)) {
+                    (None, None) => break,
+                    (Some(_), None) => true,
+                    (None, Some(_)) => false,
+                    (Some(o), Some(&n)) => match o.key().cmp(&key_of(n)) {
+                        std::cmp::Ordering::Less => true,
+                        std::cmp::Ordering::Greater => false,
+                        std::cmp::Ordering::Equal => {
+                            let n_rec = &new_records[n];
+                            let keep: &RecordRef<'_> = if o.content == n_rec.content {
+                                outcome[n] = Outcome::Unchanged;
+                                o
+                            } else {
+                                outcome[n] = Outcome::Replaced;
+                                changed = true;
+                                n_rec
+                            };
+                            merged.extend_from_slice(keep.bytes);
+                            ends.push(merged.len());
+                            stats.activities += 1;
+                            stats.rows += u64::from(keep.persons);
+                            index_add.push((incoming[n].hash, code));
+                            i += 1;
+                            j += 1;
+                            continue;
+                        }
+                    },
+                };
+                if take_old {
+                    let o = &old[i];
+                    while k < rem.len() && key_of(rem[k]) < o.key() {
+                        k += 1;
+                    }
+                    if k < rem.len() && key_of(rem[k]) == o.key() {
+                        moved[rem[k]] = true;
+                        removed_hashes.push(o.hash);
+                        changed = true;
+                        k += 1;
+                    } else {
+                        merged.extend_from_slice(o.bytes);
+                        ends.push(merged.len());
+                        stats.activities += 1;
+                        stats.rows += u64::from(o.persons);
+                    }
+                    i += 1;
+                } else {
+                    let n = ins[j];
+                    let n_rec = &new_records[n];
+                    outcome[n] = Outcome::Added;
+                    changed = true;
+                    merged.extend_from_slice(n_rec.bytes);
+                    ends.push(merged.len());
+                    stats.activities += 1;
+                    stats.rows += u64::from(n_rec.persons);
+                    index_add.push((incoming[n].hash, code));
+                    j += 1;
+                }
+            }
+            if !removed_hashes.is_empty() {
+                let kept = codec::records(&merged)?;
+                for h in removed_hashes {
+                    if !kept.iter().any(|r| r.hash == h) {
+                        index_remove.push((h, code));
+                    }
+                }
+            }
+            if !changed {
+                continue;
+            }
+            // Cut into chunks of whole records, rewriting only the chunks that changed.
+            let mut start = 0;
+            let mut chunk: u16 = 0;
+            let mut e = 0;
+            while start < merged.len() {
+                let mut end = ends[e];
+                e += 1;
+                while e < ends.len() && ends[e] - start <= CHUNK_BYTES {
+                    end = ends[e];
+                    e += 1;
+                }
+                let bytes = &merged[start..end];
+                if old_chunks.get(usize::from(chunk)).map(|c| c.as_ref()) != Some(bytes) {
+                    out.insert(chunk_key(period, p, chunk), bytes);
+                }
+                chunk = chunk
+                    .checked_add(1)
+                    .ok_or(Bad("a segment of more than 65,535 chunks"))?;
+                start = end;
+            }
+            for stale in chunk..old_stats.chunks.max(old_chunks.len() as u16) {
+                out.remove(chunk_key(period, p, stale));
+            }
+            stats.chunks = chunk;
+            if stats.activities == 0 {
+                out.remove(stats_key);
+            } else {
+                out.insert(stats_key, stats.to_bytes().to_vec());
+            }
+        }
+
+        // The index: every (hash, period) where an activity now is; none where none is.
+        index_add.sort_unstable();
+        index_remove.sort_unstable();
+        for (ib, entries) in &mut index {
+            let adds: Vec<(u64, u16)> = index_add
+                .iter()
+                .filter(|e| index_bucket(e.0) == *ib)
+                .copied()
+                .collect();
+            let removes: Vec<(u64, u16)> = index_remove
+                .iter()
+                .filter(|e| index_bucket(e.0) == *ib)
+                .copied()
+                .collect();
+            if adds.is_empty() && removes.is_empty() {
+                continue;
+            }
+            let mut updated = Vec::with_capacity(entries.len() + adds.len());
+            updated.extend_from_slice(entries);
+            updated.extend_from_slice(&adds);
+            updated.sort_unstable();
+            updated.dedup();
+            updated.retain(|e| removes.binary_search(e).is_err());
+            if updated != *entries {
+                if updated.is_empty() {
+                    out.remove(index_key(*ib).to_vec());
+                } else {
+                    out.insert(index_key(*ib).to_vec(), index_to_bytes(&updated));
+                }
+            }
+        }
+
+        for (outcome, moved) in outcome.into_iter().zip(moved) {
+            match outcome {
+                Outcome::Added if moved => summary.replaced += 1,
+                Outcome::Added => summary.added += 1,
+                Outcome::Replaced => summary.replaced += 1,
+                Outcome::Unchanged => summary.unchanged += 1,
+                Outcome::Pending => return Err(Bad("an activity was not applied").into()),
+            }
         }
         Ok(())
     }
@@ -517,10 +798,13 @@ impl Store {
     /// Every activity of a period, in id order.
     pub fn activities_in(&self, period: Period) -> Result<Vec<Activity>, StoreError> {
         let mut out = Vec::new();
-        for bucket in 0..SEGMENT_BUCKETS {
-            out.extend(self.load_segment(period, bucket)?);
+        for entry in self.data.scan_prefix(month_prefix(period)) {
+            let (key, bytes) = entry?;
+            for record in codec::records(&bytes).map_err(corrupt(&key))? {
+                out.push(codec::activity(&record).map_err(corrupt(&key))?);
+            }
         }
-        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
     }
 
@@ -530,22 +814,18 @@ impl Store {
             imports: self.imports.len() as u64,
             ..Default::default()
         };
-        for entry in self.period_stats.iter() {
+        for entry in self.data.scan_prefix(b"c") {
             let (key, bytes) = entry?;
-            let (activities, rows): (u64, u64) = decode("period_stats", &key, &bytes)?;
-            let period: Period = std::str::from_utf8(key.get(..7).unwrap_or_default())
+            let segment = SegmentStats::from_bytes(&bytes).map_err(corrupt(&key))?;
+            let period: Period = std::str::from_utf8(key.get(1..8).unwrap_or_default())
                 .ok()
                 .and_then(|k| k.parse().ok())
-                .ok_or_else(|| StoreError::Corrupt {
-                    tree: "period_stats",
-                    key: String::from_utf8_lossy(&key).into_owned(),
-                    reason: "not a period".into(),
-                })?;
-            stats.activities += activities;
-            stats.rows += rows;
+                .ok_or_else(|| corrupt(&key)(Bad("not a period")))?;
+            stats.activities += segment.activities;
+            stats.rows += segment.rows;
             let cell = stats.periods.entry(period).or_default();
-            cell.0 += activities;
-            cell.1 += rows;
+            cell.0 += segment.activities;
+            cell.1 += segment.rows;
         }
         Ok(stats)
     }
@@ -628,10 +908,35 @@ impl Store {
     }
 }
 
+/// Why applying a partition failed: its staged rows, or the store.
+#[derive(Debug)]
+enum ApplyError {
+    Staging(Bad),
+    Store(StoreError),
+}
+
+impl From<Bad> for ApplyError {
+    fn from(bad: Bad) -> Self {
+        Self::Staging(bad)
+    }
+}
+
+impl From<StoreError> for ApplyError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+impl From<sled::Error> for ApplyError {
+    fn from(e: sled::Error) -> Self {
+        Self::Store(StoreError::Sled(e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::import::validate;
+    use crate::import::{check_activity, read_rows};
 
     const FILE: &str = "activite_id,date,type,duree,beneficiaire_id\n\
                         a,2026-10-01,individuel,30,p1\n\
@@ -650,7 +955,13 @@ mod tests {
 
     fn stage(store: &Store, text: &str) -> ImportStaging {
         let mut staging = store.begin_import().expect("begin");
-        validate(text.as_bytes(), &mut |row| staging.push(&row), &mut ()).expect("valid");
+        let reading =
+            read_rows(text.as_bytes(), &mut |frame| staging.push(frame), &mut ()).expect("read");
+        let mut errors = reading.errors;
+        staging
+            .check(&mut |rows| check_activity(rows, &mut errors))
+            .expect("check");
+        errors.finish().expect("valid");
         staging
     }
 
@@ -658,37 +969,88 @@ mod tests {
         p.parse().expect("period")
     }
 
+    /// Opens a store that was just dropped: sled's background flusher may hold its lock a
+    /// moment longer.
+    fn reopen(path: &Path) -> Result<Store, StoreError> {
+        let mut attempts = 0;
+        loop {
+            match Store::open(path) {
+                Err(StoreError::Sled(sled::Error::Io(e))) if attempts < 40 => {
+                    attempts += 1;
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn tmp_err(e: std::io::Error) -> StoreError {
+        staging_error(Path::new("tmp"), e)
+    }
+
+    /// Does what `commit_import` does up to a crash: staging on disk, marker recorded, and the
+    /// first `partitions` partitions applied.
+    fn commit_then_crash(store: &Store, text: &str, partitions: u8) -> Result<(), StoreError> {
+        let mut staging = stage(store, text);
+        staging.finish()?;
+        let file = staging.file.take().expect("file");
+        let pending = PendingImport {
+            batch: staging.batch,
+            staging: staging
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            record: record(),
+        };
+        store.meta.insert("pending_import", encode(&pending))?;
+        store.db.flush()?;
+        let mut summary = ImportSummary::default();
+        let mut bytes = Vec::new();
+        for p in 0..partitions {
+            file.read_partition(p, &mut bytes)
+                .map_err(|e| staging_error(file.path(), e))?;
+            let mut batch = sled::Batch::default();
+            store
+                .apply_partition(p, &bytes, pending.batch, &mut summary, &mut batch)
+                .map_err(|e| match e {
+                    ApplyError::Staging(b) => staging_error(file.path(), b),
+                    ApplyError::Store(e) => e,
+                })?;
+            batch.insert(
+                PROGRESS_KEY,
+                progress_to_bytes(pending.batch, p + 1, &summary),
+            );
+            store.data.apply_batch(batch)?;
+        }
+        store.db.flush()?;
+        Ok(())
+    }
+
     #[test]
     fn a_committed_import_interrupted_before_apply_is_finished_on_open() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| staging_error(Path::new("tmp"), e))?;
+        let dir = tempfile::tempdir().map_err(tmp_err)?;
         let path = dir.path().join("store");
         {
             let store = Store::open(&path)?;
-            let mut staging = stage(&store, FILE);
-            // What commit_import does up to the crash: staging on disk, marker recorded.
-            let writer = staging.writer.take().expect("writer");
-            let file = writer.finish().map_err(|e| staging_error(&path, e))?;
-            let name = file
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let pending = PendingImport {
-                batch: staging.batch,
-                staging: name,
-                record: record(),
-            };
-            store.meta.insert("pending_import", encode(&pending))?;
-            store.db.flush()?;
+            commit_then_crash(&store, FILE, 0)?;
             assert!(
                 store.activities_in(period("2026-10"))?.is_empty(),
                 "not applied yet"
             );
         }
-        let store = Store::open(&path)?;
+        let store = reopen(&path)?;
         assert_eq!(store.activities_in(period("2026-10"))?.len(), 2);
         assert_eq!(store.activities_in(period("2026-11"))?.len(), 1);
         assert_eq!(store.stats()?.rows, 4);
-        assert_eq!(store.imports()?.len(), 1);
+        let imports = store.imports()?;
+        assert_eq!(imports.len(), 1);
+        assert_eq!(
+            (imports[0].summary.added, imports[0].summary.rows),
+            (3, 4),
+            "the roll forward records what the import did"
+        );
         assert!(store.meta.get("pending_import")?.is_none());
         // Applying again changes nothing (idempotent roll forward).
         let again = store.commit_import(stage(&store, FILE), record())?;
@@ -696,10 +1058,74 @@ mod tests {
         Ok(())
     }
 
+    /// Many activities (so that every partition holds some), some moved to another month.
+    fn big_file(month: u8, ids: std::ops::Range<u32>) -> String {
+        let mut text = String::from("activite_id,date,type,duree,beneficiaire_id\n");
+        for i in ids {
+            let day = i % 28 + 1;
+            text.push_str(&format!(
+                "a{i},2026-{month:02}-{day:02},collectif,30,p{i}\na{i},2026-{month:02}-{day:02},collectif,30,\n"
+            ));
+        }
+        text
+    }
+
+    #[test]
+    fn an_import_interrupted_midway_through_applying_is_finished_exactly_on_open()
+    -> Result<(), StoreError> {
+        let first = big_file(9, 0..400);
+        // Half the activities move from September to October, and new ones come.
+        let second = big_file(10, 200..700);
+        let reference = tempfile::tempdir().map_err(tmp_err)?;
+        let expected = {
+            let store = Store::open(&reference.path().join("store"))?;
+            store.commit_import(stage(&store, &first), record())?;
+            let summary = store.commit_import(stage(&store, &second), record())?;
+            assert_eq!(
+                (summary.added, summary.replaced, summary.unchanged),
+                (300, 200, 0)
+            );
+            (
+                store.activities_in(period("2026-09"))?,
+                store.activities_in(period("2026-10"))?,
+                store.stats()?,
+                summary,
+            )
+        };
+        for partitions in [1, 7, 15, 16] {
+            let dir = tempfile::tempdir().map_err(tmp_err)?;
+            let path = dir.path().join("store");
+            {
+                let store = Store::open(&path)?;
+                store.commit_import(stage(&store, &first), record())?;
+                commit_then_crash(&store, &second, partitions)?;
+            }
+            let store = reopen(&path)?;
+            let strip = |mut v: Vec<Activity>| {
+                v.iter_mut().for_each(|a| a.batch = 0);
+                v
+            };
+            assert_eq!(
+                strip(store.activities_in(period("2026-09"))?),
+                strip(expected.0.clone())
+            );
+            assert_eq!(
+                strip(store.activities_in(period("2026-10"))?),
+                strip(expected.1.clone())
+            );
+            let mut stats = store.stats()?;
+            stats.imports = expected.2.imports;
+            assert_eq!(stats, expected.2);
+            let imports = store.imports()?;
+            assert_eq!(imports.last().map(|r| &r.summary), Some(&expected.3));
+        }
+        Ok(())
+    }
+
     #[test]
     fn an_abandoned_import_leaves_the_store_and_the_folder_as_they_were() -> Result<(), StoreError>
     {
-        let dir = tempfile::tempdir().map_err(|e| staging_error(Path::new("tmp"), e))?;
+        let dir = tempfile::tempdir().map_err(tmp_err)?;
         let path = dir.path().join("store");
         let store = Store::open(&path)?;
         store.commit_import(stage(&store, FILE), record())?;
@@ -711,7 +1137,7 @@ mod tests {
         drop(staging);
         assert_eq!(store.stats()?, before);
         let leftovers = std::fs::read_dir(&path)
-            .map_err(|e| staging_error(&path, e))?
+            .map_err(tmp_err)?
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().starts_with("staging-"))
             .count();
@@ -721,7 +1147,7 @@ mod tests {
 
     #[test]
     fn moving_an_activity_to_another_month_removes_it_from_the_first() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| staging_error(Path::new("tmp"), e))?;
+        let dir = tempfile::tempdir().map_err(tmp_err)?;
         let store = Store::open(&dir.path().join("store"))?;
         store.commit_import(stage(&store, FILE), record())?;
         let summary = store.commit_import(
@@ -740,6 +1166,50 @@ mod tests {
         );
         assert_eq!(store.activities_in(period("2026-12"))?.len(), 1);
         assert_eq!(store.stats()?.activities, 3);
+        // And back: the index no longer points at December once it is gone from there.
+        let back = store.commit_import(
+            stage(
+                &store,
+                "activite_id,date,type,duree\na,2026-10-01,individuel,30\n",
+            ),
+            record(),
+        )?;
+        assert_eq!((back.added, back.replaced), (0, 1));
+        assert!(store.activities_in(period("2026-12"))?.is_empty());
+        assert_eq!(store.stats()?.activities, 3);
+        Ok(())
+    }
+
+    #[test]
+    fn an_unchanged_reimport_writes_nothing_and_keeps_the_first_batch() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(tmp_err)?;
+        let store = Store::open(&dir.path().join("store"))?;
+        let text = big_file(10, 0..300);
+        store.commit_import(stage(&store, &text), record())?;
+        let before = store.activities_in(period("2026-10"))?;
+        let again = store.commit_import(stage(&store, &text), record())?;
+        assert_eq!((again.added, again.replaced, again.unchanged), (0, 0, 300));
+        assert_eq!(store.activities_in(period("2026-10"))?, before);
+        Ok(())
+    }
+
+    #[test]
+    fn large_segments_are_cut_into_small_chunks_and_read_back_whole() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(tmp_err)?;
+        let store = Store::open(&dir.path().join("store"))?;
+        let text = big_file(10, 0..12_000);
+        store.commit_import(stage(&store, &text), record())?;
+        let mut chunks = 0;
+        for entry in store.data.scan_prefix(b"s") {
+            let (_, value) = entry?;
+            chunks += 1;
+            assert!(value.len() <= CHUNK_BYTES + 200, "{}", value.len());
+        }
+        assert!(chunks > usize::from(PARTITIONS), "{chunks}");
+        let month = store.activities_in(period("2026-10"))?;
+        assert_eq!(month.len(), 12_000);
+        assert!(month.windows(2).all(|w| w[0].id < w[1].id));
+        assert_eq!(store.stats()?.rows, 24_000);
         Ok(())
     }
 }

@@ -1,76 +1,220 @@
 //! The staging file of an import: every validated row, written as the file is read, so that a
 //! large import never sits in memory and survives a crash between validation and storage.
 //!
-//! Format: a sequence of frames `[period: 7 ASCII bytes "YYYY-MM"][bucket: u8][id length: u16
-//! LE][activite_id][len: u32 LE][postcard row]`, then a trailer `[b"END!"][frames: u64 LE]`. A file
-//! without its trailer was cut short and is never applied. The id and period stand outside the
-//! encoded body so that a pass that only needs them (or only some buckets) skips the body unread.
+//! Rows (frames, see [`super::codec`]) are sorted into [`PARTITIONS`] partitions by the hash of
+//! their activity id, the same partitions as the store's segments, so that each partition can
+//! later be read alone: the file is a sequence of blocks, each holding frames of one partition
+//! in file order, then a table of the blocks and a trailer
+//! `[table offset: u64][blocks: u64][frames: u64][MAGIC]`. A file without its trailer was cut
+//! short and is never applied (it is only ever applied after it was synced and committed).
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use maillage_protocol::Period;
+/// Partitions of a staging file; also the store's segment buckets.
+pub const PARTITIONS: u8 = 16;
+/// A partition's rows are written out in blocks of about this size.
+const BLOCK_BYTES: usize = 256 * 1024;
+const MAGIC: &[u8; 8] = b"MLGSTG01";
+const TRAILER_LEN: u64 = 32;
+const ENTRY_LEN: usize = 13;
 
-use crate::import::Row;
+/// The partition of an id's hash.
+pub fn partition_of(hash: u64) -> u8 {
+    // The remainder is below PARTITIONS, a u8.
+    (hash % u64::from(PARTITIONS)) as u8
+}
 
-const TRAILER: &[u8; 4] = b"END!";
-
-/// Where activities of an id are stored within a period, and where the id's index entry is:
-/// FNV-1a, a hash that never changes across builds (it decides where data lives on disk).
-pub fn stable_hash(id: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+#[derive(Debug, Clone, Copy)]
+struct Block {
+    partition: u8,
+    offset: u64,
+    len: u32,
 }
 
 /// Writes a staging file.
 #[derive(Debug)]
 pub struct StagingWriter {
     path: PathBuf,
-    out: BufWriter<File>,
+    file: File,
+    buffers: Vec<Vec<u8>>,
+    blocks: Vec<Block>,
+    offset: u64,
     frames: u64,
 }
 
 impl StagingWriter {
     /// Creates the file (refusing to overwrite one).
     pub fn create(path: &Path) -> std::io::Result<Self> {
-        let file = File::options().write(true).create_new(true).open(path)?;
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
         Ok(Self {
             path: path.to_path_buf(),
-            out: BufWriter::with_capacity(1 << 20, file),
+            file,
+            buffers: (0..PARTITIONS).map(|_| Vec::new()).collect(),
+            blocks: Vec::new(),
+            offset: 0,
             frames: 0,
         })
     }
 
-    /// Appends one row.
-    pub fn push(&mut self, row: &Row, buckets: u8) -> std::io::Result<()> {
-        let body = postcard::to_allocvec(row).map_err(std::io::Error::other)?;
-        let period = Period::of_date(row.date).to_string();
-        let bucket = (stable_hash(&row.activite_id) % u64::from(buckets)) as u8;
-        let len = u32::try_from(body.len()).map_err(std::io::Error::other)?;
-        let id_len = u16::try_from(row.activite_id.len())
-            .map_err(|_| std::io::Error::other("activite_id longer than 65,535 bytes"))?;
-        self.out.write_all(period.as_bytes())?;
-        self.out.write_all(&[bucket])?;
-        self.out.write_all(&id_len.to_le_bytes())?;
-        self.out.write_all(row.activite_id.as_bytes())?;
-        self.out.write_all(&len.to_le_bytes())?;
-        self.out.write_all(&body)?;
+    /// Appends one frame (as [`super::codec::FrameWriter`] wrote it).
+    pub fn push(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        let hash = frame
+            .get(4..12)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes)
+            .ok_or_else(|| std::io::Error::other("frame too short"))?;
+        let p = partition_of(hash);
+        let buffer = &mut self.buffers[usize::from(p)];
+        if buffer.capacity() == 0 {
+            buffer.reserve_exact(BLOCK_BYTES + 1024);
+        }
+        buffer.extend_from_slice(frame);
         self.frames += 1;
+        if buffer.len() >= BLOCK_BYTES {
+            self.write_block(p)?;
+        }
         Ok(())
     }
 
-    /// Writes the trailer and waits until the file is on disk.
-    pub fn finish(mut self) -> std::io::Result<PathBuf> {
-        self.out.write_all(TRAILER)?;
-        self.out.write_all(&self.frames.to_le_bytes())?;
-        self.out.flush()?;
-        self.out.get_ref().sync_all()?;
-        Ok(self.path)
+    fn write_block(&mut self, p: u8) -> std::io::Result<()> {
+        let buffer = &mut self.buffers[usize::from(p)];
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        let len = u32::try_from(buffer.len()).map_err(std::io::Error::other)?;
+        self.file.write_all(buffer)?;
+        self.blocks.push(Block {
+            partition: p,
+            offset: self.offset,
+            len,
+        });
+        self.offset += u64::from(len);
+        buffer.clear();
+        Ok(())
+    }
+
+    /// Writes what is left, the table and the trailer, and waits until the file is on disk.
+    pub fn finish(mut self) -> std::io::Result<StagingFile> {
+        for p in 0..PARTITIONS {
+            self.write_block(p)?;
+        }
+        self.buffers = Vec::new();
+        let mut table = Vec::with_capacity(self.blocks.len() * ENTRY_LEN + 32);
+        for b in &self.blocks {
+            table.push(b.partition);
+            table.extend_from_slice(&b.offset.to_le_bytes());
+            table.extend_from_slice(&b.len.to_le_bytes());
+        }
+        table.extend_from_slice(&self.offset.to_le_bytes());
+        table.extend_from_slice(&(self.blocks.len() as u64).to_le_bytes());
+        table.extend_from_slice(&self.frames.to_le_bytes());
+        table.extend_from_slice(MAGIC);
+        self.file.write_all(&table)?;
+        self.file.sync_all()?;
+        Ok(StagingFile {
+            path: self.path,
+            file: self.file,
+            blocks: self.blocks,
+            frames: self.frames,
+        })
+    }
+}
+
+/// A complete staging file, read a partition at a time.
+#[derive(Debug)]
+pub struct StagingFile {
+    path: PathBuf,
+    file: File,
+    blocks: Vec<Block>,
+    frames: u64,
+}
+
+impl StagingFile {
+    /// Opens a staging file, checking that it is complete.
+    pub fn open(path: &Path) -> Result<Self, String> {
+        let file = File::open(path).map_err(|e| e.to_string())?;
+        let len = file.metadata().map_err(|e| e.to_string())?.len();
+        if len < TRAILER_LEN {
+            return Err("truncated staging file (no trailer)".into());
+        }
+        let mut trailer = [0u8; TRAILER_LEN as usize];
+        file.read_exact_at(&mut trailer, len - TRAILER_LEN)
+            .map_err(|e| e.to_string())?;
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&trailer[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(w)
+        };
+        if &trailer[24..] != MAGIC {
+            return Err("truncated staging file (no trailer)".into());
+        }
+        let (table_offset, count, frames) = (word(0), word(1), word(2));
+        let table_len = count
+            .checked_mul(ENTRY_LEN as u64)
+            .filter(|t| table_offset.checked_add(*t) == Some(len - TRAILER_LEN))
+            .ok_or("damaged staging file (table size)")?;
+        let mut table = vec![0u8; usize::try_from(table_len).map_err(|e| e.to_string())?];
+        file.read_exact_at(&mut table, table_offset)
+            .map_err(|e| e.to_string())?;
+        let mut blocks = Vec::with_capacity(table.len() / ENTRY_LEN);
+        for entry in table.chunks_exact(ENTRY_LEN) {
+            let mut offset = [0u8; 8];
+            offset.copy_from_slice(&entry[1..9]);
+            let mut block_len = [0u8; 4];
+            block_len.copy_from_slice(&entry[9..13]);
+            let block = Block {
+                partition: entry[0],
+                offset: u64::from_le_bytes(offset),
+                len: u32::from_le_bytes(block_len),
+            };
+            if block.partition >= PARTITIONS
+                || block
+                    .offset
+                    .checked_add(u64::from(block.len))
+                    .is_none_or(|end| end > table_offset)
+            {
+                return Err("damaged staging file (block table)".into());
+            }
+            blocks.push(block);
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            blocks,
+            frames,
+        })
+    }
+
+    /// Reads every frame of partition `p`, in file order, into `out` (replacing its content).
+    pub fn read_partition(&self, p: u8, out: &mut Vec<u8>) -> Result<(), String> {
+        out.clear();
+        let total: usize = self
+            .blocks
+            .iter()
+            .filter(|b| b.partition == p)
+            .map(|b| b.len as usize)
+            .sum();
+        out.reserve_exact(total);
+        for b in self.blocks.iter().filter(|b| b.partition == p) {
+            let start = out.len();
+            out.resize(start + b.len as usize, 0);
+            self.file
+                .read_exact_at(&mut out[start..], b.offset)
+                .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Rows in the file.
+    pub fn frames(&self) -> u64 {
+        self.frames
     }
 
     /// The file's path.
@@ -79,80 +223,42 @@ impl StagingWriter {
     }
 }
 
-/// One frame's header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FrameHead {
-    /// The row's period.
-    pub period: Period,
-    /// The row's bucket.
-    pub bucket: u8,
-    /// The row's activity id.
-    pub id: String,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Reads a staging file's frames, decoding the body only of those `want` accepts (the others
-/// are skipped without being read into memory).
-pub fn read_frames(
-    path: &Path,
-    mut want: impl FnMut(&FrameHead) -> bool,
-    mut each: impl FnMut(FrameHead, Option<Row>) -> Result<(), String>,
-) -> Result<(), String> {
-    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut input = BufReader::with_capacity(1 << 20, file);
-    let mut frames = 0u64;
-    let mut body = Vec::new();
-    loop {
-        let mut head = [0u8; 10];
-        input
-            .read_exact(&mut head[..4])
-            .map_err(|e| format!("truncated staging file: {e}"))?;
-        if &head[..4] == TRAILER {
-            let mut count = [0u8; 8];
-            input
-                .read_exact(&mut count)
-                .map_err(|e| format!("truncated trailer: {e}"))?;
-            if u64::from_le_bytes(count) != frames {
-                return Err(format!(
-                    "trailer counts {} frames, file has {frames}",
-                    u64::from_le_bytes(count)
-                ));
-            }
-            return Ok(());
+    fn frame(hash: u64, payload: u8, size: usize) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&(size as u32 + 8).to_le_bytes());
+        f.extend_from_slice(&hash.to_le_bytes());
+        f.extend(std::iter::repeat_n(payload, size));
+        f
+    }
+
+    #[test]
+    fn partitions_come_back_in_file_order_and_cut_files_are_refused()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("staging-1.rows");
+        let mut w = StagingWriter::create(&path)?;
+        let mut expected = vec![Vec::new(); usize::from(PARTITIONS)];
+        for i in 0..5000u64 {
+            let f = frame(i * 7, (i % 251) as u8, 100 + (i % 300) as usize);
+            expected[usize::from(partition_of(i * 7))].extend_from_slice(&f);
+            w.push(&f)?;
         }
-        input
-            .read_exact(&mut head[4..])
-            .map_err(|e| format!("truncated frame: {e}"))?;
-        let period: Period = std::str::from_utf8(&head[..7])
-            .ok()
-            .and_then(|p| p.parse().ok())
-            .ok_or_else(|| format!("frame {frames}: bad period"))?;
-        let bucket = head[7];
-        let id_len = u16::from_le_bytes([head[8], head[9]]) as usize;
-        let mut id = vec![0u8; id_len];
-        input
-            .read_exact(&mut id)
-            .map_err(|e| format!("truncated frame {frames}: {e}"))?;
-        let id = String::from_utf8(id).map_err(|_| format!("frame {frames}: id is not UTF-8"))?;
-        let mut len = [0u8; 4];
-        input
-            .read_exact(&mut len)
-            .map_err(|e| format!("truncated frame {frames}: {e}"))?;
-        let len = u32::from_le_bytes(len) as usize;
-        let frame = FrameHead { period, bucket, id };
-        let row = if want(&frame) {
-            body.resize(len, 0);
-            input
-                .read_exact(&mut body)
-                .map_err(|e| format!("truncated frame {frames}: {e}"))?;
-            Some(postcard::from_bytes(&body).map_err(|e| format!("frame {frames}: {e}"))?)
-        } else {
-            let skip = i64::try_from(len).map_err(|_| format!("frame {frames}: length"))?;
-            input
-                .seek_relative(skip)
-                .map_err(|e| format!("truncated frame {frames}: {e}"))?;
-            None
-        };
-        each(frame, row)?;
-        frames += 1;
+        let file = w.finish()?;
+        assert_eq!(file.frames(), 5000);
+        let reopened = StagingFile::open(&path)?;
+        let mut buf = Vec::new();
+        for p in 0..PARTITIONS {
+            reopened.read_partition(p, &mut buf)?;
+            assert_eq!(buf, expected[usize::from(p)], "partition {p}");
+        }
+        let len = std::fs::metadata(&path)?.len();
+        let cut = File::options().write(true).open(&path)?;
+        cut.set_len(len - 1)?;
+        assert!(StagingFile::open(&path).is_err());
+        Ok(())
     }
 }
