@@ -336,4 +336,74 @@ fn hubs_accept_releases_under_the_adopted_policy_only() {
         status["log_size"], 1,
         "refused releases never enter the log"
     );
+
+    // The hub's audit bundle carries its adoption chain; the audit re-verifies it.
+    let bundle = dir.join("bundle").display().to_string();
+    run_ok(&[
+        "log", "export", "--dir", &hub, "--period", "2026-09", "--out", &bundle,
+    ]);
+    let chain_file = Path::new(&bundle).join("policy-adoptions.json");
+    let chain_text = std::fs::read_to_string(&chain_file).unwrap_or_default();
+    assert!(chain_text.contains(&hash), "{chain_text}");
+    run_ok(&["audit", &bundle]);
+    // One altered committee signature fails the audit.
+    let chain: serde_json::Value = serde_json::from_str(&chain_text).unwrap_or_default();
+    let signature = chain[0]["record"]["signatures"][0]["signature"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(signature.len(), 128, "{chain_text}");
+    let flipped = format!(
+        "{}{}",
+        if signature.starts_with('0') { "1" } else { "0" },
+        &signature[1..]
+    );
+    if let Err(e) = std::fs::write(&chain_file, chain_text.replace(&signature, &flipped)) {
+        panic!("write: {e}");
+    }
+    let out = crate::support::run(&["audit", &bundle, "--json"]);
+    assert!(!out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let findings = report["findings"].to_string();
+    assert!(findings.contains("bad_policy_adoption"), "{report}");
+    assert!(findings.contains("policy-adoptions.json[0]"), "{report}");
+
+    // A hub that logged a release under local settings and adopted a policy afterwards: the
+    // audit names the release that followed no adopted policy.
+    let (hub2, khub2) = init(dir, "hub2", "hub");
+    run_ok(&["members", "add", "--dir", &hub2, "--from-node", &s2]);
+    run_ok(&["accept", "--dir", &hub2, &r2]);
+    let genesis2 = write(
+        dir,
+        "genesis2.json",
+        &format!(
+            r#"{{"edits": [
+                {{"op": "add_committee_member", "key": "{khub2}", "name": "Hub 2"}},
+                {{"op": "set_quorum", "quorum": 1}}]}}"#
+        ),
+    );
+    run_ok(&["policy", "propose", "--dir", &hub2, &genesis2]);
+    run_ok(&["policy", "sign", "--dir", &hub2]);
+    run_ok(&["policy", "adopt", "--dir", &hub2]);
+    let bundle2 = dir.join("bundle2").display().to_string();
+    run_ok(&[
+        "log", "export", "--dir", &hub2, "--period", "2026-09", "--out", &bundle2,
+    ]);
+    let out = crate::support::run(&["audit", &bundle2, "--json"]);
+    assert!(!out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let findings = report["findings"].as_array().cloned().unwrap_or_default();
+    assert_eq!(findings.len(), 1, "{report}");
+    assert_eq!(findings[0]["kind"], "unadopted_policy", "{report}");
+    assert_eq!(
+        findings[0]["location"], "releases.jsonl:1.params",
+        "{report}"
+    );
+    assert!(
+        findings[0]["what"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&local),
+        "{report}"
+    );
 }
