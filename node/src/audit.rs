@@ -52,6 +52,7 @@
 mod aggregate;
 mod log;
 mod national;
+mod policy;
 #[cfg(test)]
 mod tests;
 
@@ -88,6 +89,7 @@ pub(crate) mod files {
     pub const AGGREGATE: &str = "aggregate.json";
     pub const EQUIVOCATIONS: &str = "equivocations.json";
     pub const CONTRIBUTIONS: &str = "contributions.jsonl";
+    pub const POLICY_ADOPTIONS: &str = "policy-adoptions.json";
 }
 
 /// What kind of problem a finding is.
@@ -158,6 +160,11 @@ pub enum FindingKind {
     /// A hub bundle inside a national bundle is not the one of the aggregate the national log
     /// holds.
     ChainMismatch,
+    /// `policy-adoptions.json` is not a valid adoption chain (an altered policy, a signature
+    /// that does not verify, a quorum not reached).
+    BadPolicyAdoption,
+    /// A release names a policy that the bundle's adoption chain never adopted.
+    UnadoptedPolicy,
 }
 
 impl FindingKind {
@@ -195,6 +202,8 @@ impl FindingKind {
             Self::InvalidEquivocationProof => "invalid_equivocation_proof",
             Self::MissingHubBundle => "missing_hub_bundle",
             Self::ChainMismatch => "chain_mismatch",
+            Self::BadPolicyAdoption => "bad_policy_adoption",
+            Self::UnadoptedPolicy => "unadopted_policy",
         }
     }
 }
@@ -314,6 +323,7 @@ pub fn audit(bundle_dir: &Path) -> AuditReport {
         releases_verified += auditor.hub_bundles(&hub_aggregates);
     } else {
         auditor.equivocations();
+        auditor.policy_adoptions();
     }
     let findings = auditor.findings.finish();
     AuditReport {

@@ -47,6 +47,7 @@ use sha2::{Digest, Sha256};
 use crate::config::Role;
 use crate::members::{Members, MembersError};
 use crate::node::Node;
+use crate::policy::Governance;
 use crate::store::StoreError;
 
 /// What can stop the hub from working at all (as opposed to refusing one submission).
@@ -74,6 +75,9 @@ pub enum HubError {
     /// Signing a checkpoint or receipt failed.
     #[error("signing: {0}")]
     Sign(String),
+    /// The node's adopted policy could not be read or verified.
+    #[error("policy: {0}")]
+    Policy(String),
 }
 
 /// Why one submission was refused. Nothing of a refused submission enters the log.
@@ -142,6 +146,17 @@ pub enum Refusal {
         /// What was offered.
         offered: &'static str,
     },
+    /// The release does not follow a policy this hub accepts (a hub that has adopted a policy
+    /// takes releases under the current version, or the one it replaced during its grace period).
+    #[error("release of {signer} for {period} refused: {mismatch}")]
+    Policy {
+        /// Signer, hex.
+        signer: String,
+        /// Period.
+        period: Period,
+        /// What the release names and what is accepted.
+        mismatch: crate::policy::PolicyMismatch,
+    },
     /// The signer already submitted a different contribution for this period: both are kept as
     /// proof and the second is refused.
     #[error(
@@ -201,6 +216,10 @@ type CellSums = std::collections::BTreeMap<
     ),
 >;
 
+fn load_governance(node: &Node) -> Result<Option<Governance>, HubError> {
+    Governance::load(node.dir()).map_err(|e| HubError::Policy(format!("{e:#}")))
+}
+
 /// The hub's view of its node's store.
 #[derive(Debug)]
 pub struct Hub<'a> {
@@ -212,6 +231,9 @@ pub struct Hub<'a> {
     /// The node's public key, decoded once.
     key: VerifyingKey,
     origin: String,
+    /// The adopted policies (`None`: the hub follows its local settings), reloaded when the
+    /// adoption chain file changes.
+    governance: Option<Governance>,
 }
 
 /// The hub's tables, each a key prefix of the one sled tree `hub_state`, so that a batch is
@@ -332,6 +354,7 @@ impl<'a> Hub<'a> {
         let members = Members::load(node.dir())?;
         let aggregates = store.tree("hub_aggregates")?;
         let key = node.identity.public();
+        let governance = load_governance(node)?;
         Ok(Self {
             node,
             members,
@@ -340,6 +363,7 @@ impl<'a> Hub<'a> {
             aggregates,
             key,
             origin: contributions_origin(&key),
+            governance,
         })
     }
 
@@ -405,11 +429,14 @@ impl<'a> Hub<'a> {
         let keys: Vec<VerifyingKey> = decoded.iter().map(|(_, r, _)| r.release().signer).collect();
         let verified = crate::audit::verify_all(&messages, &signatures, &keys);
 
-        let policy = &self.node.config.privacy;
-        let expected_mechanism = match policy.mechanism {
-            maillage_privacy::release::Mechanism::DiscreteLaplace => "laplace",
-            maillage_privacy::release::Mechanism::DiscreteGaussian => "gaussian",
-        };
+        if self
+            .governance
+            .as_ref()
+            .is_none_or(|g| g.is_stale(self.node.dir()))
+        {
+            self.governance = load_governance(self.node)?;
+        }
+        let local = &self.node.config.privacy;
         let mut candidates = Vec::with_capacity(decoded.len());
         for (((i, release, _), message), ok) in decoded.into_iter().zip(&messages).zip(verified) {
             if !ok {
@@ -423,12 +450,35 @@ impl<'a> Hub<'a> {
             }
             let r = release.release();
             let signer = hex::encode(r.signer.as_bytes());
+            // Under an adopted policy, the release must name a version this hub accepts, and
+            // is checked against that version's parameters.
+            let adopted = match &self.governance {
+                Some(g) => match g.check(&r.params, now) {
+                    Ok(a) => Ok(Some(crate::policy::privacy_params(&a.policy))),
+                    Err(mismatch) => Err(Refusal::Policy {
+                        signer: signer.clone(),
+                        period: r.period,
+                        mismatch,
+                    }),
+                },
+                None => Ok(None),
+            };
+            let (policy, policy_refusal) = match &adopted {
+                Ok(Some(p)) => (p, None),
+                Ok(None) => (local, None),
+                Err(refusal) => (local, Some(refusal.clone())),
+            };
+            let expected_mechanism = match policy.mechanism {
+                maillage_privacy::release::Mechanism::DiscreteLaplace => "laplace",
+                maillage_privacy::release::Mechanism::DiscreteGaussian => "gaussian",
+            };
             let refusal = match self.members.get(&r.signer) {
                 Some(m) if m.role == Role::Structure => None,
                 _ => Some(Refusal::NotMember {
                     signer: signer.clone(),
                 }),
             }
+            .or(policy_refusal)
             .or_else(|| {
                 (r.mechanism.name() != expected_mechanism).then(|| Refusal::WrongMechanism {
                     signer: signer.clone(),

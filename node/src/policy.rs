@@ -5,7 +5,14 @@
 //! - `document.automerge`: the Automerge policy document (proposals and their merges);
 //! - `adoptions.json`: the adoption chain, every adopted version with its record, verified
 //!   from the genesis on every load;
-//! - `pending-signatures.json`: committee signatures gathered for the current proposal.
+//! - `pending-signatures.json`: committee signatures gathered for the current proposal;
+//! - `adopted-at.json`: when this node learned each adoption (the start of the grace period of
+//!   the version it replaced; records carry no time).
+//!
+//! A node with an adopted policy releases under its parameters and names its hash in the
+//! release's `params` ([`Governance`]); a hub with one accepts only releases naming its current
+//! version, or the version that one replaced until `superseded_grace_days` after the hub learned
+//! the replacement.
 //!
 //! The policy commands read only the node's configuration and key, not its store, so they run
 //! beside `maillage serve`.
@@ -30,13 +37,14 @@
 //! quorum = 2
 //! ```
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use maillage_policy::{
     Added, AdoptedPolicy, AdoptionChain, AdoptionSignature, Ballot, Edit, JoinDetails, JoinRequest,
-    Policy, PolicyDoc, Proposal, PublicKey, Role as PolicyRole, diff, sign_adoption,
+    Policy, PolicyDoc, PolicyStatus, Proposal, PublicKey, Role as PolicyRole, diff, sign_adoption,
 };
 use maillage_privacy::bounded::Bounds;
 use maillage_privacy::release::{IndicatorWeight, Mechanism, PrivacyParams};
@@ -54,6 +62,14 @@ pub const DOCUMENT_FILE: &str = "document.automerge";
 pub const ADOPTIONS_FILE: &str = "adoptions.json";
 /// The pending signatures' file name.
 pub const PENDING_FILE: &str = "pending-signatures.json";
+/// When this node learned each adoption (sequence → Unix seconds).
+pub const ADOPTED_AT_FILE: &str = "adopted-at.json";
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 /// The release parameters an adopted policy sets.
 pub fn privacy_params(policy: &Policy) -> PrivacyParams {
@@ -155,11 +171,48 @@ impl PolicyFiles {
         AdoptionChain::verify(entries).with_context(|| format!("verifying {}", path.display()))
     }
 
-    /// Saves the chain.
+    /// Saves the chain, and records now as the time this node learned each adoption it did
+    /// not know (see [`PolicyFiles::adopted_at`]).
     pub fn save_chain(&self, chain: &AdoptionChain) -> Result<()> {
         self.ensure_dir()?;
+        let mut times = self.adopted_at()?;
+        let now = unix_now();
+        for entry in chain.entries() {
+            times.entry(entry.sequence()).or_insert(now);
+        }
+        times.retain(|seq, _| chain.entries().iter().any(|e| e.sequence() == *seq));
+        // The times first: a chain is never saved without them.
+        write_atomically(
+            &self.path(ADOPTED_AT_FILE),
+            &serde_json::to_vec_pretty(&times)?,
+        )?;
         let bytes = serde_json::to_vec(chain.entries())?;
         write_atomically(&self.path(ADOPTIONS_FILE), &bytes)
+    }
+
+    /// When this node learned each adoption (sequence → Unix seconds): the start of the grace
+    /// period of the version it replaced. Adoption records carry no time (a signed time would
+    /// need a trusted clock); each node counts the grace from its own reception. A sequence the
+    /// file lacks (a chain written before it existed) counts from the chain file's last change.
+    pub fn adopted_at(&self) -> Result<BTreeMap<u64, u64>> {
+        let path = self.path(ADOPTED_AT_FILE);
+        let times: BTreeMap<u64, u64> = match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "{}: not a map of adoption sequences to Unix times",
+                    path.display()
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        Ok(times)
+    }
+
+    /// The chain file's (length, last change) — cheap to compare to see whether it changed.
+    fn chain_stamp(&self) -> Option<(u64, std::time::SystemTime)> {
+        let meta = fs::metadata(self.path(ADOPTIONS_FILE)).ok()?;
+        Some((meta.len(), meta.modified().ok()?))
     }
 
     fn pending(&self) -> Result<Vec<AdoptionSignature>> {
@@ -179,6 +232,173 @@ impl PolicyFiles {
             .filter(|s| ballot.is_some_and(|b| s.target == *b.target()))
             .collect();
         write_atomically(&self.path(PENDING_FILE), &serde_json::to_vec_pretty(&keep)?)
+    }
+}
+
+/// Why a release's `params` does not name a policy this node accepts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("it names the policy {named}, which {reason}; this node accepts {accepted}")]
+pub struct PolicyMismatch {
+    /// The release's `params` field as found.
+    pub named: String,
+    /// Why it is not accepted.
+    pub reason: String,
+    /// What is accepted (the current version, and the previous one until its grace ends).
+    pub accepted: String,
+}
+
+/// A node's adopted policies, for making and checking releases.
+#[derive(Debug, Clone)]
+pub struct Governance {
+    chain: AdoptionChain,
+    /// When this node learned each adoption (sequence → Unix seconds).
+    adopted_at: BTreeMap<u64, u64>,
+    /// When the chain file last changed (for adoptions without a recorded time).
+    chain_changed: u64,
+    stamp: Option<(u64, std::time::SystemTime)>,
+}
+
+const DAY: u64 = 86_400;
+
+fn utc(secs: u64) -> String {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute] UTC"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| format!("{secs} (Unix time)"))
+}
+
+impl Governance {
+    /// The adopted policies of the node directory `node_dir`, verified from the genesis;
+    /// `None` when it has adopted none (it then follows its local settings).
+    pub fn load(node_dir: &Path) -> Result<Option<Self>> {
+        let files = PolicyFiles::of_node(node_dir);
+        let stamp = files.chain_stamp();
+        let chain = files.chain()?;
+        if chain.current().is_none() {
+            return Ok(None);
+        }
+        let chain_changed = stamp
+            .and_then(|(_, t)| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        Ok(Some(Self {
+            chain,
+            adopted_at: files.adopted_at()?,
+            chain_changed,
+            stamp,
+        }))
+    }
+
+    /// Reloads from `node_dir` if its chain file changed since this was loaded.
+    pub fn is_stale(&self, node_dir: &Path) -> bool {
+        PolicyFiles::of_node(node_dir).chain_stamp() != self.stamp
+    }
+
+    /// The adoption chain.
+    pub fn chain(&self) -> &AdoptionChain {
+        &self.chain
+    }
+
+    /// The currently adopted version.
+    pub fn current(&self) -> Result<&AdoptedPolicy> {
+        self.chain.current().context("the adoption chain is empty")
+    }
+
+    /// When this node learned adoption `sequence` (Unix seconds).
+    pub fn adopted_at(&self, sequence: u64) -> u64 {
+        self.adopted_at
+            .get(&sequence)
+            .copied()
+            .unwrap_or(self.chain_changed)
+    }
+
+    /// The release parameters of the current version, and the `params` field naming it.
+    pub fn release_params(&self) -> Result<(PrivacyParams, String)> {
+        let current = self.current()?;
+        Ok((privacy_params(&current.policy), current.hash().to_hex()))
+    }
+
+    /// What this node accepts at `now`, in words.
+    fn accepted(&self, now: u64) -> String {
+        let Some(current) = self.chain.current() else {
+            return "no adopted policy".into();
+        };
+        let mut text = format!(
+            "releases under the adopted policy {} (adoption n°{})",
+            current.hash(),
+            current.sequence()
+        );
+        let entries = self.chain.entries();
+        if entries.len() >= 2 {
+            let previous = &entries[entries.len() - 2];
+            let end = self
+                .adopted_at(current.sequence())
+                .saturating_add(u64::from(current.policy.calendar.superseded_grace_days) * DAY);
+            if now < end && previous.hash() != current.hash() {
+                text.push_str(&format!(
+                    ", or under the policy it replaced, {}, until {}",
+                    previous.hash(),
+                    utc(end)
+                ));
+            }
+        }
+        text
+    }
+
+    /// The adopted version a release whose `params` field is `params` follows, if this node
+    /// accepts it at `now`: the current version, or the one it replaced within the current
+    /// version's grace period counted from when this node learned the replacement.
+    pub fn check(&self, params: &str, now: u64) -> Result<&AdoptedPolicy, PolicyMismatch> {
+        let mismatch = |reason: String| PolicyMismatch {
+            named: params.to_owned(),
+            reason,
+            accepted: self.accepted(now),
+        };
+        let Ok(hash) = params.parse::<maillage_policy::PolicyHash>() else {
+            return Err(mismatch(
+                "is not an adopted policy's hash (64 hexadecimal characters): the release was made under local settings".into(),
+            ));
+        };
+        let find = |sequence: u64| {
+            self.chain
+                .entries()
+                .iter()
+                .find(|e| e.sequence() == sequence)
+        };
+        let found = match self.chain.status(&hash) {
+            PolicyStatus::Current { sequence } => find(sequence),
+            PolicyStatus::NotAdopted => {
+                return Err(mismatch("was never adopted on this network".into()));
+            }
+            PolicyStatus::Superseded {
+                sequence,
+                replaced_by,
+                is_previous,
+                grace_days,
+            } => {
+                let replaced = self.adopted_at(replaced_by);
+                if !is_previous {
+                    return Err(mismatch(format!(
+                        "was superseded by adoption n°{replaced_by} and is not the version the current one replaced"
+                    )));
+                }
+                let end = replaced.saturating_add(u64::from(grace_days) * DAY);
+                if now >= end {
+                    return Err(mismatch(format!(
+                        "was superseded by adoption n°{replaced_by} on {}; its grace period of {grace_days} days ended on {}",
+                        utc(replaced),
+                        utc(end)
+                    )));
+                }
+                find(sequence)
+            }
+        };
+        found.ok_or_else(|| mismatch("is missing from the adoption chain".into()))
     }
 }
 
@@ -788,9 +1008,108 @@ pub fn import(dir: &Path, from: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Test helpers: adoptions by a one-key committee.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// Adopts, on the node directory `node_dir`, the adopted version (or the default) changed
+    /// by `change`, with `key` as the whole committee (quorum 1); returns its hash, hex.
+    pub(crate) fn adopt_with(
+        node_dir: &Path,
+        key: &ed25519_dalek::SigningKey,
+        change: impl FnOnce(&mut Policy),
+    ) -> Result<String> {
+        let files = PolicyFiles::of_node(node_dir);
+        let mut chain = files.chain()?;
+        let mut policy = chain
+            .current()
+            .map(|c| c.policy.clone())
+            .unwrap_or_default();
+        let me = PublicKey::from(key.verifying_key());
+        policy.committee.members.insert(
+            me,
+            maillage_policy::CommitteeMember {
+                name: "Comité".into(),
+            },
+        );
+        policy.committee.quorum = 1;
+        change(&mut policy);
+        let mut ballot = chain.ballot(&policy)?;
+        ballot.add(&sign_adoption(key, *ballot.target()))?;
+        let doc = PolicyDoc::genesis(&policy)?;
+        let record = ballot.into_record(doc.heads())?;
+        let hash = policy.hash().to_hex();
+        chain.append(record, policy)?;
+        files.save_chain(&chain)?;
+        Ok(hash)
+    }
+
+    /// Sets when this node learned adoption `sequence`.
+    pub(crate) fn set_adopted_at(node_dir: &Path, sequence: u64, at: u64) -> Result<()> {
+        let files = PolicyFiles::of_node(node_dir);
+        let mut times = files.adopted_at()?;
+        times.insert(sequence, at);
+        write_atomically(&files.path(ADOPTED_AT_FILE), &serde_json::to_vec(&times)?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn releases_are_checked_against_the_current_and_the_previous_version_in_its_grace() -> Result<()>
+    {
+        let dir = tempfile::tempdir()?;
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        assert!(Governance::load(dir.path())?.is_none());
+        let v1 = testing::adopt_with(dir.path(), &key, |_| {})?;
+        let v2 = testing::adopt_with(dir.path(), &key, |p| p.privacy.budget_micro = 500_000)?;
+        let t0 = 1_900_000_000;
+        testing::set_adopted_at(dir.path(), 2, t0)?;
+        let g = Governance::load(dir.path())?.context("adopted")?;
+        assert!(!g.is_stale(dir.path()));
+        let (params, label) = g.release_params()?;
+        assert_eq!(label, v2);
+        assert!((params.budget - 0.5).abs() < 1e-12, "{params:?}");
+
+        assert_eq!(g.check(&v2, t0).map(|a| a.sequence()), Ok(2));
+        // The replaced version: accepted for 15 days after the node learned its replacement.
+        assert_eq!(g.check(&v1, t0 + 15 * DAY - 1).map(|a| a.sequence()), Ok(1));
+        let late = g.check(&v1, t0 + 15 * DAY).err().context("late")?;
+        let text = late.to_string();
+        assert!(text.contains(&format!("names the policy {v1}")), "{text}");
+        assert!(text.contains("superseded by adoption n°2"), "{text}");
+        assert!(text.contains("grace period of 15 days ended on"), "{text}");
+        assert!(
+            text.contains(&format!("accepts releases under the adopted policy {v2}")),
+            "{text}"
+        );
+        assert!(!text.contains("or under the policy it replaced"), "{text}");
+        let early = g.check("local/x", t0).err().context("local")?.to_string();
+        assert!(early.contains("not an adopted policy's hash"), "{early}");
+        assert!(
+            early.contains(&format!("or under the policy it replaced, {v1}, until")),
+            "{early}"
+        );
+        let other = "ab".repeat(32);
+        let never = g.check(&other, t0).err().context("never")?.to_string();
+        assert!(never.contains("was never adopted"), "{never}");
+
+        // Two versions later, the first is refused even at once.
+        let v3 = testing::adopt_with(dir.path(), &key, |p| p.privacy.budget_micro = 400_000)?;
+        // The chain file grew: a hub reloads it before its next batch.
+        assert!(g.is_stale(dir.path()));
+        let g = Governance::load(dir.path())?.context("adopted")?;
+        assert_eq!(g.current()?.hash().to_hex(), v3);
+        let old = g.check(&v1, t0).err().context("old")?.to_string();
+        assert!(
+            old.contains("is not the version the current one replaced"),
+            "{old}"
+        );
+        Ok(())
+    }
 
     #[test]
     fn the_default_policy_gives_the_default_privacy_params() {

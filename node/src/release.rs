@@ -48,6 +48,9 @@ pub enum ReleaseError {
     /// The node directory or its store.
     #[error(transparent)]
     Node(#[from] NodeError),
+    /// The node's adopted policy could not be read or verified.
+    #[error("policy: {0}")]
+    Policy(String),
 }
 
 /// A period's release and whether this call created it.
@@ -77,7 +80,7 @@ pub fn params_id(params: &PrivacyParams) -> String {
     )
 }
 
-fn to_wire(noisy: &NoisyRelease, params: &PrivacyParams, node: &Node, now: u64) -> Release {
+fn to_wire(noisy: &NoisyRelease, params_label: String, node: &Node, now: u64) -> Release {
     let mechanism = match noisy.mechanism {
         PrivacyMechanism::DiscreteLaplace => Mechanism::Laplace {
             epsilon: noisy.privacy_loss,
@@ -102,7 +105,7 @@ fn to_wire(noisy: &NoisyRelease, params: &PrivacyParams, node: &Node, now: u64) 
     Release {
         signer: node.identity.public(),
         period: noisy.period,
-        params: params_id(params),
+        params: params_label,
         mechanism,
         created_at: now,
         cells,
@@ -127,10 +130,20 @@ pub fn release_period(
             last_day: period.last_day(),
         });
     }
-    let params = &node.config.privacy;
+    // A node that has adopted a policy releases under it and names it; otherwise it follows
+    // its local settings.
+    let governance = crate::policy::Governance::load(node.dir())
+        .map_err(|e| ReleaseError::Policy(format!("{e:#}")))?;
+    let (params, label) = match &governance {
+        Some(g) => g
+            .release_params()
+            .map_err(|e| ReleaseError::Policy(format!("{e:#}")))?,
+        None => (node.config.privacy.clone(), params_id(&node.config.privacy)),
+    };
+    let params = &params;
     let activities = node.activities_in(period)?;
     let noisy = maillage_privacy::release::release(params, period, &activities)?;
-    let signed = to_wire(&noisy, params, node, now).sign(node.identity.signing_key())?;
+    let signed = to_wire(&noisy, label, node, now).sign(node.identity.signing_key())?;
     let entry = LedgerEntry {
         budget: params.budget,
         spent: noisy.privacy_loss,
@@ -218,6 +231,38 @@ mod tests {
         let (_, entry) = &ledger[0];
         assert!(entry.spent <= entry.budget, "{entry:?}");
         assert_eq!(entry.release_id, outcomes[0].release.id().to_string());
+    }
+
+    #[test]
+    fn a_node_with_an_adopted_policy_releases_under_it_and_names_it() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let node = node_with_data(dir.path());
+        let period: Period = "2026-09".parse().expect("period");
+        let local = release_period(&node, period, false, day("2026-11-01"), 1_800_000_000)
+            .expect("release");
+        assert!(
+            local.release.release().params.starts_with("local/"),
+            "{}",
+            local.release.release().params
+        );
+        let hash =
+            crate::policy::testing::adopt_with(node.dir(), node.identity.signing_key(), |p| {
+                p.privacy.budget_micro = 250_000;
+            })
+            .expect("adopt");
+        let period: Period = "2026-10".parse().expect("period");
+        let out = release_period(&node, period, false, day("2026-11-01"), 1_800_000_000)
+            .expect("release");
+        let r = out.release.release();
+        assert_eq!(r.params, hash);
+        assert!(r.mechanism.loss() <= 0.25 + 1e-12, "{:?}", r.mechanism);
+        let ledger = node.ledger().expect("ledger");
+        let entry = &ledger
+            .iter()
+            .find(|(p, _)| *p == period.to_string())
+            .expect("entry")
+            .1;
+        assert!((entry.budget - 0.25).abs() < 1e-12, "{entry:?}");
     }
 
     proptest::proptest! {

@@ -1,6 +1,7 @@
 //! Governance across processes: three committee nodes (quorum 2) propose, sign and adopt a
 //! policy through `maillage policy …`; forged and replayed signatures are refused; a node that
-//! was not there for the adoption catches up from an export.
+//! was not there for the adoption catches up from an export; a hub accepts releases naming its
+//! adopted policy and refuses the others.
 
 use std::path::Path;
 
@@ -206,4 +207,203 @@ fn a_structure_joins_through_its_hub() {
     let altered = write(dir, "altered.json", &text.replace("Vaise", "Vaize"));
     let err = run_err(&["policy", "propose", "--dir", &hub, "--join", &altered]);
     assert!(err.contains("not signed by that key"), "{err}");
+}
+
+/// A structure with activities for September 2026, and its release file of that month.
+fn structure_with_release(dir: &Path, name: &str, seed: &str) -> (String, String) {
+    let (node, key) = init(dir, name, "structure");
+    let csv = dir.join(format!("{name}.csv")).display().to_string();
+    run_ok(&[
+        "generate",
+        "--out",
+        &csv,
+        "--seed",
+        seed,
+        "--from",
+        "2026-09",
+        "--months",
+        "1",
+        "--commune",
+        "69385",
+    ]);
+    run_ok(&["import", "--dir", &node, &csv]);
+    let _ = key;
+    let release = dir
+        .join(format!("{name}-2026-09.json"))
+        .display()
+        .to_string();
+    (node, release)
+}
+
+fn release(node: &str, out: &str) -> serde_json::Value {
+    run_ok(&[
+        "release", "--dir", node, "--period", "2026-09", "--out", out,
+    ]);
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    serde_json::from_str(&text).unwrap_or_default()
+}
+
+#[test]
+fn hubs_accept_releases_under_the_adopted_policy_only() {
+    let tmp = match tempfile::tempdir() {
+        Ok(t) => t,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    let dir = tmp.path();
+    let (hub, khub) = init(dir, "hub", "hub");
+    // The committee (the hub's key, quorum 1) adopts ε = 0.5, not the local default of 1.
+    let genesis = write(
+        dir,
+        "genesis.json",
+        &format!(
+            r#"{{"edits": [
+                {{"op": "add_committee_member", "key": "{khub}", "name": "Hub"}},
+                {{"op": "set_quorum", "quorum": 1}},
+                {{"op": "set_budget", "budget": 0.5}},
+                {{"op": "add_member", "key": "{khub}", "name": "Hub", "role": "hub"}}]}}"#
+        ),
+    );
+    run_ok(&["policy", "propose", "--dir", &hub, &genesis]);
+    let sig = dir.join("sig.json").display().to_string();
+    run_ok(&["policy", "sign", "--dir", &hub, "--out", &sig]);
+    let adopted = run_json(&["policy", "adopt", "--dir", &hub, "--json"]);
+    assert_eq!(adopted["adopted"], true, "{adopted}");
+    let hash = adopted["hash"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(hash.len(), 64, "{adopted}");
+
+    // A structure receives the adopted policy and releases under it, naming it.
+    let (s1, r1) = structure_with_release(dir, "s1", "11");
+    let share = dir.join("share").display().to_string();
+    run_ok(&["policy", "export", "--dir", &hub, "--out", &share]);
+    run_ok(&["policy", "import", "--dir", &s1, &share]);
+    let v1 = release(&s1, &r1);
+    assert_eq!(v1["params"], hash.as_str(), "{v1}");
+    let epsilon = v1["epsilon"].as_f64().unwrap_or(f64::NAN);
+    assert!(epsilon > 0.0 && epsilon <= 0.5 + 1e-12, "{v1}");
+
+    // A structure that follows its local settings, and one under a policy of its own.
+    let (s2, r2) = structure_with_release(dir, "s2", "12");
+    let v2 = release(&s2, &r2);
+    let local = v2["params"].as_str().unwrap_or_default().to_owned();
+    assert!(local.starts_with("local/"), "{v2}");
+    let (s3, r3) = structure_with_release(dir, "s3", "13");
+    let ks3 = run_json(&["status", "--dir", &s3, "--json"])["identity"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let own = write(
+        dir,
+        "own.json",
+        &format!(
+            r#"{{"edits": [
+                {{"op": "add_committee_member", "key": "{ks3}", "name": "S3"}},
+                {{"op": "set_quorum", "quorum": 1}}]}}"#
+        ),
+    );
+    run_ok(&["policy", "propose", "--dir", &s3, &own]);
+    run_ok(&["policy", "sign", "--dir", &s3]);
+    let own_adopted = run_json(&["policy", "adopt", "--dir", &s3, "--json"]);
+    let own_hash = own_adopted["hash"].as_str().unwrap_or_default().to_owned();
+    assert_ne!(own_hash, hash);
+    let v3 = release(&s3, &r3);
+    assert_eq!(v3["params"], own_hash.as_str(), "{v3}");
+
+    for s in [&s1, &s2, &s3] {
+        run_ok(&["members", "add", "--dir", &hub, "--from-node", s]);
+    }
+    let accepted = run_json(&["accept", "--dir", &hub, "--json", &r1]);
+    assert_eq!(accepted["results"][0]["accepted"], true, "{accepted}");
+    assert_eq!(accepted["log_size"], 1);
+
+    let err = run_err(&["accept", "--dir", &hub, &r2]);
+    assert!(err.contains(&format!("names the policy {local}")), "{err}");
+    assert!(err.contains("is not an adopted policy's hash"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "this node accepts releases under the adopted policy {hash} (adoption n°1)"
+        )),
+        "{err}"
+    );
+    let err = run_err(&["accept", "--dir", &hub, &r3]);
+    assert!(
+        err.contains(&format!(
+            "names the policy {own_hash}, which was never adopted on this network"
+        )),
+        "{err}"
+    );
+    let status = run_json(&["accept", "--dir", &hub, "--json", &r1]);
+    assert_eq!(
+        status["log_size"], 1,
+        "refused releases never enter the log"
+    );
+
+    // The hub's audit bundle carries its adoption chain; the audit re-verifies it.
+    let bundle = dir.join("bundle").display().to_string();
+    run_ok(&[
+        "log", "export", "--dir", &hub, "--period", "2026-09", "--out", &bundle,
+    ]);
+    let chain_file = Path::new(&bundle).join("policy-adoptions.json");
+    let chain_text = std::fs::read_to_string(&chain_file).unwrap_or_default();
+    assert!(chain_text.contains(&hash), "{chain_text}");
+    run_ok(&["audit", &bundle]);
+    // One altered committee signature fails the audit.
+    let chain: serde_json::Value = serde_json::from_str(&chain_text).unwrap_or_default();
+    let signature = chain[0]["record"]["signatures"][0]["signature"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(signature.len(), 128, "{chain_text}");
+    let flipped = format!(
+        "{}{}",
+        if signature.starts_with('0') { "1" } else { "0" },
+        &signature[1..]
+    );
+    if let Err(e) = std::fs::write(&chain_file, chain_text.replace(&signature, &flipped)) {
+        panic!("write: {e}");
+    }
+    let out = crate::support::run(&["audit", &bundle, "--json"]);
+    assert!(!out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let findings = report["findings"].to_string();
+    assert!(findings.contains("bad_policy_adoption"), "{report}");
+    assert!(findings.contains("policy-adoptions.json[0]"), "{report}");
+
+    // A hub that logged a release under local settings and adopted a policy afterwards: the
+    // audit names the release that followed no adopted policy.
+    let (hub2, khub2) = init(dir, "hub2", "hub");
+    run_ok(&["members", "add", "--dir", &hub2, "--from-node", &s2]);
+    run_ok(&["accept", "--dir", &hub2, &r2]);
+    let genesis2 = write(
+        dir,
+        "genesis2.json",
+        &format!(
+            r#"{{"edits": [
+                {{"op": "add_committee_member", "key": "{khub2}", "name": "Hub 2"}},
+                {{"op": "set_quorum", "quorum": 1}}]}}"#
+        ),
+    );
+    run_ok(&["policy", "propose", "--dir", &hub2, &genesis2]);
+    run_ok(&["policy", "sign", "--dir", &hub2]);
+    run_ok(&["policy", "adopt", "--dir", &hub2]);
+    let bundle2 = dir.join("bundle2").display().to_string();
+    run_ok(&[
+        "log", "export", "--dir", &hub2, "--period", "2026-09", "--out", &bundle2,
+    ]);
+    let out = crate::support::run(&["audit", &bundle2, "--json"]);
+    assert!(!out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let findings = report["findings"].as_array().cloned().unwrap_or_default();
+    assert_eq!(findings.len(), 1, "{report}");
+    assert_eq!(findings[0]["kind"], "unadopted_policy", "{report}");
+    assert_eq!(
+        findings[0]["location"], "releases.jsonl:1.params",
+        "{report}"
+    );
+    assert!(
+        findings[0]["what"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&local),
+        "{report}"
+    );
 }

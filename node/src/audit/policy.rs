@@ -1,0 +1,76 @@
+//! Step 7 (hub bundles): the hub's policy adoption chain, `policy-adoptions.json` (present when
+//! the hub had adopted a policy). Every adoption is re-verified from the genesis (committee
+//! signatures over the sequence, the previous version and the policy hash, the quorum, the
+//! version's validity), and every release of the log must name an adopted version in its
+//! `params`. When a hub follows a version's grace period is a local fact (adoption records carry
+//! no time), so a release naming any adopted version passes.
+
+use std::collections::HashSet;
+
+use maillage_policy::{AdoptedPolicy, AdoptionChain};
+
+use super::{Auditor, FindingKind, files};
+use crate::bundle::LeafLine;
+
+impl Auditor {
+    pub(super) fn policy_adoptions(&mut self) {
+        let Some(bytes) = self.read(files::POLICY_ADOPTIONS, true) else {
+            return;
+        };
+        let entries: Vec<AdoptedPolicy> = match serde_json::from_slice(&bytes) {
+            Ok(e) => e,
+            Err(e) => {
+                self.find(
+                    FindingKind::Malformed,
+                    files::POLICY_ADOPTIONS,
+                    None,
+                    format!("not an adoption chain (a JSON array of adopted versions): {e}"),
+                );
+                return;
+            }
+        };
+        let chain = match AdoptionChain::verify(entries) {
+            Ok(chain) => chain,
+            Err(e) => {
+                self.find(
+                    FindingKind::BadPolicyAdoption,
+                    format!("{}[{}]", files::POLICY_ADOPTIONS, e.index),
+                    None,
+                    format!("the adoption chain does not verify: {e}"),
+                );
+                return;
+            }
+        };
+        let adopted: HashSet<String> = chain.entries().iter().map(|e| e.hash().to_hex()).collect();
+        let Some(bytes) = self.read(self.leaves_file, false) else {
+            return;
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        for (line, text) in text.lines().enumerate() {
+            if text.trim().is_empty() {
+                continue;
+            }
+            // Lines that do not parse are reported by the log step.
+            let Ok(leaf) = serde_json::from_str::<LeafLine>(text) else {
+                continue;
+            };
+            let r = leaf.release.release();
+            if !adopted.contains(&r.params) {
+                let signer = r.signer;
+                self.find(
+                    FindingKind::UnadoptedPolicy,
+                    format!("{}:{}.params", self.leaves_file, line + 1),
+                    Some(&signer),
+                    format!(
+                        "the release of {} for {} names the policy {:?}, which the hub's adoption chain ({} version(s), current {}) never adopted",
+                        hex::encode(signer.as_bytes()),
+                        r.period,
+                        r.params,
+                        chain.entries().len(),
+                        chain.current().map(|c| c.hash().to_hex()).unwrap_or_default()
+                    ),
+                );
+            }
+        }
+    }
+}
