@@ -1617,6 +1617,10 @@ fn print_demo(report: &crate::demo::DemoReport, seed: u64) -> std::io::Result<()
         report.hubs
     )?;
     out!(
+        "  politique  : {} (adoptée par 2 des 3 membres du comité de pilotage ; chaque diffusion la nomme)",
+        report.policy
+    )?;
+    out!(
         "  audit      : {} — {} diffusion(s) vérifiée(s), {} constat(s)",
         if report.audit.ok {
             "conforme"

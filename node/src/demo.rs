@@ -111,6 +111,8 @@ pub struct DemoReport {
     pub hubs: u32,
     /// The month released.
     pub period: String,
+    /// The adopted policy every release follows (its hash), adopted by 2 of the 3 committee keys.
+    pub policy: String,
     /// Structures whose release reached the national total, over all structures.
     pub coverage: Coverage,
     /// National totals.
@@ -147,6 +149,87 @@ pub struct DemoAudit {
     pub findings: usize,
     /// The first finding, if any.
     pub first_finding: Option<String>,
+}
+
+/// Adopts the demo's genesis policy (committee of 3, quorum 2: two of them sign) and gives the
+/// document and its adoption to every node.
+fn adopt_policy(
+    national: &Node,
+    committee: &Node,
+    hubs: &[Node],
+    structures: &[(u32, usize, String, Node)],
+) -> Result<String> {
+    use maillage_policy as mp;
+    let mut policy = mp::Policy::default();
+    let members: Vec<crate::Identity> = (0..3)
+        .map(|_| crate::Identity::generate())
+        .collect::<Result<_, _>>()?;
+    policy.committee.quorum = 2;
+    for (k, m) in members.iter().enumerate() {
+        policy.committee.members.insert(
+            mp::PublicKey::from(m.public()),
+            mp::CommitteeMember {
+                name: format!("Comité de pilotage, membre {}", k + 1),
+            },
+        );
+    }
+    let member = |node: &Node, role: mp::Role, hub: Option<&Node>| mp::Member {
+        name: node.config.node.name.clone(),
+        role,
+        pivot: None,
+        hub: hub.map(|h| mp::PublicKey::from(h.identity.public())),
+        commune: node.config.node.code_insee.clone(),
+        place_id: None,
+    };
+    policy.members.insert(
+        mp::PublicKey::from(national.identity.public()),
+        member(national, mp::Role::National, None),
+    );
+    policy.members.insert(
+        mp::PublicKey::from(committee.identity.public()),
+        member(committee, mp::Role::Auditor, None),
+    );
+    for hub in hubs {
+        policy.members.insert(
+            mp::PublicKey::from(hub.identity.public()),
+            member(hub, mp::Role::Hub, None),
+        );
+    }
+    for (_, h, _, node) in structures {
+        policy.members.insert(
+            mp::PublicKey::from(node.identity.public()),
+            member(node, mp::Role::Structure, hubs.get(*h)),
+        );
+    }
+    let doc = mp::PolicyDoc::genesis(&policy).map_err(|e| anyhow!("the demo's policy: {e}"))?;
+    let mut chain = mp::AdoptionChain::new();
+    let mut ballot = chain
+        .ballot(&policy)
+        .map_err(|e| anyhow!("the demo's policy: {e}"))?;
+    let target = *ballot.target();
+    for m in members.iter().take(2) {
+        ballot
+            .add(&mp::sign_adoption(m.signing_key(), target))
+            .map_err(|e| anyhow!("a committee signature: {e}"))?;
+    }
+    let record = ballot
+        .into_record(doc.heads())
+        .map_err(|e| anyhow!("the adoption: {e}"))?;
+    let hash = chain
+        .append(record, policy)
+        .map_err(|e| anyhow!("the adoption: {e}"))?
+        .hash()
+        .to_string();
+    let dirs = std::iter::once(national.dir())
+        .chain(std::iter::once(committee.dir()))
+        .chain(hubs.iter().map(|h| h.dir()))
+        .chain(structures.iter().map(|(_, _, _, n)| n.dir()));
+    for dir in dirs {
+        let files = crate::policy::PolicyFiles::of_node(dir);
+        files.save_document(&doc)?;
+        files.save_chain(&chain)?;
+    }
+    Ok(hash)
 }
 
 struct Site {
@@ -271,6 +354,7 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport> {
         .iter()
         .map(|h| Members::load(h.dir()))
         .collect::<Result<_, _>>()?;
+    let mut created = Vec::new();
     for i in 0..options.structures {
         let h = (i % options.hubs) as usize;
         let communes = &hub_communes[h];
@@ -288,6 +372,14 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport> {
                 pivot: None,
             },
         )?;
+        created.push((i, h, commune, node));
+    }
+    // The sector's policy: a steering committee of 3 with quorum 2 adopts the genesis version
+    // (the default catalogue and privacy parameters, and the registry of every node); every
+    // node holds the document and the adoption, releases under it and names its hash, and hubs
+    // refuse releases under any other policy.
+    let policy_hash = adopt_policy(&national, &committee, &hubs, &created)?;
+    for (i, h, commune, node) in created {
         // Heavy-tailed sizes: most structures small, a few large.
         let rank = (u64::from(i) * 7919 + options.seed) % 97;
         let size = 10 + (2_000.0 / (1.0 + rank as f64)) as u32;
@@ -431,6 +523,7 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport> {
         structures: options.structures,
         hubs: options.hubs,
         period: period.to_string(),
+        policy: policy_hash,
         coverage: Coverage {
             hubs_contributed: a.contributed.len(),
             structures_contributed: federation.structures_contributed,

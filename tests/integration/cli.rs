@@ -169,6 +169,12 @@ fn demo_runs_the_federation_on_embedded_defaults() {
     assert_eq!(v["coverage"]["structures_contributed"], json!(8), "{v}");
     assert_eq!(v["coverage"]["hubs_contributed"], json!(2), "{v}");
     assert_eq!(v["audit"]["ok"], json!(true), "{v}");
+    // Every release follows the policy the committee adopted (2 of 3 signatures): its hash.
+    let policy = v["policy"].as_str().unwrap_or_default();
+    assert!(
+        policy.len() == 64 && policy.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{v}"
+    );
     // Eight releases and two hub aggregates, every signature checked.
     assert_eq!(v["audit"]["releases_verified"], json!(10), "{v}");
     // Régional totals came back over the network through the national node, one région per
