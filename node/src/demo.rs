@@ -708,11 +708,16 @@ async fn run_federation(
             period: period.to_string(),
             by: Some("region".into()),
         });
-        let mut answers = ask(committee, &national_addr, requests)
-            .await?
-            .into_iter()
-            .map(|r| totals_of(r, "the national node"))
-            .collect::<Result<Vec<_>>>()?;
+        let mut answers = crate::net::ask(
+            &committee.identity,
+            &national_addr,
+            requests,
+            Duration::from_secs(30),
+        )
+        .await?
+        .into_iter()
+        .map(|r| totals_of(r, "the national node"))
+        .collect::<Result<Vec<_>>>()?;
         let by_region = answers.pop().into_iter().collect::<Vec<_>>();
         let national_totals = answers;
         Ok::<_, anyhow::Error>(Federation {
@@ -750,67 +755,6 @@ fn metric_value(text: &str, name: &str) -> u64 {
         .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
         .map(|v| v as u64)
         .unwrap_or(0)
-}
-
-/// Requests from `node` to the peer at `addr`, inside the running runtime, over one
-/// connection; the responses in the order of the requests.
-async fn ask(
-    node: &Node,
-    addr: &libp2p::Multiaddr,
-    requests: Vec<Request>,
-) -> Result<Vec<Response>> {
-    use libp2p::request_response::{self, Message};
-    use libp2p::swarm::SwarmEvent;
-    use maillage_protocol::network::{
-        MaillageBehaviourEvent, build_swarm, keypair_from_ed25519_secret,
-    };
-    let peer = crate::net::peer_of(addr).ok_or_else(|| anyhow!("{addr} names no peer"))?;
-    let keypair = keypair_from_ed25519_secret(node.identity.signing_key().to_bytes());
-    let mut swarm =
-        build_swarm(keypair, &NetworkConfig::default()).map_err(|e| anyhow!("network: {e}"))?;
-    swarm.dial(addr.clone())?;
-    let ids: Vec<_> = requests
-        .into_iter()
-        .map(|r| {
-            swarm
-                .behaviour_mut()
-                .request_response
-                .send_request(&peer, r)
-        })
-        .collect();
-    let mut answers: BTreeMap<usize, Response> = BTreeMap::new();
-    let wait = async {
-        while answers.len() < ids.len() {
-            match swarm.select_next_some().await {
-                SwarmEvent::Behaviour(MaillageBehaviourEvent::RequestResponse(
-                    request_response::Event::Message {
-                        message:
-                            Message::Response {
-                                request_id,
-                                response,
-                            },
-                        ..
-                    },
-                )) => {
-                    if let Some(i) = ids.iter().position(|id| *id == request_id) {
-                        answers.insert(i, response);
-                    }
-                }
-                SwarmEvent::Behaviour(MaillageBehaviourEvent::RequestResponse(
-                    request_response::Event::OutboundFailure { error, .. },
-                )) => return Err(anyhow!("{addr} did not answer: {error}")),
-                SwarmEvent::OutgoingConnectionError { error, .. } => {
-                    return Err(anyhow!("cannot reach {addr}: {error}"));
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    };
-    tokio::time::timeout(Duration::from_secs(30), wait)
-        .await
-        .map_err(|_| anyhow!("no answer from {addr} within 30 s"))??;
-    Ok(answers.into_values().collect())
 }
 
 fn totals_of(response: Response, asked: &str) -> Result<Totals> {

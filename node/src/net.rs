@@ -100,45 +100,73 @@ pub fn request_once(
     request: Request,
     timeout: Duration,
 ) -> Result<Response> {
-    let peer = peer_of(addr).ok_or_else(|| anyhow!("{addr} does not name the peer's id: expected an address ending with /p2p/<peer id>, as maillage serve prints it"))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async {
-        let config = NetworkConfig::default();
-        let keypair = keypair_from_ed25519_secret(identity.signing_key().to_bytes());
-        let mut swarm = build_swarm(keypair, &config).map_err(|e| anyhow!("network: {e}"))?;
-        swarm
-            .dial(addr.clone())
-            .with_context(|| format!("dialling {addr}"))?;
-        swarm
-            .behaviour_mut()
-            .request_response
-            .send_request(&peer, request);
-        let wait = async {
-            loop {
-                match swarm.select_next_some().await {
-                    SwarmEvent::Behaviour(MaillageBehaviourEvent::RequestResponse(
-                        request_response::Event::Message {
-                            message: Message::Response { response, .. },
-                            ..
-                        },
-                    )) => return Ok(response),
-                    SwarmEvent::Behaviour(MaillageBehaviourEvent::RequestResponse(
-                        request_response::Event::OutboundFailure { error, .. },
-                    )) => return Err(anyhow!("{addr} did not answer: {error}")),
-                    SwarmEvent::OutgoingConnectionError { error, .. } => {
-                        return Err(anyhow!("cannot reach {addr}: {error}"));
+    let mut answers = runtime.block_on(ask(identity, addr, vec![request], timeout))?;
+    answers
+        .pop()
+        .ok_or_else(|| anyhow!("{addr} gave no answer"))
+}
+
+/// Sends requests to the peer at `addr` over one connection, from a swarm of its own, inside
+/// the caller's runtime; the responses in the order of the requests.
+pub async fn ask(
+    identity: &crate::Identity,
+    addr: &Multiaddr,
+    requests: Vec<Request>,
+    timeout: Duration,
+) -> Result<Vec<Response>> {
+    let peer = peer_of(addr).ok_or_else(|| anyhow!("{addr} does not name the peer's id: expected an address ending with /p2p/<peer id>, as maillage serve prints it"))?;
+    let keypair = keypair_from_ed25519_secret(identity.signing_key().to_bytes());
+    let mut swarm =
+        build_swarm(keypair, &NetworkConfig::default()).map_err(|e| anyhow!("network: {e}"))?;
+    swarm
+        .dial(addr.clone())
+        .with_context(|| format!("dialling {addr}"))?;
+    let ids: Vec<_> = requests
+        .into_iter()
+        .map(|r| {
+            swarm
+                .behaviour_mut()
+                .request_response
+                .send_request(&peer, r)
+        })
+        .collect();
+    let mut answers: Vec<Option<Response>> = vec![None; ids.len()];
+    let wait = async {
+        while answers.iter().any(Option::is_none) {
+            match swarm.select_next_some().await {
+                SwarmEvent::Behaviour(MaillageBehaviourEvent::RequestResponse(
+                    request_response::Event::Message {
+                        message:
+                            Message::Response {
+                                request_id,
+                                response,
+                            },
+                        ..
+                    },
+                )) => {
+                    if let Some(i) = ids.iter().position(|id| *id == request_id) {
+                        answers[i] = Some(response);
                     }
-                    _ => {}
                 }
+                SwarmEvent::Behaviour(MaillageBehaviourEvent::RequestResponse(
+                    request_response::Event::OutboundFailure { error, .. },
+                )) => return Err(anyhow!("{addr} did not answer: {error}")),
+                SwarmEvent::OutgoingConnectionError { error, .. } => {
+                    return Err(anyhow!("cannot reach {addr}: {error}"));
+                }
+                _ => {}
             }
-        };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .map_err(|_| anyhow!("no answer from {addr} within {} s", timeout.as_secs()))?
-    })
+        }
+        Ok(())
+    };
+    tokio::time::timeout(timeout, wait)
+        .await
+        .map_err(|_| anyhow!("no answer from {addr} within {} s", timeout.as_secs()))??;
+    Ok(answers.into_iter().flatten().collect())
 }
 
 /// Asks the node at `addr` for the totals of one indicator and period.

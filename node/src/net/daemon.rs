@@ -1135,7 +1135,15 @@ impl<'a> Daemon<'a> {
                 .flatten()
                 .and_then(|b| SignedRelease::decode(&b).ok())
                 .map(|r| r.id()),
-            Delivery::Aggregate(_) => None,
+            // An aggregate's log id is SHA-256 of its signed message, as a release's is.
+            Delivery::Aggregate(p) => self
+                .node
+                .store
+                .tree(OUTBOX_TREE)
+                .ok()
+                .and_then(|t| t.get(p.to_string().as_bytes()).ok().flatten())
+                .and_then(|b| maillage_protocol::SignedAggregate::decode(&b).ok())
+                .map(|a| maillage_protocol::ReleaseId::from_bytes(*a.id().as_bytes())),
         };
         if let Some(id) = expected
             && r.release_id != id
