@@ -1103,6 +1103,8 @@ impl Hub<'_> {
             contributed,
             missing,
             created_at: now,
+            supersedes: None,
+            structures: None,
         }
         .sign(self.node.identity.signing_key())
         .map_err(|e| HubError::Sign(e.to_string()))?;

@@ -83,6 +83,7 @@
 mod cbor;
 mod equivocation;
 mod json;
+mod revision;
 #[cfg(test)]
 mod tests;
 
@@ -103,14 +104,23 @@ use cbor::{Field, Reader, Writer};
 
 pub use crate::release::max_cells;
 pub use equivocation::{EquivocationError, EquivocationProof};
+pub use revision::{AggregateConflict, RevisionError, conflict};
 
-/// The version of the canonical encoding this build writes and reads.
-pub const VERSION: u64 = 1;
+/// The version of the canonical encoding this build writes (it reads [`VERSION_1`] too).
+pub const VERSION: u64 = 2;
+
+/// The first version of the encoding, without `supersedes` and `structures`; still read, and
+/// written for an aggregate whose [`Aggregate::structures`] is `None`.
+pub const VERSION_1: u64 = 1;
 
 /// Prefixed to the canonical aggregate bytes to form the message that is signed.
 pub const SIGNING_DOMAIN: &[u8] = b"maillage/aggregate/v1\0";
 
-const AGGREGATE_FIELDS: usize = 11;
+const AGGREGATE_FIELDS_V1: usize = 11;
+const AGGREGATE_FIELDS: usize = 13;
+const SUPERSEDES_FIELDS: usize = 2;
+/// More than any RFC 9162 consistency proof between two trees of at most 2^64 leaves.
+pub const MAX_CONSISTENCY_PROOF_LEN: usize = 128;
 const CONTRIBUTION_FIELDS: usize = 3;
 const CELL_FIELDS: usize = 5;
 /// The smallest encoded contribution: a 3-array head, a 1-byte index, two 34-byte strings.
@@ -222,6 +232,25 @@ pub struct Aggregate {
     pub missing: Vec<VerifyingKey>,
     /// When the aggregate was made, in Unix seconds.
     pub created_at: u64,
+    /// The aggregate this one revises (version 2 only): an aggregate of the same signer, level
+    /// and period, whose checkpoint this one's extends. `None` for a period's first aggregate.
+    pub supersedes: Option<Supersedes>,
+    /// How many structures the figures cover (version 2): at hub level, exactly the number of
+    /// contributing members; at national level, the sum of the summed hub aggregates'
+    /// `structures` (or of their contributing members for version 1 hub aggregates). `None`
+    /// writes the version 1 encoding, which has neither this field nor `supersedes`.
+    pub structures: Option<u64>,
+}
+
+/// The link from a revision to the aggregate it supersedes: the earlier aggregate's id and the
+/// RFC 9162 consistency proof from the earlier aggregate's checkpoint to this one's (empty when
+/// the sizes are equal, then the roots must be equal too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Supersedes {
+    /// The id of the superseded aggregate.
+    pub id: AggregateId,
+    /// The consistency proof, at most [`MAX_CONSISTENCY_PROOF_LEN`] hashes.
+    pub consistency: Vec<Hash>,
 }
 
 /// Why an aggregate, its bytes, its JSON or its signature was refused.
@@ -350,7 +379,7 @@ pub enum AggregateError {
     },
     /// Another version of the encoding.
     #[error(
-        "version: aggregate version {found} is not supported: this build reads version {supported}"
+        "version: aggregate version {found} is not supported: this build reads versions 1 to {supported}"
     )]
     UnsupportedVersion {
         /// The version found.
@@ -529,6 +558,29 @@ pub enum AggregateError {
         expected: String,
         /// The checkpoint's value.
         found: String,
+    },
+    /// A revision in the version 1 encoding, which cannot say what it supersedes.
+    #[error(
+        "supersedes: a revision is written in the version 2 encoding, which also states structures; structures is missing"
+    )]
+    RevisionNeedsVersion2,
+    /// A consistency proof longer than any valid one.
+    #[error(
+        "supersedes.consistency: {len} hashes, at most {MAX_CONSISTENCY_PROOF_LEN} accepted"
+    )]
+    ConsistencyProofTooLong {
+        /// The length found.
+        len: usize,
+    },
+    /// A hub aggregate whose `structures` is not its number of contributing members.
+    #[error(
+        "structures: {stated} where the hub aggregate lists {contributed} contributing member(s); at hub level structures is exactly coverage.contributed's length"
+    )]
+    StructuresMismatch {
+        /// The stated count.
+        stated: u64,
+        /// The number of contributing members.
+        contributed: usize,
     },
     /// Malformed JSON, or JSON not of the aggregate's shape.
     #[error("JSON aggregate: {message}")]
@@ -731,7 +783,35 @@ impl Aggregate {
         }
         check_contributions(&self.contributions, self.checkpoint_size)?;
         check_cells(&self.cells)?;
-        check_coverage(self)
+        check_coverage(self)?;
+        match (&self.supersedes, self.structures) {
+            (Some(_), None) => return Err(AggregateError::RevisionNeedsVersion2),
+            (Some(s), _) if s.consistency.len() > MAX_CONSISTENCY_PROOF_LEN => {
+                return Err(AggregateError::ConsistencyProofTooLong {
+                    len: s.consistency.len(),
+                });
+            }
+            _ => {}
+        }
+        match self.structures {
+            Some(stated) if self.level == Level::Hub && stated != self.contributed.len() as u64 => {
+                Err(AggregateError::StructuresMismatch {
+                    stated,
+                    contributed: self.contributed.len(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The version of the encoding this aggregate is written in: [`VERSION`] when it states
+    /// `structures`, [`VERSION_1`] otherwise.
+    pub fn version(&self) -> u64 {
+        if self.structures.is_some() {
+            VERSION
+        } else {
+            VERSION_1
+        }
     }
 
     /// The canonical encoding, after [`Aggregate::validate`].
@@ -812,8 +892,12 @@ impl Aggregate {
     }
 
     fn encode_into(&self, w: &mut Writer) {
-        w.array(AGGREGATE_FIELDS);
-        w.uint(VERSION);
+        if self.structures.is_some() {
+            w.array(AGGREGATE_FIELDS);
+        } else {
+            w.array(AGGREGATE_FIELDS_V1);
+        }
+        w.uint(self.version());
         w.bytes(self.signer.as_bytes());
         w.text(self.level.as_str());
         w.text(&self.period.to_string());
@@ -842,6 +926,20 @@ impl Aggregate {
             }
         }
         w.uint(self.created_at);
+        if let Some(structures) = self.structures {
+            match &self.supersedes {
+                None => w.null(),
+                Some(s) => {
+                    w.array(SUPERSEDES_FIELDS);
+                    w.bytes(s.id.as_bytes());
+                    w.array(s.consistency.len());
+                    for hash in &s.consistency {
+                        w.bytes(hash);
+                    }
+                }
+            }
+            w.uint(structures);
+        }
     }
 
     /// The encoding of the fields as they are, valid or not; callers validate first.
@@ -879,14 +977,23 @@ impl Aggregate {
         // The version is read before the length is checked, so that a future version with
         // other fields is refused as such.
         let version = r.uint(Field::Top("version"))?;
-        if version != VERSION {
-            return Err(AggregateError::UnsupportedVersion {
-                found: version,
-                supported: VERSION,
+        let expected_len = match version {
+            VERSION_1 => AGGREGATE_FIELDS_V1,
+            VERSION => AGGREGATE_FIELDS,
+            _ => {
+                return Err(AggregateError::UnsupportedVersion {
+                    found: version,
+                    supported: VERSION,
+                });
+            }
+        };
+        if len != expected_len {
+            return Err(AggregateError::ArrayLength {
+                offset,
+                field: "aggregate".to_owned(),
+                found: len,
+                expected: format!("exactly {expected_len} in version {version}"),
             });
-        }
-        if len != AGGREGATE_FIELDS {
-            return Err(wrong_length());
         }
         let signer = key_from_bytes("signer", &r.bytes::<32>(Field::Top("signer"))?)?;
         let level = r.text(MAX_LEVEL_LEN, Field::Top("level"))?.parse()?;
@@ -942,6 +1049,31 @@ impl Aggregate {
         let contributed = Self::decode_keys(r, CONTRIBUTED)?;
         let missing = Self::decode_keys(r, MISSING)?;
         let created_at = r.uint(Field::Top("created_at"))?;
+        let (supersedes, structures) = if version == VERSION {
+            let supersedes = if r.null() {
+                None
+            } else {
+                r.array_of(SUPERSEDES_FIELDS, Field::Top("supersedes"))?;
+                let id = AggregateId(r.bytes::<32>(Field::Top("supersedes.id"))?);
+                let (offset, count) = r.array(Field::Top("supersedes.consistency"))?;
+                if count > MAX_CONSISTENCY_PROOF_LEN {
+                    return Err(AggregateError::ArrayLength {
+                        offset,
+                        field: "supersedes.consistency".to_owned(),
+                        found: count,
+                        expected: format!("0 to {MAX_CONSISTENCY_PROOF_LEN}"),
+                    });
+                }
+                let mut consistency = Vec::with_capacity(count);
+                for n in 0..count {
+                    consistency.push(r.bytes::<32>(Field::Key("supersedes.consistency", n))?);
+                }
+                Some(Supersedes { id, consistency })
+            };
+            (supersedes, Some(r.uint(Field::Top("structures"))?))
+        } else {
+            (None, None)
+        };
         Ok(Self {
             signer,
             level,
@@ -953,6 +1085,8 @@ impl Aggregate {
             contributed,
             missing,
             created_at,
+            supersedes,
+            structures,
         })
     }
 }

@@ -25,7 +25,7 @@ pub mod vocab;
 
 pub use aggregate::{
     Aggregate, AggregateCell, AggregateError, AggregateId, ContributionRef, EquivocationError,
-    EquivocationProof, Level, SignedAggregate,
+    EquivocationProof, Level, SignedAggregate, Supersedes,
 };
 pub use checkpoint::{Checkpoint, CheckpointError, Receipt, SignedCheckpoint, SignedReceipt};
 pub use indicator::{Indicator, IndicatorKind};

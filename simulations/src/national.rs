@@ -155,6 +155,8 @@ impl National {
             contributed,
             missing,
             created_at: now,
+            supersedes: None,
+            structures: None,
         }
         .sign(&self.key)?;
         Ok(NationalTotal {

@@ -105,6 +105,10 @@ impl Writer {
         self.buf.extend_from_slice(s.as_bytes());
     }
 
+    pub(super) fn null(&mut self) {
+        self.buf.push(NULL);
+    }
+
     pub(super) fn opt_text(&mut self, s: Option<&str>) {
         match s {
             Some(s) => self.text(s),
@@ -371,6 +375,16 @@ impl<'a> Reader<'a> {
             offset,
             field: field.to_string(),
         })
+    }
+
+    /// Reads `null` if it is next (and says so); otherwise reads nothing.
+    pub(super) fn null(&mut self) -> bool {
+        if self.peek() == Some(NULL) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
     }
 
     /// A text string of at most `max` bytes, or `null`.

@@ -8,8 +8,8 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{
-    Aggregate, AggregateCell, AggregateError, CONTRIBUTED, ContributionRef, MISSING,
-    SignedAggregate, VERSION, excerpt, key_from_bytes,
+    Aggregate, AggregateCell, AggregateError, AggregateId, CONTRIBUTED, ContributionRef, MISSING,
+    SignedAggregate, Supersedes, VERSION, VERSION_1, excerpt, key_from_bytes,
 };
 use crate::indicator::Indicator;
 use crate::release::ReleaseId;
@@ -32,7 +32,18 @@ pub(super) struct AggregateJson {
     coverage: CoverageJson,
     created_at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    supersedes: Option<SupersedesJson>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    structures: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     signature: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SupersedesJson {
+    id: String,
+    consistency: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -104,7 +115,7 @@ impl AggregateJson {
     pub(super) fn new(signed: &SignedAggregate) -> Self {
         let a = signed.aggregate();
         Self {
-            version: VERSION,
+            version: a.version(),
             signer: hex::encode(a.signer.as_bytes()),
             level: a.level.as_str().to_owned(),
             period: a.period.to_string(),
@@ -137,18 +148,57 @@ impl AggregateJson {
                 missing: hex_keys(&a.missing),
             },
             created_at: a.created_at,
+            supersedes: a.supersedes.as_ref().map(|s| SupersedesJson {
+                id: s.id.to_string(),
+                consistency: s.consistency.iter().map(hex::encode).collect(),
+            }),
+            structures: a.structures,
             signature: Some(hex::encode(signed.signature().to_bytes())),
         }
     }
 
     /// The validated aggregate with its signature (not verified).
     pub(super) fn into_signed(self) -> Result<SignedAggregate, AggregateError> {
-        if self.version != VERSION {
-            return Err(AggregateError::UnsupportedVersion {
-                found: self.version,
-                supported: VERSION,
-            });
+        match (self.version, self.structures.is_some()) {
+            (VERSION, true) => {}
+            (VERSION_1, false) if self.supersedes.is_none() => {}
+            (VERSION_1, _) => {
+                return Err(AggregateError::Json {
+                    line: 0,
+                    column: 0,
+                    message: "version 1 aggregates have no supersedes or structures field; those are version 2".to_owned(),
+                });
+            }
+            (VERSION, false) => {
+                return Err(AggregateError::Json {
+                    line: 0,
+                    column: 0,
+                    message: "missing field `structures`: version 2 aggregates state how many structures they cover".to_owned(),
+                });
+            }
+            (found, _) => {
+                return Err(AggregateError::UnsupportedVersion {
+                    found,
+                    supported: VERSION,
+                });
+            }
         }
+        let supersedes = match &self.supersedes {
+            None => None,
+            Some(s) => Some(Supersedes {
+                id: AggregateId::from_bytes(from_hex(
+                    || "supersedes.id".to_owned(),
+                    &s.id,
+                    HASH,
+                )?),
+                consistency: s
+                    .consistency
+                    .iter()
+                    .enumerate()
+                    .map(|(n, h)| from_hex(|| format!("supersedes.consistency[{n}]"), h, HASH))
+                    .collect::<Result<Vec<_>, AggregateError>>()?,
+            }),
+        };
         let signer = key(&|| "signer".to_owned(), &self.signer)?;
         let level = self.level.parse()?;
         let period = self.period.parse().map_err(AggregateError::InvalidPeriod)?;
@@ -201,6 +251,8 @@ impl AggregateJson {
             contributed: keys(CONTRIBUTED, &self.coverage.contributed)?,
             missing: keys(MISSING, &self.coverage.missing)?,
             created_at: self.created_at,
+            supersedes,
+            structures: self.structures,
         };
         aggregate.validate()?;
         let signature = self.signature.ok_or(AggregateError::MissingSignature)?;

@@ -73,6 +73,8 @@ fn sample(hub: &SigningKey) -> Result<Aggregate, Box<dyn Error>> {
         contributed: sorted_keys([11, 12, 13]),
         missing: sorted_keys([14, 15]),
         created_at: 1_793_491_200,
+        supersedes: None,
+        structures: None,
     })
 }
 
@@ -147,6 +149,8 @@ prop_compose! {
             contributed,
             missing,
             created_at,
+            supersedes: None,
+            structures: None,
         };
         (key, aggregate)
     }
@@ -498,12 +502,12 @@ fn refuses_non_canonical_encodings() -> TestResult {
         "{err:?}"
     );
     // Another version, and a wrong field count.
-    let err = decode_err(&patch(&bytes, &[0x8b, 0x01], &[0x8b, 0x02])?)?;
+    let err = decode_err(&patch(&bytes, &[0x8b, 0x01], &[0x8b, 0x03])?)?;
     assert_eq!(
         err,
         AggregateError::UnsupportedVersion {
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
         }
     );
     let err = decode_err(&patch(&bytes, &[0x8b, 0x01], &[0x8a, 0x01])?)?;
@@ -1008,12 +1012,12 @@ fn malformed_json_is_refused_precisely() -> TestResult {
         "{err}"
     );
 
-    let err = json_err(&with(&|v| v["version"] = 2.into())?)?;
+    let err = json_err(&with(&|v| v["version"] = 3.into())?)?;
     assert_eq!(
         err,
         AggregateError::UnsupportedVersion {
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
         }
     );
 
@@ -1167,4 +1171,180 @@ fn equivocation_proof_refuses_what_proves_nothing() -> TestResult {
         "{err:?}"
     );
     Ok(())
+}
+
+// --- Revisions (version 2) --------------------------------------------------------------------
+
+/// A log of `n` leaves `[i; 32]`.
+fn log_of(n: u8) -> crate::merkle::MerkleLog {
+    let mut log = crate::merkle::MerkleLog::new();
+    for i in 0..n {
+        log.append(&[i; 32]);
+    }
+    log
+}
+
+/// The sample aggregate as version 2, at `size` leaves of `log`, revising `earlier` if given.
+fn v2_at(
+    hub: &SigningKey,
+    log: &crate::merkle::MerkleLog,
+    size: u64,
+    earlier: Option<&SignedAggregate>,
+) -> Result<SignedAggregate, Box<dyn Error>> {
+    let mut a = sample(hub)?;
+    a.checkpoint_size = size;
+    a.checkpoint_root = log.root_at(size)?;
+    a.structures = Some(a.contributed.len() as u64);
+    a.supersedes = match earlier {
+        Some(e) => Some(Supersedes {
+            id: e.id(),
+            consistency: log.consistency_proof(e.aggregate().checkpoint_size, size)?,
+        }),
+        None => None,
+    };
+    Ok(a.sign(hub)?)
+}
+
+#[test]
+fn a_revision_with_a_valid_consistency_proof_is_accepted() -> TestResult {
+    let hub = key(1);
+    let log = log_of(11);
+    let first = v2_at(&hub, &log, 6, None)?;
+    for size in [6, 7, 8, 11] {
+        let revision = v2_at(&hub, &log, size, Some(&first))?;
+        revision.check_revises(&first)?;
+        assert!(conflict(&first, &revision).is_err(), "size {size}");
+        // Version 2 round-trips through bytes and JSON with the same id.
+        let again = SignedAggregate::decode_and_verify(&revision.to_bytes())?;
+        assert_eq!(again, revision);
+        let json = SignedAggregate::from_json_and_verify(&revision.to_json_pretty())?;
+        assert_eq!(json.id(), revision.id());
+        assert_eq!(revision.aggregate().version(), VERSION);
+    }
+    // A chain: the third revises the second, which revises the first.
+    let second = v2_at(&hub, &log, 8, Some(&first))?;
+    let third = v2_at(&hub, &log, 11, Some(&second))?;
+    third.check_revises(&second)?;
+    // The first and the third are not neighbours: the pair proves nothing.
+    let e = conflict(&first, &third).err().unwrap_or_default();
+    assert!(e.contains("two steps of one revision chain"), "{e}");
+    Ok(())
+}
+
+#[test]
+fn version_1_still_reads_and_a_v1_revision_is_refused() -> TestResult {
+    let hub = key(1);
+    let v1 = sample(&hub)?.sign(&hub)?;
+    assert_eq!(v1.aggregate().version(), VERSION_1);
+    assert_eq!(v1.to_bytes()[1], 0x8b, "an 11-element array");
+    assert_eq!(SignedAggregate::decode_and_verify(&v1.to_bytes())?, v1);
+    let mut a = sample(&hub)?;
+    a.supersedes = Some(Supersedes {
+        id: v1.id(),
+        consistency: vec![],
+    });
+    assert_eq!(a.validate(), Err(AggregateError::RevisionNeedsVersion2));
+    let mut a = sample(&hub)?;
+    a.structures = Some(2);
+    assert!(matches!(
+        a.validate(),
+        Err(AggregateError::StructuresMismatch {
+            stated: 2,
+            contributed: 3
+        })
+    ));
+    Ok(())
+}
+
+#[test]
+fn non_extending_second_aggregates_are_equivocations() -> TestResult {
+    let hub = key(1);
+    let log = log_of(11);
+    let first = v2_at(&hub, &log, 6, None)?;
+    // Two first aggregates (neither names a predecessor): a fork.
+    let other_first = v2_at(&hub, &log, 8, None)?;
+    assert_eq!(conflict(&first, &other_first), Ok(AggregateConflict::Fork));
+    // Two revisions of the same aggregate: a fork.
+    let r1 = v2_at(&hub, &log, 8, Some(&first))?;
+    let r2 = v2_at(&hub, &log, 9, Some(&first))?;
+    assert_eq!(conflict(&r1, &r2), Ok(AggregateConflict::Fork));
+    // Same size, other content: the revision names the first but the roots differ.
+    let mut forked = log_of(5);
+    forked.append(b"rewritten");
+    let mut a = sample(&hub)?;
+    a.checkpoint_root = forked.root();
+    a.structures = Some(3);
+    a.supersedes = Some(Supersedes {
+        id: first.id(),
+        consistency: vec![],
+    });
+    let same_size = a.sign(&hub)?;
+    assert!(matches!(
+        conflict(&first, &same_size),
+        Ok(AggregateConflict::BadRevision(RevisionError::DoesNotExtend { .. }))
+    ));
+    // A larger log that rewrote a leaf: its consistency proof from the first does not verify.
+    let mut rewritten = log_of(5);
+    rewritten.append(b"rewritten");
+    for i in 6..11u8 {
+        rewritten.append(&[i; 32]);
+    }
+    let bad = v2_at(&hub, &rewritten, 11, Some(&first))?;
+    assert!(matches!(
+        bad.check_revises(&first),
+        Err(RevisionError::DoesNotExtend { .. })
+    ));
+    assert!(matches!(
+        conflict(&first, &bad),
+        Ok(AggregateConflict::BadRevision(_))
+    ));
+    // A smaller checkpoint.
+    let later = v2_at(&hub, &log, 9, None)?;
+    let mut a = sample(&hub)?;
+    a.checkpoint_root = log.root_at(6)?;
+    a.structures = Some(3);
+    a.supersedes = Some(Supersedes {
+        id: later.id(),
+        consistency: vec![],
+    });
+    let shrunk = a.sign(&hub)?;
+    assert!(matches!(
+        conflict(&later, &shrunk),
+        Ok(AggregateConflict::BadRevision(_))
+    ));
+    // Another signer's aggregate proves nothing.
+    let stranger = v2_at(&key(2), &log, 8, Some(&first))?;
+    assert!(conflict(&first, &stranger).is_err());
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Any bit flipped in a signed revision's wire bytes is refused (by the decoder or the
+    /// signature), and any bit flipped in its consistency proof, even re-signed by the hub,
+    /// makes it no revision of the earlier aggregate.
+    #[test]
+    fn any_flipped_bit_of_a_revision_is_refused(byte in any::<Index>(), bit in 0u8..8, which in 0usize..64, hbit in 0u8..8) {
+        let hub = key(1);
+        let log = log_of(13);
+        let first = v2_at(&hub, &log, 6, None).map_err(fail)?;
+        let revision = v2_at(&hub, &log, 13, Some(&first)).map_err(fail)?;
+        let mut wire = revision.to_bytes();
+        let at = byte.index(wire.len());
+        wire[at] ^= 1 << bit;
+        prop_assert!(SignedAggregate::decode_and_verify(&wire).is_err(), "flip at byte {at}");
+
+        let (mut a, _) = revision.clone().into_parts();
+        if let Some(link) = a.supersedes.as_mut() {
+            let n = which % link.consistency.len().max(1);
+            if let Some(hash) = link.consistency.get_mut(n) {
+                hash[usize::from(hbit) * 4] ^= 1 << hbit;
+            } else {
+                link.id = AggregateId::from_bytes([0; 32]);
+            }
+        }
+        let tampered = a.sign(&hub).map_err(fail)?;
+        prop_assert!(tampered.check_revises(&first).is_err());
+    }
 }

@@ -198,6 +198,8 @@ fn vector_aggregates() -> Result<Vec<Named>, Box<dyn Error>> {
         contributed: sorted_keys(&[0x42, 0x43, 0x44]),
         missing: sorted_keys(&[0x45, 0x46]),
         created_at: 1_793_491_260,
+        supersedes: None,
+        structures: None,
     };
     let hub_id =
         SignedAggregate::sign(hub_aggregate.clone(), &SigningKey::from_bytes(&hub_secret))?.id();
@@ -216,6 +218,8 @@ fn vector_aggregates() -> Result<Vec<Named>, Box<dyn Error>> {
         contributed: vec![hub],
         missing: sorted_keys(&[0x48]),
         created_at: 1_793_577_600,
+        supersedes: None,
+        structures: None,
     };
     let empty = Aggregate {
         signer: hub,
@@ -228,6 +232,8 @@ fn vector_aggregates() -> Result<Vec<Named>, Box<dyn Error>> {
         contributed: vec![],
         missing: sorted_keys(&[0x42, 0x43, 0x44, 0x45, 0x46]),
         created_at: 1_801_440_000,
+        supersedes: None,
+        structures: None,
     };
     Ok(vec![
         ("hub-three-of-five", hub_secret, hub_aggregate),
