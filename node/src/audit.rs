@@ -155,6 +155,9 @@ pub enum FindingKind {
     CoverageMismatch,
     /// An entry of `equivocations.json` does not prove an equivocation.
     InvalidEquivocationProof,
+    /// A hub aggregate in the national log supersedes an aggregate that is not the head of its
+    /// hub's revision chain for the period (or is not in the log at all).
+    BadRevision,
     /// A national bundle lacks the bundle of a hub aggregate it sums.
     MissingHubBundle,
     /// A hub bundle inside a national bundle is not the one of the aggregate the national log
@@ -200,6 +203,7 @@ impl FindingKind {
             Self::SumMismatch => "sum_mismatch",
             Self::CoverageMismatch => "coverage_mismatch",
             Self::InvalidEquivocationProof => "invalid_equivocation_proof",
+            Self::BadRevision => "bad_revision",
             Self::MissingHubBundle => "missing_hub_bundle",
             Self::ChainMismatch => "chain_mismatch",
             Self::BadPolicyAdoption => "bad_policy_adoption",
@@ -313,6 +317,9 @@ pub fn audit(bundle_dir: &Path) -> AuditReport {
     let aggregate_checked = match &aggregate {
         Some(signed) => {
             auditor.aggregate(signed, &log);
+            if national {
+                auditor.national_structures(signed, &hub_aggregates);
+            }
             true
         }
         None => false,
@@ -409,6 +416,9 @@ struct Auditor {
     national: bool,
     /// The file of the log's leaves: `releases.jsonl`, or `contributions.jsonl` (national).
     leaves_file: &'static str,
+    /// National bundles: the leaves the national aggregate must sum (each hub's latest
+    /// revision below its checkpoint size); `None` for a hub (every leaf of the period).
+    summed_leaves: Option<std::collections::BTreeSet<usize>>,
 }
 
 impl Auditor {
@@ -425,6 +435,7 @@ impl Auditor {
             level: Level::Hub,
             national: false,
             leaves_file: files::RELEASES,
+            summed_leaves: None,
         }
     }
 

@@ -34,7 +34,7 @@ use std::collections::HashMap;
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use maillage_protocol::aggregate::{
-    Aggregate, AggregateCell, ContributionRef, Level, SignedAggregate,
+    Aggregate, AggregateCell, ContributionRef, Level, SignedAggregate, Supersedes,
 };
 use maillage_protocol::checkpoint::{
     Checkpoint, SignedCheckpoint, SignedReceipt, contribution_leaf_hash, contributions_origin,
@@ -157,6 +157,19 @@ pub enum Refusal {
         /// What the release names and what is accepted.
         mismatch: crate::policy::PolicyMismatch,
     },
+    /// A hub aggregate that revises an aggregate this national node has not logged: refused
+    /// and not kept; the hub delivers the superseded one first.
+    #[error(
+        "aggregate of {signer} for {period} supersedes {named}, which this node has not logged: deliver the revisions of a period in order"
+    )]
+    UnknownPredecessor {
+        /// Signer, hex.
+        signer: String,
+        /// Period.
+        period: Period,
+        /// The superseded aggregate it names.
+        named: ReleaseId,
+    },
     /// The signer already submitted a different contribution for this period: both are kept as
     /// proof and the second is refused.
     #[error(
@@ -195,6 +208,10 @@ struct Candidate {
     period: Period,
     /// Its wire bytes.
     bytes: Vec<u8>,
+    /// At the national node, the head of the signer's revision chain for the period that this
+    /// aggregate validly revises (checked by [`Hub::accept_aggregates`]): it is appended as
+    /// the new head instead of being refused as an equivocation.
+    revises: Option<ReleaseId>,
 }
 
 /// A contribution the batch appends.
@@ -509,6 +526,7 @@ impl<'a> Hub<'a> {
                 signer,
                 period,
                 bytes: submissions[i].clone(),
+                revises: None,
             });
         }
         self.append(candidates, &mut outcomes, now)?;
@@ -520,8 +538,17 @@ impl<'a> Hub<'a> {
 
     /// Checks, appends and acknowledges hub aggregates at the national node (as
     /// [`Hub::accept_batch`] does releases at a hub): each must be a hub-level aggregate whose
-    /// signature verifies and whose signer is a member hub. A second, different aggregate of a
-    /// hub for a period is refused and kept as an equivocation proof; the same one again gets
+    /// signature verifies and whose signer is a member hub.
+    ///
+    /// A hub's aggregates of one period form a revision chain (see
+    /// [`maillage_protocol::aggregate::conflict`]): a later aggregate that names the chain's
+    /// head (`supersedes`) and whose checkpoint extends the head's (its consistency proof
+    /// verifies) is a revision, appended to the log as the new head — nothing is rewritten, every
+    /// revision stays in the log. Any other second, different aggregate (a second first one, a
+    /// second revision of one aggregate, a "revision" whose log does not extend the head's) is
+    /// refused and kept as an equivocation proof. A revision of an aggregate this node has not
+    /// logged is refused without being kept ([`Refusal::UnknownPredecessor`]): the hub delivers
+    /// its chain in order. Any aggregate already logged (the head or an earlier revision) gets
     /// its receipt again. Durable before it returns.
     pub fn accept_aggregates(
         &mut self,
@@ -551,6 +578,8 @@ impl<'a> Hub<'a> {
         let keys: Vec<VerifyingKey> = aggregates.iter().map(|a| a.aggregate().signer).collect();
         let verified = crate::audit::verify_all(&messages, &signatures, &keys);
         let mut candidates = Vec::new();
+        // signer ‖ period → the head of its revision chain after this batch's candidates so far.
+        let mut heads: HashMap<Vec<u8>, (ReleaseId, SignedAggregate)> = HashMap::new();
         for (i, ((signed, message), ok)) in
             aggregates.iter().zip(&messages).zip(verified).enumerate()
         {
@@ -579,12 +608,74 @@ impl<'a> Hub<'a> {
             }
             // The aggregate id is SHA-256 of the signed message.
             let id = ReleaseId::from_bytes(Sha256::digest(message).into());
+            if self.trees.index.get(id.as_bytes())?.is_some() {
+                // Logged before (the head or an earlier revision): its receipt again.
+                outcomes[i] = Some(match self.receipt_of(&id)? {
+                    Some(receipt) => Ok(Accepted {
+                        receipt,
+                        new: false,
+                    }),
+                    None => Err(Refusal::Invalid(format!(
+                        "{id} is in the log without an index entry"
+                    ))),
+                });
+                continue;
+            }
+            let signer = hex::encode(a.signer.as_bytes());
+            let key = signer_period_key(&a.signer, a.period);
+            let head = match heads.get(&key) {
+                Some((head_id, head)) => Some((*head_id, head.clone())),
+                None => match self.trees.by_signer.get(&key)? {
+                    Some(v) => {
+                        let head_id = release_id_from(&v)?;
+                        Some((head_id, self.logged_aggregate(&head_id)?))
+                    }
+                    None => None,
+                },
+            };
+            let named = signed.supersedes_id().map(|s| s.as_contribution_id());
+            let mut revises = None;
+            match (&head, named) {
+                (None, Some(named)) => {
+                    outcomes[i] = Some(Err(Refusal::UnknownPredecessor {
+                        signer,
+                        period: a.period,
+                        named,
+                    }));
+                    continue;
+                }
+                (Some((head_id, head)), Some(named)) if named == *head_id => {
+                    match signed.check_revises(head) {
+                        Ok(()) => revises = Some(*head_id),
+                        // Not a revision of the head it names: an equivocation, kept below.
+                        Err(e) => tracing::warn!(%signer, period = %a.period, error = %e, "a revision that does not extend its predecessor"),
+                    }
+                }
+                // A revision of something this node has not logged: wait for the chain.
+                (_, Some(named))
+                    if self.trees.index.get(named.as_bytes())?.is_none()
+                        && !heads.values().any(|(h, _)| *h == named) =>
+                {
+                    outcomes[i] = Some(Err(Refusal::UnknownPredecessor {
+                        signer,
+                        period: a.period,
+                        named,
+                    }));
+                    continue;
+                }
+                // A first aggregate, or a fork of the chain (an equivocation, kept by `append`).
+                _ => {}
+            }
+            if head.is_none() || revises.is_some() {
+                heads.insert(key, (id, signed.clone()));
+            }
             candidates.push(Candidate {
                 slot: i,
                 id,
                 signer: a.signer,
                 period: a.period,
                 bytes: signed.to_bytes(),
+                revises,
             });
         }
         self.append(candidates, &mut outcomes, now)?;
@@ -592,6 +683,16 @@ impl<'a> Hub<'a> {
             .into_iter()
             .map(|o| o.unwrap_or_else(|| Err(Refusal::Invalid("not processed".into()))))
             .collect())
+    }
+
+    /// A hub aggregate in the national log, by id.
+    fn logged_aggregate(&self, id: &ReleaseId) -> Result<SignedAggregate, HubError> {
+        let bytes = self
+            .trees
+            .contents
+            .get(id.as_bytes())?
+            .ok_or_else(|| HubError::Corrupt(format!("aggregate {id} missing")))?;
+        SignedAggregate::decode(&bytes).map_err(|e| HubError::Corrupt(format!("aggregate {id}: {e}")))
     }
 
     /// Accepts one hub aggregate at the national node: what the network layer calls for a
@@ -635,7 +736,7 @@ impl<'a> Hub<'a> {
             };
             match existing {
                 Some(first) if first == c.id => again.push((c.slot, c.id)),
-                Some(first) => {
+                Some(first) if c.revises != Some(first) => {
                     let signer = hex::encode(c.signer.as_bytes());
                     let mut ekey = key;
                     ekey.extend_from_slice(c.id.as_bytes());
@@ -648,7 +749,7 @@ impl<'a> Hub<'a> {
                         second: c.id,
                     }));
                 }
-                None => {
+                _ => {
                     let index = self.log.append_leaf_hash(contribution_leaf_hash(&c.id));
                     pending.insert(key.clone(), c.id);
                     new_slots.push(c.slot);
@@ -892,19 +993,58 @@ impl<'a> Hub<'a> {
             .collect()
     }
 
-    /// Every equivocation caught at the national node: (hub aggregate in the log, refused one).
+    /// Every equivocation caught at the national node: (hub aggregate in the log, refused one),
+    /// a pair that proves it by itself ([`maillage_protocol::aggregate::conflict`]): the logged
+    /// aggregate of the hub's revision chain that names the same predecessor as the refused one
+    /// (a fork), or the predecessor the refused one names but does not extend.
     pub fn aggregate_equivocations(
         &self,
     ) -> Result<Vec<(SignedAggregate, SignedAggregate)>, HubError> {
         if !self.is_national() {
             return Ok(Vec::new());
         }
-        let decode =
-            |b: &[u8]| SignedAggregate::decode(b).map_err(|e| HubError::Corrupt(e.to_string()));
-        self.equivocation_bytes()?
-            .into_iter()
-            .map(|(a, b)| Ok((decode(&a)?, decode(&b)?)))
-            .collect()
+        let mut out = Vec::new();
+        for entry in self.trees.equivocations.iter() {
+            let (key, bytes) = entry?;
+            let second = SignedAggregate::decode(&bytes)
+                .map_err(|e| HubError::Corrupt(format!("equivocation: {e}")))?;
+            let chain = self.revision_chain(&key[..key.len().saturating_sub(32)])?;
+            let named = second.supersedes_id();
+            let predecessor = chain.iter().position(|a| Some(a.id()) == named);
+            let partner = match predecessor {
+                Some(p) if second.check_revises(&chain[p]).is_err() => chain.get(p),
+                Some(p) => chain.get(p + 1),
+                None => chain.iter().find(|a| a.supersedes_id() == named),
+            }
+            .or(chain.last())
+            .ok_or_else(|| HubError::Corrupt("equivocation without a first contribution".into()))?;
+            out.push((partner.clone(), second));
+        }
+        Ok(out)
+    }
+
+    /// The logged revision chain of a hub and period (`signer ‖ YYYY-MM`), first to head.
+    fn revision_chain(&self, key: &[u8]) -> Result<Vec<SignedAggregate>, HubError> {
+        let mut chain = Vec::new();
+        let mut next = self
+            .trees
+            .by_signer
+            .get(key)?
+            .map(|v| release_id_from(&v))
+            .transpose()?;
+        while let Some(id) = next {
+            if chain.len() > self.log.len() as usize {
+                return Err(HubError::Corrupt(format!("a revision chain loops at {id}")));
+            }
+            let aggregate = self.logged_aggregate(&id)?;
+            next = aggregate
+                .supersedes_id()
+                .map(|s| s.as_contribution_id())
+                .filter(|s| self.trees.index.get(s.as_bytes()).ok().flatten().is_some());
+            chain.push(aggregate);
+        }
+        chain.reverse();
+        Ok(chain)
     }
 
     /// The node this hub runs in.
@@ -1032,7 +1172,10 @@ pub fn sum_cells<'r>(
 impl Hub<'_> {
     /// Signs the aggregate of `period` over every contribution of that period in the log, with
     /// a checkpoint covering exactly the log it was computed from, and stores it. Asking again
-    /// after new contributions signs a new aggregate over the larger log.
+    /// after new contributions signs a **revision** over the larger log: an aggregate that names
+    /// the period's previous one (`supersedes`) with the consistency proof from its checkpoint
+    /// to the new one. At the national node, the contributions are the latest revision of each
+    /// hub's aggregate in the log (the head of its chain), and `structures` is the sum of theirs.
     pub fn aggregate(&mut self, period: Period, now: u64) -> Result<SignedAggregate, HubError> {
         let checkpoint = self.checkpoint(now)?;
         let size = checkpoint.checkpoint().tree_size;
@@ -1041,20 +1184,28 @@ impl Hub<'_> {
                 .map_err(|e| HubError::Corrupt(format!("aggregate: {e}")));
         }
         let mut contributions = Vec::new();
+        let mut structures = 0u64;
         let cells = if self.is_national() {
-            let mut aggregates = Vec::new();
+            // The latest revision of each hub: the accepted revisions of a chain are appended in
+            // order, so the head is the hub's last aggregate of the period in the log.
+            let mut latest: HashMap<[u8; 32], (u64, SignedAggregate)> = HashMap::new();
             for index in 0..size {
                 let (aggregate, _) = self.aggregate_contribution(index)?;
                 if aggregate.aggregate().period == period {
-                    contributions.push(ContributionRef {
-                        index,
-                        id: aggregate.id().as_contribution_id(),
-                        signer: aggregate.aggregate().signer,
-                    });
-                    aggregates.push(aggregate);
+                    latest.insert(aggregate.aggregate().signer.to_bytes(), (index, aggregate));
                 }
             }
-            sum_aggregate_cells(aggregates.iter().map(SignedAggregate::aggregate))
+            let mut aggregates: Vec<(u64, SignedAggregate)> = latest.into_values().collect();
+            aggregates.sort_by_key(|(index, _)| *index);
+            for (index, aggregate) in &aggregates {
+                contributions.push(ContributionRef {
+                    index: *index,
+                    id: aggregate.id().as_contribution_id(),
+                    signer: aggregate.aggregate().signer,
+                });
+                structures = structures.saturating_add(structures_of(aggregate.aggregate()));
+            }
+            sum_aggregate_cells(aggregates.iter().map(|(_, a)| a.aggregate()))
                 .map_err(|e| HubError::Corrupt(format!("summing aggregates of {period}: {e}")))?
         } else {
             let mut releases = Vec::new();
@@ -1088,6 +1239,24 @@ impl Hub<'_> {
             .into_iter()
             .filter(|k| !contributed.contains(k))
             .collect();
+        if !self.is_national() {
+            structures = contributed.len() as u64;
+        }
+        let supersedes = match self.latest_aggregate(period)? {
+            Some(previous) => {
+                let old_size = previous.aggregate().checkpoint_size;
+                let consistency = self.log.consistency_proof(old_size, size).map_err(|e| {
+                    HubError::Corrupt(format!(
+                        "the aggregate of {period} at size {old_size} cannot be revised at size {size}: {e}"
+                    ))
+                })?;
+                Some(Supersedes {
+                    id: previous.id(),
+                    consistency,
+                })
+            }
+            None => None,
+        };
         let aggregate = Aggregate {
             signer: self.key,
             level: if self.is_national() {
@@ -1103,8 +1272,8 @@ impl Hub<'_> {
             contributed,
             missing,
             created_at: now,
-            supersedes: None,
-            structures: None,
+            supersedes,
+            structures: Some(structures),
         }
         .sign(self.node.identity.signing_key())
         .map_err(|e| HubError::Sign(e.to_string()))?;
@@ -1128,6 +1297,14 @@ impl Hub<'_> {
             None => Ok(None),
         }
     }
+}
+
+/// How many structures an aggregate covers: its `structures` (version 2), or its number of
+/// contributing members (a version 1 hub aggregate).
+pub fn structures_of(aggregate: &Aggregate) -> u64 {
+    aggregate
+        .structures
+        .unwrap_or(aggregate.contributed.len() as u64)
 }
 
 fn aggregate_key(period: Period, size: u64) -> Vec<u8> {

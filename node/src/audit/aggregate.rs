@@ -88,6 +88,7 @@ impl Auditor {
             .take(size)
             .filter(|(_, leaf)| leaf.is_some_and(|l| l.period == a.period))
             .map(|(n, _)| n)
+            .filter(|n| self.summed_leaves.as_ref().is_none_or(|s| s.contains(n)))
             .collect();
         if size > log.leaves.len() {
             self.find(
@@ -149,6 +150,10 @@ impl Auditor {
                 Some(Some(leaf)) if leaf.period != a.period => Some(format!(
                     "leaf {} is a release for {}, not for the aggregate's period {}",
                     c.index, leaf.period, a.period
+                )),
+                Some(Some(_)) if !expected.contains(&position) => Some(format!(
+                    "leaf {} is a hub aggregate superseded by a later revision of its hub below the checkpoint (or outside its revision chain): the national aggregate sums each hub's latest revision",
+                    c.index
                 )),
                 Some(Some(_)) => None,
             };

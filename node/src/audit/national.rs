@@ -31,7 +31,9 @@ impl Auditor {
         let mut out = Releases::default();
         let mut kept = Vec::new();
         let mut by_id: HashMap<ReleaseId, usize> = HashMap::new();
-        let mut by_signer: HashMap<([u8; 32], Period), (usize, ReleaseId)> = HashMap::new();
+        // (hub, period) → its revision chain in log order: (leaf, aggregate), the head last.
+        let mut chains: HashMap<([u8; 32], Period), Vec<(usize, SignedAggregate)>> =
+            HashMap::new();
         let mut pending = Pending::default();
         let file = files::CONTRIBUTIONS;
         let flush = |auditor: &mut Auditor, pending: &mut Pending| -> u64 {
@@ -135,20 +137,8 @@ impl Auditor {
                 );
             } else {
                 by_id.insert(id, position);
-                match by_signer.get(&(signer.to_bytes(), a.period)) {
-                    Some((first, first_id)) => auditor.find(
-                        FindingKind::Equivocation,
-                        at.clone(),
-                        Some(&signer),
-                        format!(
-                            "hub {shown} signed two different aggregates for {}: {first_id} at leaf {first} and {id} at leaf {position}",
-                            a.period
-                        ),
-                    ),
-                    None => {
-                        by_signer.insert((signer.to_bytes(), a.period), (position, id));
-                    }
-                }
+                let chain = chains.entry((signer.to_bytes(), a.period)).or_default();
+                auditor.revision(&at, &described, position, &signed, chain);
             }
             out.leaves.push(Some(Leaf {
                 id,
@@ -159,18 +149,134 @@ impl Auditor {
             pending.1.push(*signed.signature());
             pending.2.push(signer);
             pending.3.push(position);
-            if let Some((period, size)) = summed
-                && a.period == period
-                && (position as u64) < size
-            {
-                kept.push((position, signed));
-            }
             if pending.0.len() >= BATCH {
                 out.verified += flush(auditor, &mut pending);
             }
         });
         out.verified += flush(self, &mut pending);
+        // What the national aggregate must sum: the latest revision of each hub's chain of the
+        // period below its checkpoint size.
+        if let Some((period, size)) = summed {
+            for ((_, p), chain) in chains {
+                if p != period {
+                    continue;
+                }
+                if let Some((position, signed)) = chain
+                    .into_iter()
+                    .filter(|(position, _)| (*position as u64) < size)
+                    .next_back()
+                {
+                    kept.push((position, signed));
+                }
+            }
+            kept.sort_by_key(|(position, _)| *position);
+            self.summed_leaves = Some(kept.iter().map(|(position, _)| *position).collect());
+        }
         (out, kept)
+    }
+
+    /// A hub aggregate of the national log against its hub's revision chain for its period so
+    /// far (`chain`, in log order): the first of the chain names no predecessor; a later one
+    /// must name the chain's head and extend its checkpoint (a revision, appended to `chain`).
+    /// A second first aggregate, a second revision of one aggregate, or a "revision" that does
+    /// not extend the head is an equivocation; one naming an aggregate that is not in the log
+    /// breaks the chain.
+    fn revision(
+        &mut self,
+        at: &str,
+        described: &str,
+        position: usize,
+        signed: &SignedAggregate,
+        chain: &mut Vec<(usize, SignedAggregate)>,
+    ) {
+        let signer = signed.aggregate().signer;
+        let named = signed.supersedes_id();
+        let Some((head_position, head)) = chain.last() else {
+            if let Some(named) = named {
+                self.find(
+                    FindingKind::BadRevision,
+                    format!("{at} aggregate.supersedes.id"),
+                    Some(&signer),
+                    format!(
+                        "{described} supersedes {named}, but no earlier aggregate of this hub for the period is in the log: the revision chain is broken"
+                    ),
+                );
+            }
+            chain.push((position, signed.clone()));
+            return;
+        };
+        let head_id = head.id();
+        if named == Some(head_id) {
+            match signed.check_revises(head) {
+                Ok(()) => chain.push((position, signed.clone())),
+                Err(e) => self.find(
+                    FindingKind::Equivocation,
+                    format!("{at} aggregate.supersedes"),
+                    Some(&signer),
+                    format!(
+                        "{described} names the aggregate at leaf {head_position} as superseded but is not a revision of it: {e}"
+                    ),
+                ),
+            }
+            return;
+        }
+        let sibling = chain.iter().find(|(_, a)| a.supersedes_id() == named);
+        match (named, sibling) {
+            (_, Some((sibling_position, sibling))) => self.find(
+                FindingKind::Equivocation,
+                at.to_owned(),
+                Some(&signer),
+                format!(
+                    "{described} and {} at leaf {sibling_position} both supersede {}: the hub forked its revision chain (signed two different aggregates for one period)",
+                    sibling.id(),
+                    named.map_or_else(|| "nothing".to_owned(), |n| n.to_string())
+                ),
+            ),
+            (Some(named), None) => self.find(
+                FindingKind::BadRevision,
+                format!("{at} aggregate.supersedes.id"),
+                Some(&signer),
+                format!(
+                    "{described} supersedes {named}, which is not the head {head_id} (leaf {head_position}) of its hub's revision chain"
+                ),
+            ),
+            (None, None) => self.find(
+                FindingKind::Equivocation,
+                at.to_owned(),
+                Some(&signer),
+                format!(
+                    "{described} names no superseded aggregate although {head_id} is logged at leaf {head_position}: two different aggregates for one period"
+                ),
+            ),
+        }
+    }
+
+    /// Step 5 (national): `structures` of the national aggregate is the sum of the summed hub
+    /// aggregates'.
+    pub(super) fn national_structures(
+        &mut self,
+        national: &SignedAggregate,
+        summed: &[(usize, SignedAggregate)],
+    ) {
+        let a = national.aggregate();
+        let Some(stated) = a.structures else {
+            return;
+        };
+        let expected: u64 = summed
+            .iter()
+            .map(|(_, s)| crate::hub::structures_of(s.aggregate()))
+            .sum();
+        if stated != expected {
+            self.find(
+                FindingKind::SumMismatch,
+                format!("{} structures", files::AGGREGATE),
+                Some(&a.signer),
+                format!(
+                    "the national aggregate states {stated} structures, but the {} hub aggregate(s) it sums cover {expected}",
+                    summed.len()
+                ),
+            );
+        }
     }
 
     /// Step 6 for a national bundle: the pairs of aggregates one hub signed for one period.
@@ -220,12 +326,10 @@ impl Auditor {
                     "the two aggregates are for {} and {}",
                     a.period, b.period
                 ))
-            } else if line.first.id() == line.second.id() {
-                Some("the two aggregates are one aggregate".to_owned())
             } else if a.level != Level::Hub || b.level != Level::Hub {
                 Some("the aggregates are not hub aggregates".to_owned())
             } else {
-                None
+                maillage_protocol::aggregate::conflict(&line.first, &line.second).err()
             };
             match problem {
                 None => self.find(

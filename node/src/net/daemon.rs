@@ -590,7 +590,7 @@ impl<'a> Daemon<'a> {
                 .store
                 .tree(OUTBOX_TREE)
                 .and_then(|t| {
-                    t.insert(period.to_string().as_bytes(), bytes.as_slice())?;
+                    super::outbox::queue_aggregate(&t, &aggregate)?;
                     Ok(())
                 })
                 .and_then(|()| self.node.store.flush());
@@ -649,11 +649,8 @@ impl<'a> Daemon<'a> {
             }
             Role::Hub => {
                 let outbox = self.node.store.tree(OUTBOX_TREE)?;
-                Ok(outbox
-                    .iter()
-                    .keys()
-                    .filter_map(|k| k.ok())
-                    .filter_map(|k| std::str::from_utf8(&k).ok()?.parse::<Period>().ok())
+                Ok(super::outbox::queued_periods(&outbox)
+                    .into_iter()
                     .map(Delivery::Aggregate)
                     .collect())
             }
@@ -672,14 +669,13 @@ impl<'a> Daemon<'a> {
                 .store
                 .release(p)?
                 .map(|release| Request::SubmitRelease { release }),
-            Delivery::Aggregate(p) => self
-                .node
-                .store
-                .tree(OUTBOX_TREE)?
-                .get(p.to_string().as_bytes())?
-                .map(|a| Request::SubmitAggregate {
-                    aggregate: a.to_vec(),
-                }),
+            Delivery::Aggregate(p) => {
+                super::outbox::next_queued(&self.node.store.tree(OUTBOX_TREE)?, p)?.map(
+                    |(_, a)| Request::SubmitAggregate {
+                        aggregate: a.to_vec(),
+                    },
+                )
+            }
         })
     }
 
@@ -1094,7 +1090,14 @@ impl<'a> Daemon<'a> {
                         .store
                         .tree(UPSTREAM_RECEIPTS_TREE)?
                         .insert(key.as_bytes(), receipt.as_slice())?;
-                    self.node.store.tree(OUTBOX_TREE)?.remove(key.as_bytes())?;
+                    // The receipt names the oldest queued aggregate of the period (checked
+                    // above): that one is delivered.
+                    let outbox = self.node.store.tree(OUTBOX_TREE)?;
+                    if let Some((queued, _)) =
+                        super::outbox::next_queued(&outbox, delivery.period())?
+                    {
+                        outbox.remove(queued)?;
+                    }
                 }
             }
             self.node.store.flush()
@@ -1141,8 +1144,8 @@ impl<'a> Daemon<'a> {
                 .store
                 .tree(OUTBOX_TREE)
                 .ok()
-                .and_then(|t| t.get(p.to_string().as_bytes()).ok().flatten())
-                .and_then(|b| maillage_protocol::SignedAggregate::decode(&b).ok())
+                .and_then(|t| super::outbox::next_queued(&t, p).ok().flatten())
+                .and_then(|(_, b)| maillage_protocol::SignedAggregate::decode(&b).ok())
                 .map(|a| maillage_protocol::ReleaseId::from_bytes(*a.id().as_bytes())),
         };
         if let Some(id) = expected

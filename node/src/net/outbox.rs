@@ -4,6 +4,13 @@
 //! structure's pending deliveries are its stored releases that have no receipt yet; a hub's are
 //! the aggregates it queued in the `outbox` tree and whose receipt has not come back. A retry
 //! always sends the stored bytes, so noise is never redrawn.
+//!
+//! A hub that signs a period again (late releases arrived) queues the revision behind the
+//! aggregates of that period still undelivered, keyed `YYYY-MM/<checkpoint size, 20 digits>`:
+//! the national node accepts a revision only after the aggregate it supersedes, so a period's
+//! aggregates are delivered one at a time, oldest first ([`next_queued`]), each removed when its
+//! receipt comes back. (A bare `YYYY-MM` key, written before revisions existed, sorts first and
+//! is delivered the same way.)
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -19,6 +26,45 @@ pub const OUTBOX_TREE: &str = "outbox";
 
 /// The tree of a hub's receipts from the national node, keyed by period.
 pub const UPSTREAM_RECEIPTS_TREE: &str = "upstream_receipts";
+
+/// The outbox key of a hub's aggregate of `period` at `checkpoint_size`.
+pub fn queued_key(period: Period, checkpoint_size: u64) -> String {
+    format!("{period}/{checkpoint_size:020}")
+}
+
+/// Queues a hub's signed aggregate behind the undelivered ones of its period.
+pub fn queue_aggregate(
+    outbox: &sled::Tree,
+    aggregate: &maillage_protocol::SignedAggregate,
+) -> sled::Result<()> {
+    let a = aggregate.aggregate();
+    outbox
+        .insert(
+            queued_key(a.period, a.checkpoint_size).as_bytes(),
+            aggregate.to_bytes(),
+        )
+        .map(|_| ())
+}
+
+/// The oldest undelivered aggregate of `period`: its key and wire bytes.
+pub fn next_queued(
+    outbox: &sled::Tree,
+    period: Period,
+) -> sled::Result<Option<(sled::IVec, sled::IVec)>> {
+    outbox.scan_prefix(period.to_string().as_bytes()).next().transpose()
+}
+
+/// The periods with an undelivered aggregate, each once.
+pub fn queued_periods(outbox: &sled::Tree) -> Vec<Period> {
+    let mut periods: Vec<Period> = outbox
+        .iter()
+        .keys()
+        .filter_map(|k| k.ok())
+        .filter_map(|k| std::str::from_utf8(k.get(..7)?).ok()?.parse().ok())
+        .collect();
+    periods.dedup();
+    periods
+}
 
 /// One thing to deliver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -134,6 +180,28 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_periods_revisions_are_delivered_oldest_first() -> Result<(), Box<dyn std::error::Error>> {
+        let db = sled::Config::new().temporary(true).open()?;
+        let outbox = db.open_tree(OUTBOX_TREE)?;
+        let october: Period = "2026-10".parse()?;
+        let november: Period = "2026-11".parse()?;
+        // A key from before revisions, then two revisions; another period in between.
+        outbox.insert(october.to_string().as_bytes(), b"v0".as_slice())?;
+        outbox.insert(queued_key(october, 12).as_bytes(), b"v2".as_slice())?;
+        outbox.insert(queued_key(october, 9).as_bytes(), b"v1".as_slice())?;
+        outbox.insert(queued_key(november, 3).as_bytes(), b"n1".as_slice())?;
+        assert_eq!(queued_periods(&outbox), vec![october, november]);
+        let mut delivered = Vec::new();
+        while let Some((key, bytes)) = next_queued(&outbox, october)? {
+            delivered.push(bytes.to_vec());
+            outbox.remove(key)?;
+        }
+        assert_eq!(delivered, vec![b"v0".to_vec(), b"v1".to_vec(), b"v2".to_vec()]);
+        assert_eq!(queued_periods(&outbox), vec![november]);
+        Ok(())
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
