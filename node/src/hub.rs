@@ -648,7 +648,9 @@ impl<'a> Hub<'a> {
                     match signed.check_revises(head) {
                         Ok(()) => revises = Some(*head_id),
                         // Not a revision of the head it names: an equivocation, kept below.
-                        Err(e) => tracing::warn!(%signer, period = %a.period, error = %e, "a revision that does not extend its predecessor"),
+                        Err(e) => {
+                            tracing::warn!(%signer, period = %a.period, error = %e, "a revision that does not extend its predecessor")
+                        }
                     }
                 }
                 // A revision of something this node has not logged: wait for the chain.
@@ -692,7 +694,8 @@ impl<'a> Hub<'a> {
             .contents
             .get(id.as_bytes())?
             .ok_or_else(|| HubError::Corrupt(format!("aggregate {id} missing")))?;
-        SignedAggregate::decode(&bytes).map_err(|e| HubError::Corrupt(format!("aggregate {id}: {e}")))
+        SignedAggregate::decode(&bytes)
+            .map_err(|e| HubError::Corrupt(format!("aggregate {id}: {e}")))
     }
 
     /// Accepts one hub aggregate at the national node: what the network layer calls for a

@@ -565,9 +565,7 @@ pub enum AggregateError {
     )]
     RevisionNeedsVersion2,
     /// A consistency proof longer than any valid one.
-    #[error(
-        "supersedes.consistency: {len} hashes, at most {MAX_CONSISTENCY_PROOF_LEN} accepted"
-    )]
+    #[error("supersedes.consistency: {len} hashes, at most {MAX_CONSISTENCY_PROOF_LEN} accepted")]
     ConsistencyProofTooLong {
         /// The length found.
         len: usize,

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use maillage_node::Identity;
-use maillage_protocol::SignedRelease;
+use maillage_protocol::{SignedAggregate, SignedRelease};
 use serde_json::{Value, json};
 
 use crate::support::{run, run_err, run_json, run_ok};
@@ -566,7 +566,15 @@ fn equivocating_hub_is_caught_by_the_national_node_and_its_auditor() {
         "2026-09",
         "--json",
     ]);
-    std::fs::write(&second, text).expect("write");
+    // Signed as a revision of the first; the hub forks its chain instead: the same figures
+    // signed again as a second *first* aggregate (naming nothing).
+    let revision = SignedAggregate::from_json(&text).expect("revision");
+    assert!(revision.aggregate().supersedes.is_some());
+    let (mut forked, _) = revision.into_parts();
+    forked.supersedes = None;
+    let hub_b = Identity::read(&Path::new(&f.hubs[1]).join("node.key")).expect("key");
+    let forked = forked.sign(hub_b.signing_key()).expect("sign");
+    std::fs::write(&second, forked.to_json_pretty()).expect("write");
     let err = run_err(&[
         "accept",
         "--dir",
@@ -682,5 +690,268 @@ fn tampering_anywhere_in_the_national_chain_fails_the_audit_precisely() {
         },
         "bad_inclusion_proof",
         "receipts.jsonl:1 proof",
+    );
+}
+
+/// A hub that takes a late release after its first aggregate reached the national node: the
+/// national node logs the hub's revision, sums it instead of the first one, and the audit of
+/// the national bundle passes. Returns the federation, the national bundle, the revision.
+fn revised_federation() -> (Federation, String, Value) {
+    let f = federation();
+    national_bundle(&f);
+    // Structure 3 joins hub B and releases after the deadline.
+    let (late_dir, late_release) = structure(&f.w.root, 3, "13055");
+    run_ok(&[
+        "members",
+        "add",
+        "--dir",
+        &f.hubs[1],
+        "--from-node",
+        &late_dir,
+    ]);
+    run_ok(&["accept", "--dir", &f.hubs[1], &late_release]);
+    run_ok(&["aggregate", "--dir", &f.hubs[1], "--period", "2026-09"]);
+    let revised_bundle = f.w.root.join("bundle-1-revised").display().to_string();
+    run_ok(&[
+        "log",
+        "export",
+        "--dir",
+        &f.hubs[1],
+        "--period",
+        "2026-09",
+        "--out",
+        &revised_bundle,
+    ]);
+    let accepted = run_json(&["accept", "--dir", &f.national, "--json", &revised_bundle]);
+    assert_eq!(accepted["log_size"], json!(3), "{accepted}");
+    assert_eq!(accepted["results"][0]["new"], json!(true), "{accepted}");
+    // The first aggregate again, after its revision: acknowledged, not an equivocation.
+    let again = run_json(&["accept", "--dir", &f.national, "--json", &f.bundles[1]]);
+    assert_eq!(again["results"][0]["new"], json!(false), "{again}");
+    assert_eq!(again["log_size"], json!(3), "{again}");
+
+    run_ok(&["aggregate", "--dir", &f.national, "--period", "2026-09"]);
+    let bundle =
+        f.w.root
+            .join("national-bundle-revised")
+            .display()
+            .to_string();
+    run_ok(&[
+        "log",
+        "export",
+        "--dir",
+        &f.national,
+        "--period",
+        "2026-09",
+        "--out",
+        &bundle,
+    ]);
+    let revision: Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(&revised_bundle).join("aggregate.json"))
+            .expect("aggregate"),
+    )
+    .expect("json");
+    let mut releases = f.w.releases.clone();
+    releases.push(late_release);
+    let mut f = f;
+    f.w.releases = releases;
+    (f, bundle, revision)
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json")
+}
+
+#[test]
+fn a_hub_revision_after_a_late_release_is_summed_by_the_national_node_and_audited() {
+    let (f, bundle, revision) = revised_federation();
+    let first_b = read_json(&Path::new(&f.bundles[1]).join("aggregate.json"));
+    let first_b_id = SignedAggregate::from_json(&first_b.to_string())
+        .expect("aggregate")
+        .id()
+        .to_string();
+    let revision_id = SignedAggregate::from_json(&revision.to_string())
+        .expect("revision")
+        .id()
+        .to_string();
+    // The revision names the first aggregate, with a consistency proof (2 → 3 leaves).
+    assert_eq!(revision["version"], json!(2));
+    assert_eq!(revision["supersedes"]["id"], json!(first_b_id));
+    assert!(
+        revision["supersedes"]["consistency"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty())
+    );
+    assert_eq!(revision["structures"], json!(2));
+
+    let national = read_json(&Path::new(&bundle).join("aggregate.json"));
+    // Hub A's aggregate (leaf 0) and hub B's revision (leaf 2); hub B's first (leaf 1) is kept
+    // in the log but not summed.
+    let ids: Vec<Value> = national["contributions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| json!([c["index"], c["id"]]))
+        .collect();
+    let first_a = read_json(&Path::new(&f.bundles[0]).join("aggregate.json"));
+    let first_a_id = SignedAggregate::from_json(&first_a.to_string())
+        .expect("aggregate")
+        .id()
+        .to_string();
+    assert_eq!(ids, vec![json!([0, first_a_id]), json!([2, revision_id])]);
+    assert_eq!(national["structures"], json!(4));
+    let contributions = std::fs::read_to_string(Path::new(&bundle).join("contributions.jsonl"))
+        .expect("contributions");
+    assert_eq!(contributions.lines().count(), 3);
+
+    // National total = hub A + hub B's latest revision = the sum of all four releases.
+    let total = cells_by_name(&national);
+    let (a, b) = (cells_by_name(&first_a), cells_by_name(&revision));
+    let releases: Vec<Value> =
+        f.w.releases
+            .iter()
+            .map(|r| read_json(Path::new(r)))
+            .collect();
+    assert_eq!(releases.len(), 4);
+    assert!(!total.is_empty());
+    for (name, (sum, variance)) in &total {
+        let (sa, va) = a.get(name).copied().unwrap_or((0, 0.0));
+        let (sb, vb) = b.get(name).copied().unwrap_or((0, 0.0));
+        assert_eq!(*sum, sa + sb, "{name}");
+        assert!(
+            (variance - (va + vb)).abs() <= 1e-9 * variance.abs().max(1.0),
+            "{name}"
+        );
+        let from_releases: i64 = releases
+            .iter()
+            .flat_map(|r| r["cells"].as_array().cloned().unwrap_or_default())
+            .filter(|c| format!("{}/{}", c["indicator"], c["category"]) == *name)
+            .map(|c| c["value"].as_i64().unwrap_or(0))
+            .sum();
+        assert_eq!(*sum, from_releases, "{name}");
+    }
+
+    let report = audit_json(&bundle);
+    assert_eq!(report["ok"], json!(true), "{report}");
+    // 3 hub aggregates in the national log, 2 + 2 releases in the summed hub bundles.
+    assert_eq!(report["releases_verified"], json!(7), "{report}");
+}
+
+#[test]
+fn tampered_revision_links_and_stale_national_sums_fail_the_audit_precisely() {
+    let (f, bundle, _) = revised_federation();
+    assert_eq!(audit_json(&bundle)["ok"], json!(true));
+    let hub_b = Identity::read(&Path::new(&f.hubs[1]).join("node.key")).expect("key");
+    let national_key = Identity::read(&Path::new(&f.national).join("node.key")).expect("key");
+    let check = |name: &str, edit: &dyn Fn(&Path), kind: &str, location: &str| {
+        let copy = f.w.root.join(format!("tampered-{name}"));
+        let _ = std::fs::remove_dir_all(&copy);
+        copy_dir(Path::new(&bundle), &copy);
+        edit(&copy);
+        let report = audit_json(&copy.display().to_string());
+        assert_eq!(report["ok"], json!(false), "{name}: {report}");
+        let findings = report["findings"].as_array().cloned().unwrap_or_default();
+        assert!(
+            findings.iter().any(|x| x["kind"] == json!(kind)
+                && x["location"]
+                    .as_str()
+                    .is_some_and(|l| l.starts_with(location))),
+            "{name}: expected {kind} at {location}: {report}"
+        );
+    };
+    // Rewrites the revision (leaf 2 of the national log), re-signed by hub B.
+    let resign_revision = |dir: &Path, edit: &dyn Fn(&mut maillage_protocol::Aggregate)| {
+        let path = dir.join("contributions.jsonl");
+        let text = std::fs::read_to_string(&path).expect("contributions");
+        let mut lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("line"))
+            .collect();
+        let signed =
+            SignedAggregate::from_json(&lines[2]["aggregate"].to_string()).expect("revision");
+        let (mut a, _) = signed.into_parts();
+        edit(&mut a);
+        let signed = a.sign(hub_b.signing_key()).expect("sign");
+        lines[2]["aggregate"] = serde_json::to_value(&signed).expect("json");
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(&path, text).expect("write");
+    };
+    // The link names an aggregate that is not in the log.
+    check(
+        "revision-link",
+        &|dir| {
+            resign_revision(dir, &|a| {
+                if let Some(s) = a.supersedes.as_mut() {
+                    s.id = maillage_protocol::AggregateId::from_bytes([7; 32]);
+                }
+            })
+        },
+        "bad_revision",
+        "contributions.jsonl:3 aggregate.supersedes.id",
+    );
+    // The consistency proof does not verify: the hub's log does not extend its first one.
+    check(
+        "consistency-proof",
+        &|dir| {
+            resign_revision(dir, &|a| {
+                if let Some(h) = a
+                    .supersedes
+                    .as_mut()
+                    .and_then(|s| s.consistency.first_mut())
+                {
+                    h[0] ^= 1;
+                }
+            })
+        },
+        "equivocation",
+        "contributions.jsonl:3 aggregate.supersedes",
+    );
+    // A revision that names nothing: a second first aggregate of hub B.
+    check(
+        "unlinked-revision",
+        &|dir| resign_revision(dir, &|a| a.supersedes = None),
+        "equivocation",
+        "contributions.jsonl:3",
+    );
+    // A national node that sums hub B's superseded first aggregate (re-signed by it).
+    check(
+        "stale-national-sum",
+        &|dir| {
+            let path = dir.join("aggregate.json");
+            let signed =
+                SignedAggregate::from_json(&std::fs::read_to_string(&path).expect("aggregate"))
+                    .expect("national");
+            let (mut a, _) = signed.into_parts();
+            let first_b = SignedAggregate::from_json(
+                &std::fs::read_to_string(Path::new(&f.bundles[1]).join("aggregate.json"))
+                    .expect("aggregate"),
+            )
+            .expect("first");
+            if let Some(c) = a.contributions.get_mut(1) {
+                c.index = 1;
+                c.id = first_b.id().as_contribution_id();
+            }
+            let signed = a.sign(national_key.signing_key()).expect("sign");
+            std::fs::write(&path, signed.to_json_pretty()).expect("write");
+        },
+        "extra_contribution",
+        "aggregate.json contributions[1]",
+    );
+    // The national count of structures.
+    check(
+        "structures",
+        &|dir| {
+            let path = dir.join("aggregate.json");
+            let signed =
+                SignedAggregate::from_json(&std::fs::read_to_string(&path).expect("aggregate"))
+                    .expect("national");
+            let (mut a, _) = signed.into_parts();
+            a.structures = a.structures.map(|n| n + 1);
+            let signed = a.sign(national_key.signing_key()).expect("sign");
+            std::fs::write(&path, signed.to_json_pretty()).expect("write");
+        },
+        "sum_mismatch",
+        "aggregate.json structures",
     );
 }

@@ -32,8 +32,7 @@ impl Auditor {
         let mut kept = Vec::new();
         let mut by_id: HashMap<ReleaseId, usize> = HashMap::new();
         // (hub, period) → its revision chain in log order: (leaf, aggregate), the head last.
-        let mut chains: HashMap<([u8; 32], Period), Vec<(usize, SignedAggregate)>> =
-            HashMap::new();
+        let mut chains: HashMap<([u8; 32], Period), Vec<(usize, SignedAggregate)>> = HashMap::new();
         let mut pending = Pending::default();
         let file = files::CONTRIBUTIONS;
         let flush = |auditor: &mut Auditor, pending: &mut Pending| -> u64 {

@@ -670,11 +670,11 @@ impl<'a> Daemon<'a> {
                 .release(p)?
                 .map(|release| Request::SubmitRelease { release }),
             Delivery::Aggregate(p) => {
-                super::outbox::next_queued(&self.node.store.tree(OUTBOX_TREE)?, p)?.map(
-                    |(_, a)| Request::SubmitAggregate {
+                super::outbox::next_queued(&self.node.store.tree(OUTBOX_TREE)?, p)?.map(|(_, a)| {
+                    Request::SubmitAggregate {
                         aggregate: a.to_vec(),
-                    },
-                )
+                    }
+                })
             }
         })
     }

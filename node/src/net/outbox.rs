@@ -51,7 +51,10 @@ pub fn next_queued(
     outbox: &sled::Tree,
     period: Period,
 ) -> sled::Result<Option<(sled::IVec, sled::IVec)>> {
-    outbox.scan_prefix(period.to_string().as_bytes()).next().transpose()
+    outbox
+        .scan_prefix(period.to_string().as_bytes())
+        .next()
+        .transpose()
 }
 
 /// The periods with an undelivered aggregate, each once.
@@ -198,7 +201,10 @@ mod tests {
             delivered.push(bytes.to_vec());
             outbox.remove(key)?;
         }
-        assert_eq!(delivered, vec![b"v0".to_vec(), b"v1".to_vec(), b"v2".to_vec()]);
+        assert_eq!(
+            delivered,
+            vec![b"v0".to_vec(), b"v1".to_vec(), b"v2".to_vec()]
+        );
         assert_eq!(queued_periods(&outbox), vec![november]);
         Ok(())
     }

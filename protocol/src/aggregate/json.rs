@@ -186,11 +186,7 @@ impl AggregateJson {
         let supersedes = match &self.supersedes {
             None => None,
             Some(s) => Some(Supersedes {
-                id: AggregateId::from_bytes(from_hex(
-                    || "supersedes.id".to_owned(),
-                    &s.id,
-                    HASH,
-                )?),
+                id: AggregateId::from_bytes(from_hex(|| "supersedes.id".to_owned(), &s.id, HASH)?),
                 consistency: s
                     .consistency
                     .iter()

@@ -1281,7 +1281,9 @@ fn non_extending_second_aggregates_are_equivocations() -> TestResult {
     let same_size = a.sign(&hub)?;
     assert!(matches!(
         conflict(&first, &same_size),
-        Ok(AggregateConflict::BadRevision(RevisionError::DoesNotExtend { .. }))
+        Ok(AggregateConflict::BadRevision(
+            RevisionError::DoesNotExtend { .. }
+        ))
     ));
     // A larger log that rewrote a leaf: its consistency proof from the first does not verify.
     let mut rewritten = log_of(5);
