@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::federation::{HubCheat, Run, Schedule, Sender};
 use crate::france::Structure;
-use crate::node_adapter::{self, HubNode};
+use crate::node_adapter::{self, HubNode, NationalOutcome};
 use crate::world::{Releases, World, params, signed_release};
 
 /// One attack and who must detect it.
@@ -29,7 +29,7 @@ pub struct Attack {
     pub culprit: String,
     /// The hub concerned (its name).
     pub hub: String,
-    /// `hub` or `audit` (or both).
+    /// `hub` or `audit` (or both), or `national` (the national node refuses a hub's aggregate).
     pub expected_by: &'static str,
     /// The refusal or finding kind expected.
     pub expected_kind: &'static str,
@@ -268,7 +268,36 @@ pub fn schedule(
         );
         schedule.cheats.push((*h, cheat));
     }
+    // A hub that signs a second, different aggregate for the period (naming no predecessor: a
+    // fork of its revision chain) and sends it to the national node after its own.
+    let (h, _) = &hubs[hubs.len() - 1];
+    let id = add(
+        &mut attacks,
+        "hub_equivocates",
+        format!("hub {}", world.france.hubs[*h].name),
+        *h,
+        "national",
+        "equivocation",
+        None,
+    );
+    schedule.hub_forks.push((*h, id));
     Ok((schedule, attacks))
+}
+
+/// A second first aggregate of the period, with one figure changed, signed by the hub: what an
+/// equivocating hub shows the national node besides its honest aggregate.
+pub fn fork_aggregate(
+    hub: &HubNode,
+    honest: &SignedAggregate,
+    now: u64,
+) -> anyhow::Result<SignedAggregate> {
+    let mut forked: Aggregate = honest.aggregate().clone();
+    forked.supersedes = None;
+    forked.created_at = now;
+    if let Some(cell) = forked.cells.first_mut() {
+        cell.sum += 1;
+    }
+    Ok(forked.sign(hub.signing_key())?)
 }
 
 fn activities_of(world: &World, s: usize) -> Vec<maillage_privacy::Activity> {
@@ -356,18 +385,32 @@ pub fn detections(attacks: &[Attack], run: &Run) -> Vec<Detection> {
                     Sender::Attack(id) if *id == a.id => Some(answer.outcome.clone()),
                     _ => None,
                 });
-            let (hub_refusal, hub_detail) = match &refusal {
-                Some(Err((kind, message))) => (Some(kind.as_str().to_owned()), message.clone()),
-                Some(Ok(_)) => (None, "accepted by the hub".to_owned()),
-                None => (None, String::new()),
+            let national = run
+                .national_attack_answers
+                .iter()
+                .find(|(id, _)| *id == a.id)
+                .map(|(_, answer)| answer);
+            let (hub_refusal, hub_detail) = match (&refusal, national) {
+                (Some(Err((kind, message))), _) => {
+                    (Some(kind.as_str().to_owned()), message.clone())
+                }
+                (Some(Ok(_)), _) => (None, "accepted by the hub".to_owned()),
+                (None, Some(NationalOutcome::Refused(kind, message))) => (
+                    Some(kind.as_str().to_owned()),
+                    format!("national node: {message}"),
+                ),
+                (None, Some(NationalOutcome::Accepted { .. })) => {
+                    (None, "accepted by the national node".to_owned())
+                }
+                (None, None) => (None, String::new()),
             };
             let finding = a.audit_kind.and_then(|kind| {
                 run.audits
                     .get(a.hub_index)
                     .and_then(|audit| audit.findings.iter().find(|f| f.kind == kind))
             });
-            let hub_ok =
-                !a.expected_by.contains("hub") || hub_refusal.as_deref() == Some(a.expected_kind);
+            let hub_ok = !(a.expected_by.contains("hub") || a.expected_by.contains("national"))
+                || hub_refusal.as_deref() == Some(a.expected_kind);
             let audit_ok = a.audit_kind.is_none() || finding.is_some();
             let detail = match finding {
                 Some(f) if hub_detail.is_empty() => {

@@ -5,14 +5,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use ed25519_dalek::SigningKey;
 use maillage_protocol::{SignedAggregate, SignedRelease};
 use serde::Serialize;
 
 use crate::cpu::{Spent, Timer};
 use crate::national::{National, NationalTotal};
 use crate::netmodel::{Link, NetParams};
-use crate::node_adapter::{self, Answer, AuditOutcome, HubNode, MemberInfo};
+use crate::node_adapter::{self, Answer, AuditOutcome, HubNode, MemberInfo, NationalOutcome};
 use crate::world::{Releases, World};
 
 /// What was submitted.
@@ -55,6 +54,9 @@ pub struct Schedule {
     pub extra: Vec<(usize, Vec<u8>, usize)>,
     /// Cheating hubs: (hub, how).
     pub cheats: Vec<(usize, HubCheat)>,
+    /// Hubs that also send the national node a second, different aggregate for the period
+    /// (a fork of their revision chain): (hub, attack id).
+    pub hub_forks: Vec<(usize, usize)>,
 }
 
 /// Costs of one run.
@@ -111,6 +113,10 @@ pub struct Run {
     pub answers: Vec<(usize, Sender, Answer)>,
     /// National refusals of hub aggregates.
     pub national_refusals: Vec<(usize, String)>,
+    /// Hub aggregates the national node accepted as revisions of an earlier one.
+    pub national_revisions: usize,
+    /// The national node's answers to attacks: (attack id, answer).
+    pub national_attack_answers: Vec<(usize, NationalOutcome)>,
     /// Each hub's audit.
     pub audits: Vec<AuditOutcome>,
     /// Costs.
@@ -162,13 +168,14 @@ pub fn run(
         )?);
         hub_cpu[h] += timer.stop();
     }
-    let mut national_key = [0u8; 32];
-    national_key[..8].copy_from_slice(&seed.to_le_bytes());
-    national_key[8] = 0x4e;
-    let mut national = National::new(
-        SigningKey::from_bytes(&national_key),
-        hubs.iter().map(HubNode::public).collect(),
-    );
+    let _ = seed;
+    let hub_list: Vec<_> = hubs
+        .iter()
+        .zip(&world.france.hubs)
+        .map(|(hub, area)| (hub.public(), area.name.clone()))
+        .collect();
+    let mut national = National::new(&root.join("national"), &hub_list)?;
+    let mut national_attack_answers = Vec::new();
     let mut national_cpu = Spent::default();
     let mut national_bytes = 0u64;
     let mut national_refusals = Vec::new();
@@ -261,11 +268,22 @@ pub fn run(
                     + spent.cpu_s
                     + net.hub_to_national(bytes.len() as u64, world.france.hubs[h].overseas);
             }
+            let at = now + phase as u64 * 86_400;
             let timer = Timer::start();
-            if let Err(e) = national.submit(&bytes, period) {
-                national_refusals.push((h, e));
+            if let NationalOutcome::Refused(kind, e) = national.submit(&bytes, at)? {
+                national_refusals.push((h, format!("{}: {e}", kind.as_str())));
             }
             national_cpu += timer.stop();
+            if phase == 0 {
+                for &(fork_hub, attack) in &schedule.hub_forks {
+                    if fork_hub == h {
+                        let fork =
+                            crate::adversaries::fork_aggregate(&hubs[h], &aggregate, at + 1)?;
+                        let answer = national.submit(&fork.to_bytes(), at + 1)?;
+                        national_attack_answers.push((attack, answer));
+                    }
+                }
+            }
             aggregates[h] = Some(aggregate);
         }
         let timer = Timer::start();
@@ -333,6 +351,8 @@ pub fn run(
                 hub_aggregates: aggregates,
                 answers,
                 national_refusals,
+                national_revisions: national.revisions_accepted,
+                national_attack_answers,
                 audits,
                 costs,
             });

@@ -189,6 +189,77 @@ impl HubNode {
     }
 }
 
+/// What the national node answered to a hub aggregate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NationalOutcome {
+    /// Logged (`new`), or already logged; `revision` when it supersedes an earlier aggregate.
+    Accepted {
+        /// Whether it entered the log now.
+        new: bool,
+        /// Whether it names an aggregate it supersedes.
+        revision: bool,
+    },
+    /// Refused, as the node's [`Refusal`] says.
+    Refused(RefusalKind, String),
+}
+
+/// The national node: a real node with role `national` (sled store, log of hub aggregates,
+/// revision chains, equivocation proofs, national aggregate).
+#[derive(Debug)]
+pub struct NationalNode {
+    node: Node,
+}
+
+impl NationalNode {
+    /// Creates the national node in `dir` (new or empty), admitting these hubs (key, name).
+    pub fn create(dir: &Path, hubs: &[(VerifyingKey, String)]) -> anyhow::Result<NationalNode> {
+        let node = Node::init(
+            dir,
+            InitOptions {
+                role: Role::National,
+                name: "National".to_owned(),
+                code_insee: Some("75056".to_owned()),
+                pivot: None,
+            },
+        )?;
+        let list: Vec<Member> = hubs
+            .iter()
+            .map(|(key, name)| Member {
+                key: hex::encode(key.as_bytes()),
+                name: name.clone(),
+                role: Role::Hub,
+                code_insee: None,
+            })
+            .collect();
+        std::fs::write(node.dir().join(MEMBERS_FILE), serde_json::to_vec(&list)?)?;
+        Hub::open(&node)?;
+        Ok(NationalNode { node })
+    }
+
+    /// Submits a hub's signed aggregate (wire bytes) at time `now`.
+    pub fn submit(&self, bytes: &[u8], now: u64) -> anyhow::Result<NationalOutcome> {
+        let signed = match SignedAggregate::decode(bytes) {
+            Ok(signed) => signed,
+            Err(e) => return Ok(NationalOutcome::Refused(RefusalKind::Invalid, e.to_string())),
+        };
+        let mut hub = Hub::open(&self.node)?;
+        Ok(match hub.accept_aggregate(&signed, now)? {
+            Ok(accepted) => NationalOutcome::Accepted {
+                new: accepted.new,
+                revision: signed.aggregate().supersedes.is_some(),
+            },
+            Err(r) => NationalOutcome::Refused(refusal_kind(&r), r.to_string()),
+        })
+    }
+
+    /// Signs the national aggregate of `period` over the latest revision of each hub's
+    /// aggregate in its log.
+    pub fn aggregate(&self, period: Period, now: u64) -> anyhow::Result<SignedAggregate> {
+        let mut hub = Hub::open(&self.node)?;
+        Ok(hub.aggregate(period, now)?)
+    }
+}
+
 /// Audits the bundle in `dir` with the node's auditor.
 pub fn audit(dir: &Path) -> anyhow::Result<AuditOutcome> {
     let mut bundle_bytes = 0;

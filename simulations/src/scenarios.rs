@@ -182,6 +182,14 @@ pub struct ChurnReport {
     pub resends: usize,
     /// Whether all resends were recognised as already logged.
     pub resends_idempotent: bool,
+    /// Hub aggregates the national node accepted as revisions (hubs that re-aggregated after
+    /// late releases), each logged next to the aggregate it supersedes.
+    pub national_revisions: usize,
+    /// What the national node refused of the hubs' aggregates (none expected: a revision is
+    /// not an equivocation).
+    pub national_refusals: Vec<String>,
+    /// Structures the final national aggregate says it covers (signed `structures`).
+    pub national_structures_final: u64,
     /// Whether every audit passed.
     pub audits_ok: bool,
     /// Costs.
@@ -480,6 +488,18 @@ pub fn simulate(
             accuracy_final: estimate::by_level("federated", &after),
             resends: resent.len(),
             resends_idempotent: resent.iter().all(|x| *x),
+            national_revisions: run.national_revisions,
+            national_refusals: run
+                .national_refusals
+                .iter()
+                .map(|(h, e)| format!("hub {h}: {e}"))
+                .collect(),
+            national_structures_final: run
+                .national_final
+                .aggregate
+                .aggregate()
+                .structures
+                .unwrap_or(0),
             audits_ok: run.audits.iter().all(|a| a.ok),
             costs: run.costs.clone(),
         });
