@@ -43,11 +43,8 @@ fn secret(vector: &Value) -> Result<SigningKey, Box<dyn Error>> {
     Ok(SigningKey::from_bytes(&secret))
 }
 
-#[test]
-fn aggregate_vectors_are_stable() -> TestResult {
-    let file: Value = serde_json::from_str(&std::fs::read_to_string(vectors_path())?)?;
-    let vectors = file["vectors"].as_array().ok_or("no vectors")?;
-    assert_eq!(vectors.len(), 3);
+/// Every vector reads from JSON and bytes, signs again to the same signature, and writes back.
+fn check_vectors(vectors: &[Value]) -> TestResult {
     for vector in vectors {
         let name = vector["name"].as_str().unwrap_or("?");
         let key = secret(vector)?;
@@ -83,6 +80,15 @@ fn aggregate_vectors_are_stable() -> TestResult {
         let written: Value = serde_json::from_str(&signed.to_json_pretty())?;
         assert_eq!(written, vector["aggregate"], "{name}");
     }
+    Ok(())
+}
+
+#[test]
+fn aggregate_vectors_are_stable() -> TestResult {
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(vectors_path())?)?;
+    let vectors = file["vectors"].as_array().ok_or("no vectors")?;
+    assert_eq!(vectors.len(), 3);
+    check_vectors(vectors)?;
     // The national vector sums the hub vector, by its aggregate id.
     let hub_id = vectors[0]["aggregate_id"].as_str().ok_or("hub id")?;
     assert_eq!(
@@ -336,5 +342,150 @@ fn regenerate_aggregate_vectors() -> TestResult {
         },
     };
     std::fs::write(vectors_path(), serde_json::to_string_pretty(&file)? + "\n")?;
+    Ok(())
+}
+
+// --- Version 2: revisions and structures ---------------------------------------------------
+
+fn vectors_v2_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/aggregate-v2.json")
+}
+
+/// A hub's first aggregate of a period over a real 5-leaf log, its revision over the same log
+/// grown to 7 leaves (late releases), and the national aggregate that sums the revision.
+fn vector_aggregates_v2() -> Result<Vec<Named>, Box<dyn Error>> {
+    use maillage_protocol::checkpoint::contribution_leaf_hash;
+    use maillage_protocol::{MerkleLog, Supersedes};
+    let hub_secret: [u8; 32] = std::array::from_fn(|i| i as u8);
+    let hub_key = SigningKey::from_bytes(&hub_secret);
+    let hub = hub_key.verifying_key();
+    let october = Period::new(2026, 10).ok_or("period")?;
+    let mut log = MerkleLog::new();
+    for leaf in 0..7u8 {
+        log.append_leaf_hash(contribution_leaf_hash(&ReleaseId::from_bytes([leaf; 32])));
+    }
+    let contribution = |index: u64, seed: u8| ContributionRef {
+        index,
+        id: ReleaseId::from_bytes([index as u8; 32]),
+        signer: key(seed).verifying_key(),
+    };
+    let first = Aggregate {
+        signer: hub,
+        level: Level::Hub,
+        period: october,
+        checkpoint_size: 5,
+        checkpoint_root: log.root_at(5)?,
+        contributions: vec![contribution(1, 0x42), contribution(4, 0x43)],
+        cells: vec![cell(Indicator::Beneficiaires, None, 57, 16.0, 8.0)],
+        contributed: sorted_keys(&[0x42, 0x43]),
+        missing: sorted_keys(&[0x44]),
+        created_at: 1_793_491_260,
+        supersedes: None,
+        structures: Some(2),
+    };
+    let first_id = SignedAggregate::sign(first.clone(), &hub_key)?.id();
+    let revision = Aggregate {
+        checkpoint_size: 7,
+        checkpoint_root: log.root(),
+        contributions: vec![
+            contribution(1, 0x42),
+            contribution(4, 0x43),
+            contribution(6, 0x44),
+        ],
+        cells: vec![cell(Indicator::Beneficiaires, None, 81, 24.0, 9.0)],
+        contributed: sorted_keys(&[0x42, 0x43, 0x44]),
+        missing: vec![],
+        created_at: 1_793_836_800,
+        supersedes: Some(Supersedes {
+            id: first_id,
+            consistency: log.consistency_proof(5, 7)?,
+        }),
+        structures: Some(3),
+        ..first.clone()
+    };
+    let revision_id = SignedAggregate::sign(revision.clone(), &hub_key)?.id();
+    let national = Aggregate {
+        signer: key(0x4e).verifying_key(),
+        level: Level::National,
+        period: october,
+        checkpoint_size: 2,
+        checkpoint_root: [0x9d; 32],
+        contributions: vec![ContributionRef {
+            index: 1,
+            id: revision_id.as_contribution_id(),
+            signer: hub,
+        }],
+        cells: vec![cell(Indicator::Beneficiaires, None, 81, 24.0, 10.0)],
+        contributed: vec![hub],
+        missing: vec![],
+        created_at: 1_793_923_200,
+        supersedes: None,
+        structures: Some(3),
+    };
+    Ok(vec![
+        ("hub-first-v2", hub_secret, first),
+        ("hub-revision-v2", hub_secret, revision),
+        ("national-over-revision-v2", [0x4e; 32], national),
+    ])
+}
+
+#[test]
+fn aggregate_v2_vectors_are_stable_and_the_revision_verifies() -> TestResult {
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(vectors_v2_path())?)?;
+    let vectors = file["vectors"].as_array().ok_or("no vectors")?;
+    assert_eq!(vectors.len(), 3);
+    check_vectors(vectors)?;
+    let read = |n: usize| SignedAggregate::from_json_and_verify(&vectors[n]["aggregate"].to_string());
+    let (first, revision) = (read(0)?, read(1)?);
+    assert_eq!(first.aggregate().version(), 2);
+    revision.check_revises(&first)?;
+    assert!(maillage_protocol::aggregate::conflict(&first, &revision).is_err());
+    // The vectors are what this crate builds today.
+    for ((_, _, built), vector) in vector_aggregates_v2()?.iter().zip(vectors) {
+        let frozen = SignedAggregate::from_json(&vector["aggregate"].to_string())?;
+        assert_eq!(built, frozen.aggregate());
+    }
+    Ok(())
+}
+
+/// Writes the version 2 vectors file. Run only when the encoding changes on purpose.
+#[test]
+#[ignore = "writes tests/vectors/aggregate-v2.json; run by hand when the encoding changes on purpose"]
+fn regenerate_aggregate_v2_vectors() -> TestResult {
+    let mut signed = Vec::new();
+    for (name, secret, aggregate) in vector_aggregates_v2()? {
+        signed.push((
+            name,
+            secret,
+            SignedAggregate::sign(aggregate, &SigningKey::from_bytes(&secret))?,
+        ));
+    }
+    let vectors: Vec<Vector<'_>> = signed
+        .iter()
+        .map(|(name, secret, signed)| Vector {
+            name,
+            test_only_secret_key: hex::encode(secret),
+            aggregate: signed,
+            canonical_aggregate: hex::encode(signed.canonical_aggregate()),
+            signature: hex::encode(signed.signature().to_bytes()),
+            signed_aggregate: hex::encode(signed.to_bytes()),
+            aggregate_id: signed.id().to_string(),
+        })
+        .collect();
+    #[derive(Serialize)]
+    struct File<'a> {
+        description: &'a str,
+        vectors: Vec<Vector<'a>>,
+    }
+    let file = File {
+        description: "maillage-protocol signed aggregates, encoding version 2: the version 1 fields, \
+            then supersedes (null, or [superseded aggregate id, RFC 9162 consistency proof from its \
+            checkpoint to this one]) and structures. Signature and id as in version 1 (domain \
+            \"maillage/aggregate/v1\\0\"). hub-revision-v2 revises hub-first-v2 (5 -> 7 leaves of the \
+            log whose leaf i is the contribution leaf hash of 32 bytes i); the national vector sums \
+            the revision. The secret keys are public test values: never use them for anything else.",
+        vectors,
+    };
+    std::fs::write(vectors_v2_path(), serde_json::to_string_pretty(&file)? + "\n")?;
     Ok(())
 }
