@@ -10,9 +10,11 @@
 //! `maillage-privacy` do), and does no I/O. [`EquivocationProof`] packs two signed releases that
 //! prove a node signed two different releases for one period.
 //!
-//! # Canonical encoding, version 1
+//! # Canonical encoding, versions 1 and 2
 //!
-//! An aggregate is one CBOR data item (RFC 8949): an array of 11 elements in this fixed order.
+//! An aggregate is one CBOR data item (RFC 8949): an array of 13 elements (version 2, what
+//! this build writes) or 11 (version 1, still read, and written for an aggregate without
+//! `structures`) in this fixed order.
 //!
 //! | #  | field           | CBOR                          | accepted values |
 //! |----|-----------------|-------------------------------|-----------------|
@@ -27,6 +29,8 @@
 //! | 8  | contributed     | array of byte strings, 32 bytes each | member keys that contributed: strictly increasing by bytes; exactly the contributions' signers |
 //! | 9  | missing         | array of byte strings, 32 bytes each | member keys that did not: strictly increasing by bytes; none in `contributed` |
 //! | 10 | created_at      | unsigned integer              | Unix time in seconds |
+//! | 11 | supersedes      | `null`, or an array of 2: byte string (32 bytes), array of byte strings (32 bytes each) | (version 2) the [`AggregateId`] of the aggregate this one revises and the RFC 9162 consistency proof from that aggregate's checkpoint to this one's, at most [`MAX_CONSISTENCY_PROOF_LEN`] hashes; `null` for a period's first aggregate (revisions: [`conflict`]) |
+//! | 12 | structures      | unsigned integer              | (version 2) structures covered: at hub level exactly the length of `contributed`; at national level the sum over the summed hub aggregates |
 //!
 //! Each contribution is an array of 3 elements: its leaf index in the signer's contributions log
 //! (unsigned integer), its id (byte string, 32 bytes: the [`ReleaseId`] of a node's release at
@@ -52,7 +56,8 @@
 //!
 //! # Signature and id
 //!
-//! `signature = Ed25519(key, "maillage/aggregate/v1\0" ‖ canonical aggregate)` (pure Ed25519,
+//! `signature = Ed25519(key, "maillage/aggregate/v1\0" ‖ canonical aggregate)` for both
+//! versions (the version number is the first element of the signed bytes) (pure Ed25519,
 //! RFC 8032, verified with `verify_strict`). The domain tag ([`SIGNING_DOMAIN`]) keeps an
 //! aggregate signature from being valid as a release, checkpoint or receipt signature. A signed
 //! aggregate on the wire is the CBOR array `[aggregate, signature]`: `0x82`, the canonical
@@ -71,8 +76,13 @@
 //!  "cells": [{"indicator": "accompagnements", "category": "individuel", "sum": 123,
 //!             "variance": 4.5, "ci95_half_width": 9.0}, ...],
 //!  "coverage": {"contributed": ["<64 hex digits>", ...], "missing": ["<64 hex digits>", ...]},
-//!  "created_at": 1793491200, "signature": "<128 hex digits>"}
+//!  "created_at": 1793491200,
+//!  "supersedes": {"id": "<64 hex digits>", "consistency": ["<64 hex digits>", ...]},
+//!  "structures": 3, "signature": "<128 hex digits>"}
 //! ```
+//!
+//! `supersedes` (absent or `null` for a first aggregate) and `structures` are version 2 fields:
+//! required (`structures`) in version 2, refused in version 1.
 //!
 //! `category` is `null` (or absent) for plain counts and sums; every other field is required and
 //! unknown fields are refused. Floats are written in their shortest round-trip form and read back

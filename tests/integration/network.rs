@@ -487,3 +487,132 @@ fn malformed_and_oversized_messages_are_refused_and_the_hub_survives() {
     drop(node_a);
     assert!(served.stop());
 }
+
+/// A hub delivers its aggregate to the national node over libp2p, then a late release arrives,
+/// the hub signs a revision and its outbox delivers it like any aggregate: the national node
+/// logs both (the revision as the new head, not an equivocation) and sums the revision.
+#[test]
+fn a_hub_revision_after_a_late_release_reaches_the_national_node() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let national = tmp.path().join("national").display().to_string();
+    let hub = tmp.path().join("hub").display().to_string();
+    run_ok(&[
+        "init", "--dir", &national, "--role", "national", "--name", "National",
+    ]);
+    run_ok(&["init", "--dir", &hub, "--role", "hub", "--name", "Hub"]);
+    run_ok(&["members", "add", "--dir", &national, "--from-node", &hub]);
+    let a = structure(tmp.path(), "a", 1);
+    let late = structure(tmp.path(), "late", 2);
+    run_ok(&["members", "add", "--dir", &hub, "--from-node", &a]);
+    run_ok(&["members", "add", "--dir", &hub, "--from-node", &late]);
+
+    let served_national = Served::start(&national);
+    let served_hub = Served::start_with(
+        &hub,
+        &[
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--peer",
+            &served_national.address,
+        ],
+    );
+    let sa = Served::start_with(&a, &["--peer", &served_hub.address]);
+    assert!(
+        wait_until(30, || sa.status()["delivered"] == json!(["2026-09"])),
+        "{}",
+        sa.status()
+    );
+    // Delivered: the period has an upstream receipt and nothing is queued (the hub may also
+    // sign last month's aggregate on its own at the deadline; it is delivered the same way).
+    let delivered = || {
+        let s = served_hub.status();
+        s["outbox"] == json!([])
+            && s["delivered"]
+                .as_array()
+                .is_some_and(|d| d.contains(&json!("2026-09")))
+    };
+    let (code, body) = http(&served_hub.http, "POST", "/aggregate?period=2026-09");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        wait_until(30, delivered),
+        "the first aggregate reaches the national node: {}",
+        served_hub.status()
+    );
+
+    // The late structure delivers; the hub signs the period again: a revision.
+    let sl = Served::start_with(&late, &["--peer", &served_hub.address]);
+    assert!(
+        wait_until(30, || sl.status()["delivered"] == json!(["2026-09"])),
+        "{}",
+        sl.status()
+    );
+    let (code, body) = http(&served_hub.http, "POST", "/aggregate?period=2026-09");
+    assert_eq!(code, 200, "{body}");
+    // Queued before the answer; delivered when the outbox is empty again.
+    assert!(
+        wait_until(30, delivered),
+        "the revision reaches the national node: hub {}, national {}",
+        served_hub.status(),
+        served_national.status()
+    );
+    drop(sa);
+    drop(sl);
+    assert!(served_hub.stop());
+    assert!(served_national.stop());
+
+    // Offline: both aggregates of 2026-09 are in the national log, the second revising the
+    // first; the national aggregate sums the revision, covering both structures.
+    let total = run_json(&[
+        "aggregate",
+        "--dir",
+        &national,
+        "--period",
+        "2026-09",
+        "--json",
+    ]);
+    let bundle = tmp.path().join("national-bundle").display().to_string();
+    run_ok(&[
+        "log", "export", "--dir", &national, "--period", "2026-09", "--out", &bundle,
+    ]);
+    let log = std::fs::read_to_string(std::path::Path::new(&bundle).join("contributions.jsonl"))
+        .expect("contributions");
+    let september: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("line"))
+        .filter(|l| l["aggregate"]["period"] == json!("2026-09"))
+        .collect();
+    assert_eq!(september.len(), 2, "{log}");
+    let first =
+        maillage_protocol::SignedAggregate::from_json(&september[0]["aggregate"].to_string())
+            .expect("first");
+    let revision =
+        maillage_protocol::SignedAggregate::from_json(&september[1]["aggregate"].to_string())
+            .expect("revision");
+    revision.check_revises(&first).expect("a valid revision");
+    assert_eq!(
+        total["contributions"].as_array().map(Vec::len),
+        Some(1),
+        "{total}"
+    );
+    assert_eq!(
+        total["contributions"][0]["index"], september[1]["index"],
+        "{total}"
+    );
+    assert_eq!(
+        total["contributions"][0]["id"],
+        json!(revision.id().to_string()),
+        "{total}"
+    );
+    assert_eq!(total["structures"], json!(2), "{total}");
+    let out = run(&["audit", &bundle, "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("audit json");
+    // The national node was given no hub bundles over the network: the chain to the releases
+    // is not in the bundle, and only that is reported.
+    let findings = report["findings"].as_array().cloned().unwrap_or_default();
+    assert!(
+        findings
+            .iter()
+            .all(|f| f["kind"] == json!("missing_hub_bundle")),
+        "{report}"
+    );
+}

@@ -1,10 +1,15 @@
 //! Fixed test vectors for signed aggregates and an equivocation proof, frozen in
-//! `tests/vectors/aggregate-v1.json`.
+//! `tests/vectors/aggregate-v1.json` (encoding version 1, still read) and
+//! `tests/vectors/aggregate-v2.json` (version 2: a hub's first aggregate, its revision, the
+//! national aggregate over the revision).
 //!
 //! The bytes were produced by this crate and checked independently: a Python script assembled
 //! the canonical CBOR of every vector by hand from the layout in the `aggregate` module's
 //! documentation and the JSON view, and Python's `cryptography` Ed25519 verified the signatures
 //! over `"maillage/aggregate/v1\0" ‖ canonical bytes` and gave the same ids.
+//! The version 2 vectors were checked the same way (canonical CBOR assembled by hand from the
+//! JSON view, Ed25519 with `cryptography`, SHA-256 ids), and their Merkle roots and consistency
+//! proof recomputed from RFC 9162's definitions.
 //!
 //! Any change to the canonical encoding, the signing domain, the aggregate id or the JSON view
 //! makes `aggregate_vectors_are_stable` fail. If the change is deliberate, it is a new encoding
@@ -435,7 +440,8 @@ fn aggregate_v2_vectors_are_stable_and_the_revision_verifies() -> TestResult {
     let vectors = file["vectors"].as_array().ok_or("no vectors")?;
     assert_eq!(vectors.len(), 3);
     check_vectors(vectors)?;
-    let read = |n: usize| SignedAggregate::from_json_and_verify(&vectors[n]["aggregate"].to_string());
+    let read =
+        |n: usize| SignedAggregate::from_json_and_verify(&vectors[n]["aggregate"].to_string());
     let (first, revision) = (read(0)?, read(1)?);
     assert_eq!(first.aggregate().version(), 2);
     revision.check_revises(&first)?;
@@ -486,6 +492,9 @@ fn regenerate_aggregate_v2_vectors() -> TestResult {
             the revision. The secret keys are public test values: never use them for anything else.",
         vectors,
     };
-    std::fs::write(vectors_v2_path(), serde_json::to_string_pretty(&file)? + "\n")?;
+    std::fs::write(
+        vectors_v2_path(),
+        serde_json::to_string_pretty(&file)? + "\n",
+    )?;
     Ok(())
 }
