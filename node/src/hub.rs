@@ -2,7 +2,9 @@
 //! with receipts, catching equivocations, signing checkpoints and period aggregates, and
 //! exporting what an auditor needs. The national role is the same over hubs' signed aggregates
 //! ([`Hub::accept_aggregates`]): its log's leaves are aggregate ids, and its aggregate sums the
-//! hubs' aggregates.
+//! latest revision of each hub's aggregate. A hub that aggregates a period again (late releases)
+//! signs a revision naming the previous aggregate with a consistency proof; the national node
+//! logs every revision (nothing is rewritten) and `S` points at the head of the hub's chain.
 //!
 //! State lives in the node's sled database, in one tree `hub_state` whose keys start with a
 //! table's byte (so that a batch is one atomic `apply_batch`):
@@ -10,7 +12,8 @@
 //!   level); the leaves are `contribution_leaf_hash(id)`
 //! - `R`: release id → the signed release's wire bytes (hub)
 //! - `A`: aggregate id → the hub's signed aggregate's wire bytes (national)
-//! - `S`: signer key ‖ `YYYY-MM` → id (one contribution per member and period)
+//! - `S`: signer key ‖ `YYYY-MM` → id (one contribution per member and period; at national
+//!   level the head of the hub's revision chain)
 //! - `I`: id → leaf index (u64 BE) ‖ size of the checkpoint its receipt names (u64 BE)
 //! - `C`: tree size (u64 BE) → the signed checkpoint's wire bytes
 //! - `E`: signer key ‖ `YYYY-MM` ‖ second id → the refused contribution's bytes
