@@ -240,7 +240,12 @@ impl NationalNode {
     pub fn submit(&self, bytes: &[u8], now: u64) -> anyhow::Result<NationalOutcome> {
         let signed = match SignedAggregate::decode(bytes) {
             Ok(signed) => signed,
-            Err(e) => return Ok(NationalOutcome::Refused(RefusalKind::Invalid, e.to_string())),
+            Err(e) => {
+                return Ok(NationalOutcome::Refused(
+                    RefusalKind::Invalid,
+                    e.to_string(),
+                ));
+            }
         };
         let mut hub = Hub::open(&self.node)?;
         Ok(match hub.accept_aggregate(&signed, now)? {

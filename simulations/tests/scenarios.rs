@@ -42,7 +42,11 @@ fn every_attack_is_detected_and_nothing_else_is_flagged() -> anyhow::Result<()> 
             .iter()
             .find(|d| d.attack.name == "hub_equivocates")
             .ok_or_else(|| anyhow::anyhow!("no hub equivocation"))?;
-        assert_eq!(fork.hub_refusal.as_deref(), Some("equivocation"), "{fork:?}");
+        assert_eq!(
+            fork.hub_refusal.as_deref(),
+            Some("equivocation"),
+            "{fork:?}"
+        );
         for d in &a.detections {
             assert!(
                 d.detected,
@@ -151,7 +155,11 @@ fn churn_recovers_coverage_and_resends_are_idempotent() -> anyhow::Result<()> {
     // Hubs re-aggregated after late releases: the national node logged their revisions and
     // summed the latest ones, and refused none of them as an equivocation.
     assert!(churn.national_revisions > 0, "{}", churn.national_revisions);
-    assert!(churn.national_refusals.is_empty(), "{:?}", churn.national_refusals);
+    assert!(
+        churn.national_refusals.is_empty(),
+        "{:?}",
+        churn.national_refusals
+    );
     assert_eq!(
         churn.national_structures_final as f64,
         churn.coverage_final * churn.costs.structures as f64

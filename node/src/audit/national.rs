@@ -14,6 +14,9 @@ use super::log::{Leaf, Releases, for_each_line, line_of};
 use super::{Auditor, BATCH, FindingKind, contributing_role, files, hex_key, verify_all};
 use crate::bundle::{AggregateEquivocationLine, AggregateLine, HUBS_DIR};
 
+/// A hub's revision chain for one period in the national log: (leaf, aggregate), head last.
+type Chain = Vec<(usize, SignedAggregate)>;
+
 /// Messages, signatures, keys and leaf positions waiting for one batch verification.
 type Pending = (Vec<Vec<u8>>, Vec<Signature>, Vec<VerifyingKey>, Vec<usize>);
 
@@ -32,7 +35,7 @@ impl Auditor {
         let mut kept = Vec::new();
         let mut by_id: HashMap<ReleaseId, usize> = HashMap::new();
         // (hub, period) → its revision chain in log order: (leaf, aggregate), the head last.
-        let mut chains: HashMap<([u8; 32], Period), Vec<(usize, SignedAggregate)>> = HashMap::new();
+        let mut chains: HashMap<([u8; 32], Period), Chain> = HashMap::new();
         let mut pending = Pending::default();
         let file = files::CONTRIBUTIONS;
         let flush = |auditor: &mut Auditor, pending: &mut Pending| -> u64 {
@@ -162,8 +165,7 @@ impl Auditor {
                 }
                 if let Some((position, signed)) = chain
                     .into_iter()
-                    .filter(|(position, _)| (*position as u64) < size)
-                    .next_back()
+                    .rfind(|(position, _)| (*position as u64) < size)
                 {
                     kept.push((position, signed));
                 }
@@ -186,7 +188,7 @@ impl Auditor {
         described: &str,
         position: usize,
         signed: &SignedAggregate,
-        chain: &mut Vec<(usize, SignedAggregate)>,
+        chain: &mut Chain,
     ) {
         let signer = signed.aggregate().signer;
         let named = signed.supersedes_id();

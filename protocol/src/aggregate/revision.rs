@@ -83,7 +83,13 @@ impl SignedAggregate {
     /// Checks that this aggregate is a valid revision of `earlier` (see the module
     /// documentation): it names `earlier`, has its signer, level and period, and its checkpoint
     /// extends `earlier`'s by the consistency proof it carries. Signatures are not checked.
-    pub fn check_revises(&self, earlier: &SignedAggregate) -> Result<(), RevisionError> {
+    pub fn check_revises(&self, earlier: &SignedAggregate) -> Result<(), Box<RevisionError>> {
+        self.revision_of(earlier).map_err(Box::new)
+    }
+
+    // Boxed by its only caller, `check_revises`.
+    #[allow(clippy::result_large_err)]
+    fn revision_of(&self, earlier: &SignedAggregate) -> Result<(), RevisionError> {
         let (a, b) = (earlier.aggregate(), self.aggregate());
         let (earlier_id, later) = (earlier.id(), self.id());
         let Some(link) = &b.supersedes else {
@@ -209,6 +215,6 @@ pub fn conflict(a: &SignedAggregate, b: &SignedAggregate) -> Result<AggregateCon
             later.id(),
             earlier.id()
         )),
-        Err(e) => Ok(AggregateConflict::BadRevision(e)),
+        Err(e) => Ok(AggregateConflict::BadRevision(*e)),
     }
 }

@@ -1293,7 +1293,7 @@ fn non_extending_second_aggregates_are_equivocations() -> TestResult {
     }
     let bad = v2_at(&hub, &rewritten, 11, Some(&first))?;
     assert!(matches!(
-        bad.check_revises(&first),
+        bad.check_revises(&first).map_err(|e| *e),
         Err(RevisionError::DoesNotExtend { .. })
     ));
     assert!(matches!(
