@@ -434,7 +434,8 @@ pub fn check_activity(rows: &[FrameRef<'_>], errors: &mut Errors) {
     let Some((head, rest)) = rows.split_first() else {
         return;
     };
-    let id = String::from_utf8_lossy(head.id);
+    // Only an error shows the id: not decoded otherwise.
+    let shown_id = || String::from_utf8_lossy(head.id).into_owned();
     let first_line = head.line;
     let date_text = |f: &Facts| f.date().map(|d| d.to_string()).unwrap_or_default();
     let commune = |f: &Facts| commune_text(&f.place_commune).unwrap_or("").to_owned();
@@ -448,7 +449,8 @@ pub fn check_activity(rows: &[FrameRef<'_>], errors: &mut Errors) {
                     column: Some(column.to_owned()),
                     value: Some(ours),
                     message: format!(
-                        "the rows of activity {id:?} must agree on {column}; line {first_line} has {first:?}"
+                        "the rows of activity {:?} must agree on {column}; line {first_line} has {first:?}",
+                        shown_id()
                     ),
                 });
             }
@@ -487,7 +489,7 @@ pub fn check_activity(rows: &[FrameRef<'_>], errors: &mut Errors) {
             errors.push(RowError {
                 line: row.line,
                 column: Some("activite_id".into()),
-                value: Some(id.clone().into_owned()),
+                value: Some(shown_id()),
                 message: format!(
                     "an individuel activity has exactly one row; line {first_line} already has this activite_id (use type collectif for a workshop, or a distinct activite_id)"
                 ),

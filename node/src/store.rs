@@ -553,43 +553,53 @@ impl Store {
             None => (0, ImportSummary::default()),
         };
         let ta = std::time::Instant::now();
-        // One thread prepares each partition's batch (reading the staged rows and the stored
-        // segments it touches) while this one applies the previous: partitions touch disjoint
-        // keys, so preparing one does not depend on applying another.
+        // Two threads prepare the partitions' batches (reading the staged rows and the stored
+        // segments they touch), one taking every other partition, while this one applies them
+        // in order: partitions touch disjoint keys, so preparing one does not depend on applying
+        // another. Each preparing thread holds at most one batch ready, so memory stays bounded.
         std::thread::scope(|scope| -> Result<(), StoreError> {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<
-                Result<(sled::Batch, ImportSummary), StoreError>,
-            >(1);
+            type Prepared = Result<(sled::Batch, ImportSummary), StoreError>;
             let first = next;
-            scope.spawn(move || {
-                let mut bytes = Vec::new();
-                let started = std::time::Instant::now();
-                for p in first..PARTITIONS {
-                    let prepared = file
-                        .read_partition(p, &mut bytes)
-                        .map_err(|e| staging_error(file.path(), e))
-                        .and_then(|()| {
-                            let mut delta = ImportSummary::default();
-                            let mut batch = sled::Batch::default();
-                            self.apply_partition(p, &bytes, pending.batch, &mut delta, &mut batch)
+            let mut ready = Vec::new();
+            for lane in 0..2u8 {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Prepared>(1);
+                ready.push(rx);
+                scope.spawn(move || {
+                    let mut bytes = Vec::new();
+                    let started = std::time::Instant::now();
+                    for p in (first + lane..PARTITIONS).step_by(2) {
+                        let prepared = file
+                            .read_partition(p, &mut bytes)
+                            .map_err(|e| staging_error(file.path(), e))
+                            .and_then(|()| {
+                                let mut delta = ImportSummary::default();
+                                let mut batch = sled::Batch::default();
+                                self.apply_partition(
+                                    p,
+                                    &bytes,
+                                    pending.batch,
+                                    &mut delta,
+                                    &mut batch,
+                                )
                                 .map_err(|e| match e {
                                     ApplyError::Staging(bad) => staging_error(file.path(), bad),
                                     ApplyError::Store(e) => e,
                                 })?;
-                            Ok((batch, delta))
-                        });
-                    let failed = prepared.is_err();
-                    if tx.send(prepared).is_err() || failed {
-                        return;
+                                Ok((batch, delta))
+                            });
+                        let failed = prepared.is_err();
+                        if tx.send(prepared).is_err() || failed {
+                            return;
+                        }
                     }
-                }
-                tracing::debug!(elapsed = ?started.elapsed(), "import: every partition prepared");
-            });
+                    tracing::debug!(lane, elapsed = ?started.elapsed(), "import: partitions prepared");
+                });
+            }
             let mut applying = std::time::Duration::ZERO;
             while next < PARTITIONS {
-                let (mut batch, delta) = rx
+                let (mut batch, delta) = ready[usize::from((next - first) % 2)]
                     .recv()
-                    .map_err(|_| staging_error(file.path(), "the preparing thread stopped"))??;
+                    .map_err(|_| staging_error(file.path(), "a preparing thread stopped"))??;
                 summary.added += delta.added;
                 summary.replaced += delta.replaced;
                 summary.unchanged += delta.unchanged;
