@@ -10,8 +10,11 @@
 //! table's byte (so that a batch is one atomic `apply_batch`):
 //! - `L`: leaf index (u64 BE) → contribution id (release id, or aggregate id at national
 //!   level); the leaves are `contribution_leaf_hash(id)`
-//! - `R`: release id → the signed release's wire bytes (hub)
-//! - `A`: aggregate id → the hub's signed aggregate's wire bytes (national)
+//! - `W`: leaf index (u64 BE) → the contribution's wire bytes (a signed release at a hub, a
+//!   hub's signed aggregate at the national node). Keyed by index, so that a batch's large
+//!   values are appended at the end of the tree instead of landing in random leaves of it (which
+//!   made sled rewrite and re-read pages of old contributions at every batch). Stores written
+//!   before kept them by id, in `R` (releases) or `A` (aggregates); those are still read.
 //! - `S`: signer key ‖ `YYYY-MM` → id (one contribution per member and period; at national
 //!   level the head of the hub's revision chain)
 //! - `I`: id → leaf index (u64 BE) ‖ size of the checkpoint its receipt names (u64 BE)
@@ -43,7 +46,7 @@ use maillage_protocol::checkpoint::{
     Checkpoint, SignedCheckpoint, SignedReceipt, contribution_leaf_hash, contributions_origin,
 };
 use maillage_protocol::merkle::MerkleLog;
-use maillage_protocol::release::{Mechanism, SIGNING_DOMAIN};
+use maillage_protocol::release::{Mechanism, SIGNING_DOMAIN, SignerKeys};
 use maillage_protocol::{Period, ReleaseId, SignedRelease};
 use sha2::{Digest, Sha256};
 
@@ -245,6 +248,8 @@ fn load_governance(node: &Node) -> Result<Option<Governance>, HubError> {
 pub struct Hub<'a> {
     node: &'a Node,
     members: Members,
+    /// The members' keys, decoded once (a release's signer is taken from here).
+    member_keys: SignerKeys,
     log: MerkleLog,
     trees: Trees,
     aggregates: sled::Tree,
@@ -262,8 +267,11 @@ pub struct Hub<'a> {
 struct Trees {
     state: sled::Tree,
     log: Table,
-    /// Release bytes (hub) or hub aggregate bytes (national), by id.
-    contents: Table,
+    /// Contribution bytes by leaf index.
+    wires: Table,
+    /// Stores written before `wires`: release bytes (hub) or hub aggregate bytes (national), by
+    /// id. Read only.
+    legacy_contents: Table,
     by_signer: Table,
     index: Table,
     checkpoints: Table,
@@ -353,7 +361,8 @@ impl<'a> Hub<'a> {
         };
         let trees = Trees {
             log: table(b'L'),
-            contents: table(if role == Role::National { b'A' } else { b'R' }),
+            wires: table(b'W'),
+            legacy_contents: table(if role == Role::National { b'A' } else { b'R' }),
             by_signer: table(b'S'),
             index: table(b'I'),
             checkpoints: table(b'C'),
@@ -372,12 +381,17 @@ impl<'a> Hub<'a> {
             log.append_leaf_hash(contribution_leaf_hash(&release_id_from(&id)?));
         }
         let members = Members::load(node.dir())?;
+        let member_keys = members
+            .iter()
+            .filter_map(|m| crate::members::parse_key(&m.key).ok())
+            .collect();
         let aggregates = store.tree("hub_aggregates")?;
         let key = node.identity.public();
         let governance = load_governance(node)?;
         Ok(Self {
             node,
             members,
+            member_keys,
             log,
             trees,
             aggregates,
@@ -433,7 +447,7 @@ impl<'a> Hub<'a> {
         let mut decoded: Vec<(usize, SignedRelease, Vec<u8>)> =
             Vec::with_capacity(submissions.len());
         for (i, bytes) in submissions.iter().enumerate() {
-            match SignedRelease::decode(bytes) {
+            match SignedRelease::decode_with(bytes, &self.member_keys) {
                 Ok(release) => match release_message(bytes) {
                     Some(message) => decoded.push((i, release, message)),
                     None => outcomes[i] = Some(Err(Refusal::Invalid("truncated release".into()))),
@@ -692,11 +706,16 @@ impl<'a> Hub<'a> {
 
     /// A hub aggregate in the national log, by id.
     fn logged_aggregate(&self, id: &ReleaseId) -> Result<SignedAggregate, HubError> {
-        let bytes = self
+        let entry = self
             .trees
-            .contents
+            .index
             .get(id.as_bytes())?
-            .ok_or_else(|| HubError::Corrupt(format!("aggregate {id} missing")))?;
+            .ok_or_else(|| HubError::Corrupt(format!("aggregate {id} has no index entry")))?;
+        let index = entry
+            .get(..8)
+            .and_then(u64_from)
+            .ok_or_else(|| HubError::Corrupt(format!("index entry of {id}")))?;
+        let (_, bytes) = self.contribution_bytes(index)?;
         SignedAggregate::decode(&bytes)
             .map_err(|e| HubError::Corrupt(format!("aggregate {id}: {e}")))
     }
@@ -788,7 +807,7 @@ impl<'a> Hub<'a> {
             for a in &appended {
                 t.log
                     .put(&mut batch, a.index.to_be_bytes(), a.id.as_bytes());
-                t.contents.put(&mut batch, a.id.as_bytes(), &a.bytes);
+                t.wires.put(&mut batch, a.index.to_be_bytes(), &a.bytes);
                 t.by_signer.put(&mut batch, &a.key, a.id.as_bytes());
                 t.index
                     .put(&mut batch, a.id.as_bytes(), index_entry(a.index, size));
@@ -933,10 +952,12 @@ impl<'a> Hub<'a> {
             .get(index.to_be_bytes())?
             .ok_or_else(|| HubError::Corrupt(format!("no leaf {index}")))?;
         let id = release_id_from(&id)?;
-        let bytes =
-            self.trees.contents.get(id.as_bytes())?.ok_or_else(|| {
-                HubError::Corrupt(format!("leaf {index}: contribution {id} missing"))
-            })?;
+        let bytes = match self.trees.wires.get(index.to_be_bytes())? {
+            Some(bytes) => Some(bytes),
+            None => self.trees.legacy_contents.get(id.as_bytes())?,
+        };
+        let bytes = bytes
+            .ok_or_else(|| HubError::Corrupt(format!("leaf {index}: contribution {id} missing")))?;
         Ok((id, bytes))
     }
 
@@ -978,9 +999,18 @@ impl<'a> Hub<'a> {
                 .ok_or_else(|| {
                     HubError::Corrupt("equivocation without a first contribution".into())
                 })?;
-            let first = self.trees.contents.get(&first_id)?.ok_or_else(|| {
-                HubError::Corrupt("equivocation's first contribution missing".into())
-            })?;
+            let first_id = release_id_from(&first_id)?;
+            let index = self
+                .trees
+                .index
+                .get(first_id.as_bytes())?
+                .and_then(|entry| entry.get(..8).and_then(u64_from))
+                .ok_or_else(|| {
+                    HubError::Corrupt(format!(
+                        "equivocation's first contribution {first_id} has no index entry"
+                    ))
+                })?;
+            let (_, first) = self.contribution_bytes(index)?;
             out.push((first, second));
         }
         Ok(out)

@@ -186,6 +186,14 @@ impl Errors {
         }
     }
 
+    /// Records every error of `other` (found apart, say on another thread).
+    pub fn merge(&mut self, other: Errors) {
+        self.unlisted += other.unlisted;
+        for e in other.listed {
+            self.push(e);
+        }
+    }
+
     /// Whether no error was recorded.
     pub fn is_empty(&self) -> bool {
         self.listed.is_empty()
@@ -215,14 +223,23 @@ pub struct Reading {
     pub errors: Errors,
 }
 
+/// Records handed from the parsing thread to the checking one at a time.
+const BATCH_RECORDS: usize = 1024;
+/// Batches in flight between the two threads (bounds the memory of the pipeline).
+const BATCHES: usize = 4;
+
 /// Reads a whole activity-report file as a stream, checking every cell, and hands each valid
 /// row to `sink` as a frame (see [`crate::store::codec`]), in file order. Rows with invalid
 /// cells are recorded in [`Reading::errors`] and not handed on; the file is read to its end so
 /// that every error is listed. Whether the rows of each activity agree is checked afterwards,
 /// on the grouped frames, by [`check_activity`]. Only a problem with the file as a whole (no
 /// header, a bad header, unreadable bytes) is an `Err`.
+///
+/// Two threads share the work: one reads and splits the CSV (and whatever `reader` does, such
+/// as hashing), the calling one checks the cells and calls `sink`; they exchange batches of
+/// records through a small fixed set of buffers, so memory stays bounded.
 pub fn read_rows(
-    reader: impl Read,
+    reader: impl Read + Send,
     sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
     progress: &mut dyn Progress,
 ) -> Result<Reading, ImportError> {
@@ -234,32 +251,103 @@ pub fn read_rows(
         .trim(csv::Trim::None)
         .buffer_capacity(1 << 16)
         .from_reader(CrlfToLf::new(reader));
-    let mut record = csv::ByteRecord::new();
-    if !csv.read_byte_record(&mut record).map_err(csv_error)? {
+    let mut header = csv::ByteRecord::new();
+    if !csv.read_byte_record(&mut header).map_err(csv_error)? {
         return Err(ImportError::Empty);
     }
-    let columns = Columns::from_header(&record)?;
-    let mut reading = Reading::default();
-    let mut dropped_warnings = 0u64;
-    if !columns.unknown.is_empty() {
-        reading.warnings.push(format!(
-            "unknown column(s) ignored: {} (the model's columns are: {})",
-            columns.unknown.join(", "),
-            COLUMNS.join(", ")
-        ));
-    }
+    let columns = Columns::from_header(&header)?;
+    let mut checker = RowChecker::new(&columns);
+    std::thread::scope(|scope| {
+        // Filled batches (with how many records they hold) one way, emptied ones back.
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<
+            Result<(Vec<csv::ByteRecord>, usize), csv::Error>,
+        >(BATCHES + 1);
+        let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<csv::ByteRecord>>(BATCHES);
+        for _ in 0..BATCHES {
+            let _ = empty_tx.send(vec![csv::ByteRecord::new(); BATCH_RECORDS]);
+        }
+        scope.spawn(move || {
+            // Ends when the file does, on an error, or when the checker stops taking batches.
+            while let Ok(mut batch) = empty_rx.recv() {
+                let mut n = 0;
+                let mut done = false;
+                while n < batch.len() {
+                    match csv.read_byte_record(&mut batch[n]) {
+                        Ok(true) => n += 1,
+                        Ok(false) => {
+                            done = true;
+                            break;
+                        }
+                        Err(e) => {
+                            let _ = full_tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+                if full_tx.send(Ok((batch, n))).is_err() || done {
+                    return;
+                }
+            }
+        });
+        // Dropping the receiver (returning early on an error) stops the reading thread.
+        for message in full_rx {
+            let (batch, n) = message.map_err(csv_error)?;
+            for record in &batch[..n] {
+                checker.record(record, sink, progress)?;
+            }
+            let _ = empty_tx.send(batch);
+        }
+        Ok::<(), ImportError>(())
+    })?;
+    Ok(checker.finish())
+}
 
-    let mut file_to_model = vec![None; columns.count];
-    for (model, file) in columns.index.iter().enumerate() {
-        if let Some(file) = file {
-            file_to_model[*file] = Some(model);
+/// Checks the records of a file one at a time (what [`read_rows`] does on its calling thread).
+struct RowChecker {
+    count: usize,
+    file_to_model: Vec<Option<usize>>,
+    vocabs: Vocabs,
+    communes: CommuneCache,
+    frame: FrameWriter,
+    row_errors: Vec<RowError>,
+    reading: Reading,
+    dropped_warnings: u64,
+}
+
+impl RowChecker {
+    fn new(columns: &Columns) -> Self {
+        let mut reading = Reading::default();
+        if !columns.unknown.is_empty() {
+            reading.warnings.push(format!(
+                "unknown column(s) ignored: {} (the model's columns are: {})",
+                columns.unknown.join(", "),
+                COLUMNS.join(", ")
+            ));
+        }
+        let mut file_to_model = vec![None; columns.count];
+        for (model, file) in columns.index.iter().enumerate() {
+            if let Some(file) = file {
+                file_to_model[*file] = Some(model);
+            }
+        }
+        Self {
+            count: columns.count,
+            file_to_model,
+            vocabs: Vocabs::new(),
+            communes: CommuneCache::new(),
+            frame: FrameWriter::default(),
+            row_errors: Vec::new(),
+            reading,
+            dropped_warnings: 0,
         }
     }
-    let vocabs = Vocabs::new();
-    let mut communes = CommuneCache::new();
-    let mut frame = FrameWriter::default();
-    let mut row_errors = Vec::new();
-    while csv.read_byte_record(&mut record).map_err(csv_error)? {
+
+    fn record(
+        &mut self,
+        record: &csv::ByteRecord,
+        sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+        progress: &mut dyn Progress,
+    ) -> Result<(), ImportError> {
         let (line, byte) = record.position().map_or((0, 0), |p| (p.line(), p.byte()));
         if line.is_multiple_of(1024) {
             progress.advance(byte);
@@ -269,22 +357,23 @@ pub fn read_rows(
         for (i, field) in record.iter().enumerate() {
             let field = trim_bytes(field);
             all_empty &= field.is_empty();
-            if let Some(Some(model)) = file_to_model.get(i) {
+            if let Some(Some(model)) = self.file_to_model.get(i) {
                 cells[*model] = field;
             }
         }
+        let reading = &mut self.reading;
         if all_empty {
             if reading.warnings.len() < MAX_WARNINGS {
                 reading
                     .warnings
                     .push(format!("line {line} is empty and was skipped"));
             } else {
-                dropped_warnings += 1;
+                self.dropped_warnings += 1;
             }
-            continue;
+            return Ok(());
         }
         reading.rows += 1;
-        if record.len() != columns.count {
+        if record.len() != self.count {
             reading.errors.push(RowError {
                 line,
                 column: None,
@@ -292,36 +381,44 @@ pub fn read_rows(
                 message: format!(
                     "the row has {} cell(s) but the header has {} column(s); check the separator (a comma) and the quoting of cells that contain commas",
                     record.len(),
-                    columns.count
+                    self.count
                 ),
             });
-            continue;
+            return Ok(());
         }
         let mut cells = Cells {
             cells,
             line,
-            errors: &mut row_errors,
-            vocabs: &vocabs,
-            communes: &mut communes,
+            errors: &mut self.row_errors,
+            vocabs: &self.vocabs,
+            communes: &mut self.communes,
         };
-        let valid = cells.row(&mut frame);
-        if !row_errors.is_empty() {
-            for e in row_errors.drain(..) {
+        let valid = cells.row(&mut self.frame);
+        if !self.row_errors.is_empty() {
+            for e in self.row_errors.drain(..) {
                 reading.errors.push(e);
             }
-            continue;
+            return Ok(());
         }
         if valid {
-            let bytes = frame.end().map_err(|e| ImportError::Stage(e.to_string()))?;
+            let bytes = self
+                .frame
+                .end()
+                .map_err(|e| ImportError::Stage(e.to_string()))?;
             sink(bytes).map_err(|e| ImportError::Stage(e.to_string()))?;
         }
+        Ok(())
     }
-    if dropped_warnings > 0 {
-        reading.warnings.push(format!(
-            "{dropped_warnings} more empty line(s) were skipped"
-        ));
+
+    fn finish(mut self) -> Reading {
+        if self.dropped_warnings > 0 {
+            self.reading.warnings.push(format!(
+                "{} more empty line(s) were skipped",
+                self.dropped_warnings
+            ));
+        }
+        self.reading
     }
-    Ok(reading)
 }
 
 fn vocab_text<V: Vocabulary>(code: u8) -> &'static str {
@@ -337,7 +434,8 @@ pub fn check_activity(rows: &[FrameRef<'_>], errors: &mut Errors) {
     let Some((head, rest)) = rows.split_first() else {
         return;
     };
-    let id = String::from_utf8_lossy(head.id);
+    // Only an error shows the id: not decoded otherwise.
+    let shown_id = || String::from_utf8_lossy(head.id).into_owned();
     let first_line = head.line;
     let date_text = |f: &Facts| f.date().map(|d| d.to_string()).unwrap_or_default();
     let commune = |f: &Facts| commune_text(&f.place_commune).unwrap_or("").to_owned();
@@ -351,7 +449,8 @@ pub fn check_activity(rows: &[FrameRef<'_>], errors: &mut Errors) {
                     column: Some(column.to_owned()),
                     value: Some(ours),
                     message: format!(
-                        "the rows of activity {id:?} must agree on {column}; line {first_line} has {first:?}"
+                        "the rows of activity {:?} must agree on {column}; line {first_line} has {first:?}",
+                        shown_id()
                     ),
                 });
             }
@@ -390,7 +489,7 @@ pub fn check_activity(rows: &[FrameRef<'_>], errors: &mut Errors) {
             errors.push(RowError {
                 line: row.line,
                 column: Some("activite_id".into()),
-                value: Some(id.clone().into_owned()),
+                value: Some(shown_id()),
                 message: format!(
                     "an individuel activity has exactly one row; line {first_line} already has this activite_id (use type collectif for a workshop, or a distinct activite_id)"
                 ),

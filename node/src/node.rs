@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use maillage_privacy::{Activity, Indicators, exact};
+use maillage_privacy::{Activity, Indicators};
 use maillage_protocol::{Cog, Indicator, Period};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -324,9 +324,12 @@ impl Node {
         tracing::debug!(elapsed = ?t0.elapsed(), "import: rows read, checked and staged");
         // The rows of each activity, checked together once every row is staged.
         let mut errors = reading.errors;
-        staging
-            .check(&mut |rows| import::check_activity(rows, &mut errors))
+        let (_, found) = staging
+            .check(&import::check_activity)
             .map_err(|source| self.store_error(source))?;
+        for e in found {
+            errors.merge(e);
+        }
         tracing::debug!(elapsed = ?t0.elapsed(), "import: activities checked");
         errors.finish().map_err(import_error)?;
         let record = ImportRecord {
@@ -346,9 +349,11 @@ impl Node {
         Ok((summary, reading.warnings))
     }
 
-    /// The exact indicators of a period.
+    /// The exact indicators of a period, computed straight from the stored records.
     pub fn indicators(&self, period: Period, which: &[Indicator]) -> Result<Indicators, NodeError> {
-        Ok(exact::compute(period, &self.activities_in(period)?, which))
+        self.store
+            .indicators(period, which)
+            .map_err(|source| self.store_error(source))
     }
 
     /// Every stored activity of a period.

@@ -32,7 +32,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use maillage_privacy::Activity;
-use maillage_protocol::Period;
+use maillage_privacy::exact::{Indicators, Tally};
+use maillage_protocol::{Indicator, Period};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
@@ -350,28 +351,50 @@ impl ImportStaging {
     }
 
     /// Finishes the staging file (synced to disk) and hands the rows of each activity, in file
-    /// order, to `check`, a partition at a time; returns how many activities the file holds.
-    pub fn check(&mut self, check: &mut dyn FnMut(&[FrameRef<'_>])) -> Result<u64, StoreError> {
+    /// order, to `check`, a partition at a time, on two threads: each has its own `E` (say, the
+    /// errors it found), and both are returned with how many activities the file holds.
+    pub fn check<E: Default + Send>(
+        &mut self,
+        check: &(dyn Fn(&[FrameRef<'_>], &mut E) + Sync),
+    ) -> Result<(u64, Vec<E>), StoreError> {
         let t0 = std::time::Instant::now();
         self.finish()?;
         tracing::debug!(elapsed = ?t0.elapsed(), "import: staging file synced");
         let Some(file) = &self.file else {
             return Err(staging_error(&self.path, "already committed"));
         };
-        let mut bytes = Vec::new();
-        let mut activities = 0u64;
-        for p in 0..PARTITIONS {
-            file.read_partition(p, &mut bytes)
+        let next = std::sync::atomic::AtomicU8::new(0);
+        let worker = || -> Result<(u64, E), StoreError> {
+            let mut bytes = Vec::new();
+            let mut found = E::default();
+            let mut activities = 0u64;
+            loop {
+                let p = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if p >= PARTITIONS {
+                    return Ok((activities, found));
+                }
+                file.read_partition(p, &mut bytes)
+                    .map_err(|e| staging_error(&self.path, e))?;
+                let mut frames = codec::frames(&bytes).map_err(|e| staging_error(&self.path, e))?;
+                codec::for_each_activity(&mut frames, |rows| {
+                    activities += 1;
+                    check(rows, &mut found);
+                    Ok::<(), Bad>(())
+                })
                 .map_err(|e| staging_error(&self.path, e))?;
-            let mut frames = codec::frames(&bytes).map_err(|e| staging_error(&self.path, e))?;
-            codec::for_each_activity(&mut frames, |rows| {
-                activities += 1;
-                check(rows);
-                Ok::<(), Bad>(())
-            })
-            .map_err(|e| staging_error(&self.path, e))?;
-        }
-        Ok(activities)
+            }
+        };
+        let (a, b) = std::thread::scope(|scope| {
+            let other = scope.spawn(worker);
+            let mine = worker();
+            let theirs = other
+                .join()
+                .unwrap_or_else(|_| Err(staging_error(&self.path, "a checking thread failed")));
+            (mine, theirs)
+        });
+        let (a, b) = (a?, b?);
+        tracing::debug!(elapsed = ?t0.elapsed(), "import: activities checked");
+        Ok((a.0 + b.0, vec![a.1, b.1]))
     }
 
     /// Deletes the staging file: nothing of this import reaches the store.
@@ -529,24 +552,69 @@ impl Store {
             }
             None => (0, ImportSummary::default()),
         };
-        let mut bytes = Vec::new();
         let ta = std::time::Instant::now();
-        while next < PARTITIONS {
-            file.read_partition(next, &mut bytes)
-                .map_err(|e| staging_error(file.path(), e))?;
-            let mut batch = sled::Batch::default();
-            self.apply_partition(next, &bytes, pending.batch, &mut summary, &mut batch)
-                .map_err(|e| match e {
-                    ApplyError::Staging(bad) => staging_error(file.path(), bad),
-                    ApplyError::Store(e) => e,
-                })?;
-            next += 1;
-            batch.insert(
-                PROGRESS_KEY,
-                progress_to_bytes(pending.batch, next, &summary),
-            );
-            self.data.apply_batch(batch)?;
-        }
+        // Two threads prepare the partitions' batches (reading the staged rows and the stored
+        // segments they touch), one taking every other partition, while this one applies them
+        // in order: partitions touch disjoint keys, so preparing one does not depend on applying
+        // another. Each preparing thread holds at most one batch ready, so memory stays bounded.
+        std::thread::scope(|scope| -> Result<(), StoreError> {
+            type Prepared = Result<(sled::Batch, ImportSummary), StoreError>;
+            let first = next;
+            let mut ready = Vec::new();
+            for lane in 0..2u8 {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Prepared>(1);
+                ready.push(rx);
+                scope.spawn(move || {
+                    let mut bytes = Vec::new();
+                    let started = std::time::Instant::now();
+                    for p in (first + lane..PARTITIONS).step_by(2) {
+                        let prepared = file
+                            .read_partition(p, &mut bytes)
+                            .map_err(|e| staging_error(file.path(), e))
+                            .and_then(|()| {
+                                let mut delta = ImportSummary::default();
+                                let mut batch = sled::Batch::default();
+                                self.apply_partition(
+                                    p,
+                                    &bytes,
+                                    pending.batch,
+                                    &mut delta,
+                                    &mut batch,
+                                )
+                                .map_err(|e| match e {
+                                    ApplyError::Staging(bad) => staging_error(file.path(), bad),
+                                    ApplyError::Store(e) => e,
+                                })?;
+                                Ok((batch, delta))
+                            });
+                        let failed = prepared.is_err();
+                        if tx.send(prepared).is_err() || failed {
+                            return;
+                        }
+                    }
+                    tracing::debug!(lane, elapsed = ?started.elapsed(), "import: partitions prepared");
+                });
+            }
+            let mut applying = std::time::Duration::ZERO;
+            while next < PARTITIONS {
+                let (mut batch, delta) = ready[usize::from((next - first) % 2)]
+                    .recv()
+                    .map_err(|_| staging_error(file.path(), "a preparing thread stopped"))??;
+                summary.added += delta.added;
+                summary.replaced += delta.replaced;
+                summary.unchanged += delta.unchanged;
+                next += 1;
+                batch.insert(
+                    PROGRESS_KEY,
+                    progress_to_bytes(pending.batch, next, &summary),
+                );
+                let t = std::time::Instant::now();
+                self.data.apply_batch(batch)?;
+                applying += t.elapsed();
+            }
+            tracing::debug!(?applying, "import: partitions written");
+            Ok(())
+        })?;
         tracing::debug!(elapsed = ?ta.elapsed(), "import: partitions merged");
         summary.rows = file.frames();
         let record = ImportRecord {
@@ -808,6 +876,25 @@ impl Store {
         Ok(out)
     }
 
+    /// The exact indicators of a period, computed straight from the stored records (no
+    /// [`Activity`] is built): the same figures as [`maillage_privacy::exact::compute`] over
+    /// [`Store::activities_in`].
+    pub fn indicators(
+        &self,
+        period: Period,
+        which: &[Indicator],
+    ) -> Result<Indicators, StoreError> {
+        let chunks: Vec<(sled::IVec, sled::IVec)> = self
+            .data
+            .scan_prefix(month_prefix(period))
+            .collect::<Result<_, _>>()?;
+        let mut tally = Tally::new(period);
+        for (key, bytes) in &chunks {
+            codec::tally_records(bytes, &mut tally).map_err(corrupt(key))?;
+        }
+        Ok(tally.finish(which))
+    }
+
     /// Counts of what is stored.
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
         let mut stats = StoreStats {
@@ -958,9 +1045,10 @@ mod tests {
         let reading =
             read_rows(text.as_bytes(), &mut |frame| staging.push(frame), &mut ()).expect("read");
         let mut errors = reading.errors;
-        staging
-            .check(&mut |rows| check_activity(rows, &mut errors))
-            .expect("check");
+        let (_, found) = staging.check(&check_activity).expect("check");
+        for e in found {
+            errors.merge(e);
+        }
         errors.finish().expect("valid");
         staging
     }

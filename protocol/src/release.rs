@@ -81,6 +81,8 @@
 
 mod cbor;
 mod json;
+
+pub use json::SignedReleaseJson;
 #[cfg(test)]
 mod tests;
 
@@ -752,7 +754,7 @@ impl Release {
     /// Reads a canonical release, refusing any other encoding of it.
     pub fn decode(bytes: &[u8]) -> Result<Self, ReleaseError> {
         let mut reader = Reader::new(bytes);
-        let release = Self::decode_from(&mut reader)?;
+        let release = Self::decode_from(&mut reader, &SignerKeys::default())?;
         reader.finish("release")?;
         release.check_read(bytes, 0)?;
         Ok(release)
@@ -762,7 +764,9 @@ impl Release {
     /// checks that it encodes back to exactly those bytes.
     fn check_read(&self, read: &[u8], start: usize) -> Result<(), ReleaseError> {
         self.validate()?;
-        let again = self.encode_unchecked();
+        let mut w = Writer::with_capacity(read.len());
+        self.encode_into(&mut w);
+        let again = w.into_bytes();
         if again != read {
             let offset = start + again.iter().zip(read).take_while(|(a, b)| a == b).count();
             return Err(ReleaseError::NotCanonical { offset });
@@ -811,13 +815,22 @@ impl Release {
 
     /// The encoding of the fields as they are, valid or not; callers validate first.
     fn encode_unchecked(&self) -> Vec<u8> {
-        let mut w = Writer::default();
+        let mut w = Writer::with_capacity(self.encoded_len_hint());
         self.encode_into(&mut w);
         w.into_bytes()
     }
 
+    /// About the length of the encoding (a little more, most of the time), so that encoding
+    /// does not grow its buffer.
+    fn encoded_len_hint(&self) -> usize {
+        // Fixed fields and heads, then per cell: code, category, value, two floats and heads.
+        160 + self.params.len() + self.cells.len() * 96
+    }
+
     /// Reads the structure of a release; values are checked by [`Release::validate`] after.
-    fn decode_from(r: &mut Reader<'_>) -> Result<Self, ReleaseError> {
+    /// The signer's key is taken from `keys` when it is there (decoding a key costs a square
+    /// root in the field; a hub or auditor meets the same members' keys again and again).
+    fn decode_from(r: &mut Reader<'_>, keys: &SignerKeys) -> Result<Self, ReleaseError> {
         let (offset, len) = r.array(Field::Top("release"))?;
         let wrong_length = || ReleaseError::ArrayLength {
             offset,
@@ -841,11 +854,7 @@ impl Release {
             return Err(wrong_length());
         }
         let signer_bytes = r.bytes::<32>(Field::Top("signer"))?;
-        let signer =
-            VerifyingKey::from_bytes(&signer_bytes).map_err(|_| ReleaseError::InvalidSigner {
-                value: hex::encode(signer_bytes),
-                reason: "the bytes are not the encoding of a curve point",
-            })?;
+        let signer = keys.decode(&signer_bytes)?;
         let period = r.text(MAX_PERIOD_LEN, Field::Top("period"))?;
         let period: Period = period.parse().map_err(ReleaseError::InvalidPeriod)?;
         let params = r.text(MAX_PARAMS_LEN, Field::Top("params"))?.to_owned();
@@ -894,6 +903,58 @@ impl Release {
             created_at,
             cells,
         })
+    }
+}
+
+/// Signers' keys already decoded, by their 32 bytes: decoding a key (a point decompression,
+/// a square root in the field) costs about as much as a fifth of a signature verification, and
+/// a hub or an auditor reads the same members' keys again and again. A key found here is the
+/// very value [`VerifyingKey::from_bytes`] gives for those bytes; a key not found is decoded.
+#[derive(Debug, Clone, Default)]
+pub struct SignerKeys {
+    keys: std::collections::HashMap<[u8; 32], VerifyingKey>,
+}
+
+impl SignerKeys {
+    /// No key yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Keeps a decoded key.
+    pub fn insert(&mut self, key: VerifyingKey) {
+        self.keys.insert(key.to_bytes(), key);
+    }
+
+    /// How many keys are kept.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether no key is kept.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The key of these bytes: the one kept, or decoded now (and not kept).
+    pub fn decode(&self, bytes: &[u8; 32]) -> Result<VerifyingKey, ReleaseError> {
+        if let Some(key) = self.keys.get(bytes) {
+            return Ok(*key);
+        }
+        VerifyingKey::from_bytes(bytes).map_err(|_| ReleaseError::InvalidSigner {
+            value: hex::encode(bytes),
+            reason: "the bytes are not the encoding of a curve point",
+        })
+    }
+}
+
+impl FromIterator<VerifyingKey> for SignerKeys {
+    fn from_iter<I: IntoIterator<Item = VerifyingKey>>(keys: I) -> Self {
+        let mut out = Self::new();
+        for key in keys {
+            out.insert(key);
+        }
+        out
     }
 }
 
@@ -1007,6 +1068,15 @@ impl SignedRelease {
             })
     }
 
+    /// The signed message, `SIGNING_DOMAIN ‖ canonical release` (the release id is its
+    /// SHA-256), written in one buffer.
+    pub fn signed_message(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(SIGNING_DOMAIN.len() + self.release.encoded_len_hint());
+        w.raw(SIGNING_DOMAIN);
+        self.release.encode_into(&mut w);
+        w.into_bytes()
+    }
+
     /// The canonical bytes of the release alone, as signed after [`SIGNING_DOMAIN`].
     pub fn canonical_release(&self) -> Vec<u8> {
         // The release was validated when this value was made and cannot have changed since.
@@ -1015,7 +1085,7 @@ impl SignedRelease {
 
     /// The wire encoding: the CBOR array `[release, signature]`.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut w = Writer::default();
+        let mut w = Writer::with_capacity(self.release.encoded_len_hint() + 67);
         w.array(2);
         self.release.encode_into(&mut w);
         w.bytes(&self.signature.to_bytes());
@@ -1024,10 +1094,16 @@ impl SignedRelease {
 
     /// Reads the wire encoding, refusing anything not canonical; the signature is not checked.
     pub fn decode(bytes: &[u8]) -> Result<Self, ReleaseError> {
+        Self::decode_with(bytes, &SignerKeys::default())
+    }
+
+    /// [`SignedRelease::decode`], taking the signer's decoded key from `keys` when it is there
+    /// (the same key [`VerifyingKey::from_bytes`] would give, without decoding it again).
+    pub fn decode_with(bytes: &[u8], keys: &SignerKeys) -> Result<Self, ReleaseError> {
         let mut r = Reader::new(bytes);
         r.array_of(2, Field::Top("signed release"))?;
         let start = r.position();
-        let release = Release::decode_from(&mut r)?;
+        let release = Release::decode_from(&mut r, keys)?;
         let end = r.position();
         let signature = Signature::from_bytes(&r.bytes::<64>(Field::Top("signature"))?);
         r.finish("signed release")?;

@@ -1,6 +1,7 @@
 //! Steps 2 to 4 of an audit: the releases, the receipts, and the Merkle log they make, against
 //! the hub's signed checkpoints and the proofs of the bundle.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
 
@@ -9,14 +10,28 @@ use maillage_privacy::accuracy::Summand;
 use maillage_privacy::release::Mechanism as PrivacyMechanism;
 use maillage_protocol::checkpoint::{RECEIPT_VERSION, contribution_leaf_hash};
 use maillage_protocol::merkle::{Hash, MerkleLog, verify_consistency, verify_inclusion};
-use maillage_protocol::release::SIGNING_DOMAIN;
+use maillage_protocol::release::{SignedReleaseJson, SignerKeys};
 use maillage_protocol::vocab::Vocabulary as _;
 use maillage_protocol::{Indicator, Mechanism, Period, ReleaseId, SignedCheckpoint, SignedReceipt};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::{Auditor, BATCH, FindingKind, contributing_role, files, hex_key, verify_all};
-use crate::bundle::{LeafLine, Proofs};
+use crate::bundle::Proofs;
+
+/// A line of `releases.jsonl` as read ([`crate::bundle::LeafLine`]), its release not yet
+/// validated (so that its signer's key can come from the keys already decoded).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeafLineView<'a> {
+    index: u64,
+    #[serde(borrow)]
+    release: SignedReleaseJson<'a>,
+}
+
+/// At most this many decoded signer keys are kept while reading releases (a bundle's signers
+/// are its members; the bound only caps what a bundle of made-up keys can make the audit hold).
+const MAX_CACHED_KEYS: usize = 1 << 20;
 
 /// What the audit knows of one leaf from its line of `releases.jsonl`.
 #[derive(Debug, Clone, Copy)]
@@ -105,17 +120,111 @@ pub(super) fn line_of(file: &str, position: usize) -> String {
 }
 
 /// Decodes proof hashes, naming the first that is not 64 hex digits.
-fn hashes(hexes: &[String]) -> Result<Vec<Hash>, String> {
+fn hashes(hexes: &[impl AsRef<str>]) -> Result<Vec<Hash>, String> {
     hexes
         .iter()
         .enumerate()
         .map(|(n, h)| {
-            let mut out = [0u8; 32];
-            hex::decode_to_slice(h, &mut out)
-                .map(|()| out)
-                .map_err(|_| format!("proof[{n}] is not 64 hexadecimal digits (a SHA-256 hash)"))
+            hex32(h.as_ref())
+                .ok_or_else(|| format!("proof[{n}] is not 64 hexadecimal digits (a SHA-256 hash)"))
         })
         .collect()
+}
+
+/// The value of each hexadecimal digit (either case), 0xff for other bytes.
+const HEX_VALUES: [u8; 256] = {
+    let mut table = [0xff; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        table[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// Exactly 64 hexadecimal digits (either case, as `hex::decode_to_slice` reads them) as 32
+/// bytes; a table lookup per digit (proofs hold hundreds of thousands of hashes).
+pub(super) fn hex32(text: &str) -> Option<[u8; 32]> {
+    let digits = text.as_bytes();
+    if digits.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        let (high, low) = (HEX_VALUES[pair[0] as usize], HEX_VALUES[pair[1] as usize]);
+        if (high | low) == 0xff {
+            return None;
+        }
+        *byte = (high << 4) | low;
+    }
+    Some(out)
+}
+
+/// `proofs.json` ([`Proofs`]) as read, the hashes' text borrowed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProofsView<'a> {
+    #[serde(borrow)]
+    inclusion: Vec<InclusionView<'a>>,
+    #[serde(borrow)]
+    consistency: Vec<ConsistencyView<'a>>,
+}
+
+/// [`crate::bundle::InclusionProof`] as read.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InclusionView<'a> {
+    index: u64,
+    tree_size: u64,
+    #[serde(borrow)]
+    proof: Vec<Text<'a>>,
+}
+
+/// [`crate::bundle::ConsistencyProof`] as read.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsistencyView<'a> {
+    old_size: u64,
+    new_size: u64,
+    #[serde(borrow)]
+    proof: Vec<Text<'a>>,
+}
+
+impl<'a> ProofsView<'a> {
+    fn of(proofs: &'a Proofs) -> Self {
+        let texts = |proof: &'a [String]| {
+            proof
+                .iter()
+                .map(|h| Text(Cow::Borrowed(h.as_str())))
+                .collect()
+        };
+        Self {
+            inclusion: proofs
+                .inclusion
+                .iter()
+                .map(|p| InclusionView {
+                    index: p.index,
+                    tree_size: p.tree_size,
+                    proof: texts(&p.proof),
+                })
+                .collect(),
+            consistency: proofs
+                .consistency
+                .iter()
+                .map(|p| ConsistencyView {
+                    old_size: p.old_size,
+                    new_size: p.new_size,
+                    proof: texts(&p.proof),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Signatures waiting for one batch verification, with what to report if one fails.
@@ -124,8 +233,8 @@ struct Pending {
     messages: Vec<Vec<u8>>,
     signatures: Vec<Signature>,
     keys: Vec<VerifyingKey>,
-    /// Line position and a description of the signed document.
-    what: Vec<(usize, String)>,
+    /// Line position, id and period of the signed release (described only if it fails).
+    what: Vec<(usize, ReleaseId, Period)>,
 }
 
 impl Pending {
@@ -134,7 +243,7 @@ impl Pending {
         message: Vec<u8>,
         signature: Signature,
         key: VerifyingKey,
-        at: (usize, String),
+        at: (usize, ReleaseId, Period),
     ) {
         self.messages.push(message);
         self.signatures.push(signature);
@@ -146,7 +255,9 @@ impl Pending {
     fn flush(&mut self, auditor: &mut Auditor, file: &str) -> Vec<usize> {
         let results = verify_all(&self.messages, &self.signatures, &self.keys);
         let mut good = Vec::with_capacity(results.len());
-        for ((ok, key), (position, what)) in results.into_iter().zip(&self.keys).zip(&self.what) {
+        for ((ok, key), (position, id, period)) in
+            results.into_iter().zip(&self.keys).zip(&self.what)
+        {
             if ok {
                 good.push(*position);
             } else {
@@ -155,7 +266,8 @@ impl Pending {
                     format!("{} signature", line_of(file, *position)),
                     Some(key),
                     format!(
-                        "the signature of {what} does not verify with {}",
+                        "the signature of release {id} of {} for {period} does not verify with {}",
+                        hex_key(key),
                         hex_key(key)
                     ),
                 );
@@ -173,31 +285,89 @@ impl Pending {
 /// any key or building any checkpoint.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ReceiptLine {
+struct ReceiptLine<'a> {
     version: u64,
-    checkpoint: CheckpointText,
-    release_id: String,
+    #[serde(borrow)]
+    checkpoint: CheckpointText<'a>,
+    #[serde(borrow)]
+    release_id: Cow<'a, str>,
     index: u64,
-    proof: Vec<String>,
+    #[serde(borrow)]
+    proof: Vec<Text<'a>>,
+}
+
+/// A JSON string, borrowed from the input unless it has escapes.
+#[derive(Debug)]
+pub(super) struct Text<'a>(pub Cow<'a, str>);
+
+impl AsRef<str> for Text<'_> {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Cow<'de, str>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(Cow::Borrowed(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v))
+            }
+        }
+        deserializer.deserialize_str(Visitor).map(Text)
+    }
 }
 
 /// A signed checkpoint's JSON view, field by field, as written.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CheckpointText {
+struct CheckpointText<'a> {
     version: u64,
-    origin: String,
+    #[serde(borrow)]
+    origin: Cow<'a, str>,
     tree_size: u64,
-    root: String,
+    #[serde(borrow)]
+    root: Cow<'a, str>,
     timestamp: u64,
-    signer: String,
-    signature: String,
+    #[serde(borrow)]
+    signer: Cow<'a, str>,
+    #[serde(borrow)]
+    signature: Cow<'a, str>,
+}
+
+impl CheckpointText<'_> {
+    fn into_owned(self) -> CheckpointText<'static> {
+        CheckpointText {
+            version: self.version,
+            origin: Cow::Owned(self.origin.into_owned()),
+            tree_size: self.tree_size,
+            root: Cow::Owned(self.root.into_owned()),
+            timestamp: self.timestamp,
+            signer: Cow::Owned(self.signer.into_owned()),
+            signature: Cow::Owned(self.signature.into_owned()),
+        }
+    }
 }
 
 /// The distinct checkpoints the receipts carry: each built, and its signature verified, once.
 #[derive(Debug, Default)]
 pub(super) struct ReceiptCheckpoints {
-    by_text: HashMap<CheckpointText, usize>,
+    by_text: HashMap<CheckpointText<'static>, usize>,
+    /// The last one met and its position in `list` (receipts of a batch follow each other).
+    last: Option<(CheckpointText<'static>, usize)>,
     /// Each checkpoint and whether its signature verified.
     list: Vec<(SignedCheckpoint, bool)>,
     /// The first receipt line (position) carrying each.
@@ -207,7 +377,7 @@ pub(super) struct ReceiptCheckpoints {
 /// Builds a signed checkpoint from its JSON fields; a signer equal to the hub's key (compared on
 /// the bytes) reuses the key decoded from the manifest.
 fn build_checkpoint(
-    c: &CheckpointText,
+    c: &CheckpointText<'_>,
     hub: Option<&VerifyingKey>,
     hub_bytes: Option<&[u8; 32]>,
 ) -> Result<SignedCheckpoint, String> {
@@ -215,7 +385,7 @@ fn build_checkpoint(
         return Err(format!("checkpoint version {} is not supported", c.version));
     }
     let mut signer = [0u8; 32];
-    hex::decode_to_slice(&c.signer, &mut signer)
+    hex::decode_to_slice(c.signer.as_bytes(), &mut signer)
         .map_err(|_| "signer is not 64 hexadecimal digits".to_owned())?;
     let signer = match (hub, hub_bytes) {
         (Some(hub), Some(bytes)) if *bytes == signer => *hub,
@@ -223,13 +393,13 @@ fn build_checkpoint(
             .map_err(|_| "signer is not an ed25519 key".to_owned())?,
     };
     let mut root = [0u8; 32];
-    hex::decode_to_slice(&c.root, &mut root)
+    hex::decode_to_slice(c.root.as_bytes(), &mut root)
         .map_err(|_| "root is not 64 hexadecimal digits".to_owned())?;
     let mut signature = [0u8; 64];
-    hex::decode_to_slice(&c.signature, &mut signature)
+    hex::decode_to_slice(c.signature.as_bytes(), &mut signature)
         .map_err(|_| "signature is not 128 hexadecimal digits".to_owned())?;
     let checkpoint = maillage_protocol::Checkpoint {
-        origin: c.origin.clone(),
+        origin: c.origin.to_string(),
         tree_size: c.tree_size,
         root,
         timestamp: c.timestamp,
@@ -297,62 +467,80 @@ impl Auditor {
         let mut pending = Pending::default();
         let mut by_id: HashMap<ReleaseId, usize> = HashMap::new();
         let mut by_signer: HashMap<([u8; 32], Period), (usize, ReleaseId)> = HashMap::new();
+        // Each distinct signer's key is decoded once (most sign a release every period).
+        let mut keys = SignerKeys::new();
         let file = files::RELEASES;
         for_each_line(self, file, |auditor, position, line| {
-            let at = line_of(file, position);
-            let parsed: LeafLine = match serde_json::from_slice(line) {
+            let at = || line_of(file, position);
+            let malformed = |auditor: &mut Auditor, e: &dyn std::fmt::Display| {
+                auditor.find(
+                    FindingKind::Malformed,
+                    at(),
+                    None,
+                    format!(
+                        "leaf {position} is not a line {{\"index\": n, \"release\": <signed release>}}: {e}"
+                    ),
+                );
+            };
+            let parsed = serde_json::from_slice::<LeafLineView<'_>>(line)
+                .map_err(|e| e.to_string())
+                .and_then(|p| {
+                    let index = p.index;
+                    p.release
+                        .into_signed(&keys)
+                        .map(|signed| (index, signed))
+                        .map_err(|e| e.to_string())
+                });
+            let (index, signed) = match parsed {
                 Ok(parsed) => parsed,
                 Err(e) => {
-                    auditor.find(
-                        FindingKind::Malformed,
-                        at,
-                        None,
-                        format!(
-                            "leaf {position} is not a line {{\"index\": n, \"release\": <signed release>}}: {e}"
-                        ),
-                    );
+                    malformed(auditor, &e);
                     out.leaves.push(None);
                     return;
                 }
             };
-            let signed = parsed.release;
             let r = signed.release();
             let signer = r.signer;
-            let shown = hex_key(&signer);
-            if parsed.index != position as u64 {
+            if keys.len() < MAX_CACHED_KEYS {
+                keys.insert(signer);
+            }
+            let shown = || hex_key(&signer);
+            if index != position as u64 {
                 auditor.find(
                     FindingKind::WrongIndex,
-                    format!("{at} index"),
+                    format!("{} index", at()),
                     Some(&signer),
                     format!(
                         "the line says index {} but it is leaf {position} of the log (line {})",
-                        parsed.index,
+                        index,
                         position + 1
                     ),
                 );
             }
-            let message = [SIGNING_DOMAIN, signed.canonical_release().as_slice()].concat();
+            let message = signed.signed_message();
             // The release id is defined as SHA-256 of the signed message (see
             // `maillage_protocol::release`); computing it here saves encoding twice.
             let id = ReleaseId::from_bytes(Sha256::digest(&message).into());
-            let described = format!("release {id} of {shown} for {}", r.period);
+            let period = r.period;
+            let described = || format!("release {id} of {} for {period}", shown());
 
             if auditor.members_read {
                 match auditor.members.get(signer.as_bytes()) {
                     Some(found) if *found == role => {}
                     Some(found) => auditor.find(
                         FindingKind::NotAMember,
-                        format!("{at} release.signer"),
+                        format!("{} release.signer", at()),
                         Some(&signer),
                         format!(
-                            "{described}: the signer is a member with role {found}; only members with role {role} contribute to this log"
+                            "{}: the signer is a member with role {found}; only members with role {role} contribute to this log",
+                            described()
                         ),
                     ),
                     None => auditor.find(
                         FindingKind::NotAMember,
-                        format!("{at} release.signer"),
+                        format!("{} release.signer", at()),
                         Some(&signer),
-                        format!("{described}: the signer is not in members.json"),
+                        format!("{}: the signer is not in members.json", described()),
                     ),
                 }
             }
@@ -360,10 +548,11 @@ impl Auditor {
                 if r.mechanism.name() != policy.mechanism {
                     auditor.find(
                         FindingKind::WrongMechanism,
-                        format!("{at} release.mechanism"),
+                        format!("{} release.mechanism", at()),
                         Some(&signer),
                         format!(
-                            "{described} uses {}; the policy's mechanism is {}",
+                            "{} uses {}; the policy's mechanism is {}",
+                            described(),
                             r.mechanism.name(),
                             policy.mechanism
                         ),
@@ -372,10 +561,11 @@ impl Auditor {
                 if r.mechanism.loss() > policy.budget {
                     auditor.find(
                         FindingKind::OverBudget,
-                        format!("{at} release.{}", r.mechanism.loss_field()),
+                        format!("{} release.{}", at(), r.mechanism.loss_field()),
                         Some(&signer),
                         format!(
-                            "{described} spends {} = {}, over the policy's budget of {} per period",
+                            "{} spends {} = {}, over the policy's budget of {} per period",
+                            described(),
                             r.mechanism.loss_field(),
                             r.mechanism.loss(),
                             policy.budget
@@ -386,10 +576,11 @@ impl Auditor {
             if let Some(first) = by_id.get(&id) {
                 auditor.find(
                     FindingKind::DuplicateRelease,
-                    at.clone(),
+                    at(),
                     Some(&signer),
                     format!(
-                        "{described} is logged twice: at leaf {first} (line {}) and leaf {position}",
+                        "{} is logged twice: at leaf {first} (line {}) and leaf {position}",
+                        described(),
                         first + 1
                     ),
                 );
@@ -398,10 +589,11 @@ impl Auditor {
                 match by_signer.get(&(signer.to_bytes(), r.period)) {
                     Some((first, first_id)) => auditor.find(
                         FindingKind::Equivocation,
-                        at.clone(),
+                        at(),
                         Some(&signer),
                         format!(
-                            "{shown} signed two different releases for {}: {first_id} at leaf {first} (line {}) and {id} at leaf {position}",
+                            "{} signed two different releases for {}: {first_id} at leaf {first} (line {}) and {id} at leaf {position}",
+                            shown(),
                             r.period,
                             first + 1
                         ),
@@ -411,8 +603,8 @@ impl Auditor {
                     }
                 }
             }
-            if let Some((period, size)) = summed
-                && r.period == period
+            if let Some((summed_period, size)) = summed
+                && period == summed_period
                 && (position as u64) < size
             {
                 let mechanism = privacy_mechanism(r.mechanism);
@@ -438,7 +630,7 @@ impl Auditor {
                 signer,
                 period: r.period,
             }));
-            pending.push(message, *signed.signature(), signer, (position, described));
+            pending.push(message, *signed.signature(), signer, (position, id, period));
             if pending.messages.len() >= BATCH {
                 out.verified += pending.flush(auditor, file).len() as u64;
             }
@@ -471,7 +663,7 @@ impl Auditor {
         for_each_line(self, file, |auditor, position, line| {
             lines = position + 1;
             let at = line_of(file, position);
-            let parsed: ReceiptLine = match serde_json::from_slice(line) {
+            let parsed: ReceiptLine<'_> = match serde_json::from_slice(line) {
                 Ok(parsed) => parsed,
                 Err(e) => {
                     auditor.find(
@@ -497,8 +689,19 @@ impl Auditor {
             }
             // The checkpoint: known already (by its JSON fields), or built and verified now.
             let c = &parsed.checkpoint;
-            let checkpoint = match seen.by_text.get(c) {
-                Some(&n) => seen
+            let known = match &seen.last {
+                Some((last, n)) if c == last => Some(*n),
+                _ => {
+                    let owned = c.clone().into_owned();
+                    let n = seen.by_text.get(&owned).copied();
+                    if let Some(n) = n {
+                        seen.last = Some((owned, n));
+                    }
+                    n
+                }
+            };
+            let checkpoint = match known {
+                Some(n) => seen
                     .list
                     .get(n)
                     .map(|(checkpoint, ok)| (checkpoint.clone(), *ok)),
@@ -507,7 +710,9 @@ impl Auditor {
                     match built {
                         Ok(checkpoint) => {
                             let ok = checkpoint.verify().is_ok();
-                            seen.by_text.insert(c.clone(), seen.list.len());
+                            let owned = c.clone().into_owned();
+                            seen.last = Some((owned.clone(), seen.list.len()));
+                            seen.by_text.insert(owned, seen.list.len());
                             seen.list.push((checkpoint.clone(), ok));
                             seen.first_line.push(position);
                             Some((checkpoint, ok))
@@ -586,8 +791,7 @@ impl Auditor {
                     ),
                 );
             }
-            let mut id = [0u8; 32];
-            if hex::decode_to_slice(&parsed.release_id, &mut id).is_err() {
+            let Some(id) = hex32(&parsed.release_id) else {
                 auditor.find(
                     FindingKind::Malformed,
                     format!("{at} release_id"),
@@ -595,7 +799,7 @@ impl Auditor {
                     "release_id is not 64 hexadecimal digits",
                 );
                 return;
-            }
+            };
             let id = ReleaseId::from_bytes(id);
             match leaves.get(position) {
                 Some(Some(leaf)) if leaf.id != id => {
@@ -933,11 +1137,11 @@ impl Auditor {
 
     /// Reads `proofs.json`, element by element if the whole does not parse, so that one bad
     /// proof is one finding.
-    fn read_proofs(&mut self) -> Proofs {
-        let Some(bytes) = self.read(files::PROOFS, false) else {
+    fn read_proofs(&mut self, bytes: Option<&[u8]>) -> Proofs {
+        let Some(bytes) = bytes else {
             return Proofs::default();
         };
-        let error = match serde_json::from_slice::<Proofs>(&bytes) {
+        let error = match serde_json::from_slice::<Proofs>(bytes) {
             Ok(proofs) => return proofs,
             Err(e) => e,
         };
@@ -948,7 +1152,7 @@ impl Auditor {
             #[serde(default)]
             consistency: Vec<serde_json::Value>,
         }
-        let Ok(loose) = serde_json::from_slice::<Loose>(&bytes) else {
+        let Ok(loose) = serde_json::from_slice::<Loose>(bytes) else {
             self.find(
                 FindingKind::Malformed,
                 files::PROOFS,
@@ -998,7 +1202,20 @@ impl Auditor {
     /// Step 4 (continued): consistency and inclusion proofs.
     fn proofs(&mut self, log: &Log) {
         let leaves_file = self.leaves_file;
-        let proofs = self.read_proofs();
+        // Read borrowing the hashes' text from the file; anything else than a well-formed
+        // `proofs.json` is read again element by element, to report each bad element.
+        let bytes = self.read(files::PROOFS, false);
+        let owned: Proofs;
+        let proofs = match bytes
+            .as_deref()
+            .map(serde_json::from_slice::<ProofsView<'_>>)
+        {
+            Some(Ok(view)) => view,
+            _ => {
+                owned = self.read_proofs(bytes.as_deref());
+                ProofsView::of(&owned)
+            }
+        };
         let root_of = |size: u64| {
             log.checkpoints
                 .get(&size)

@@ -18,6 +18,7 @@
 //! [thematiques: count, then one byte each][materiel: count, then one byte each][beneficiaire_id
 //! len: u16][beneficiaire_id]`.
 
+use maillage_privacy::exact::{ActivityFacts, RowFacts, Tally};
 use maillage_privacy::{Activity, Participant};
 use maillage_protocol::Period;
 use maillage_protocol::vocab::{
@@ -312,17 +313,28 @@ pub fn for_each_activity<'a, E>(
     frames: &mut [FrameRef<'a>],
     mut each: impl FnMut(&[FrameRef<'a>]) -> Result<(), E>,
 ) -> Result<(), E> {
-    frames.sort_unstable_by(|a, b| a.key().cmp(&b.key()));
+    // Integer keys first (cheap to compare); ids only where two ids share a hash.
+    frames.sort_unstable_by_key(|f| (f.hash, f.line));
     let mut start = 0;
     while start < frames.len() {
         let mut end = start + 1;
-        while end < frames.len()
-            && frames[end].hash == frames[start].hash
-            && frames[end].id == frames[start].id
-        {
+        while end < frames.len() && frames[end].hash == frames[start].hash {
             end += 1;
         }
-        each(&frames[start..end])?;
+        let run = &mut frames[start..end];
+        if run.iter().any(|f| f.id != run[0].id) {
+            // A hash collision: the stable sort keeps each id's rows in line order.
+            run.sort_by(|a, b| a.id.cmp(b.id));
+        }
+        let mut first = start;
+        while first < end {
+            let mut last = first + 1;
+            while last < end && frames[last].id == frames[first].id {
+                last += 1;
+            }
+            each(&frames[first..last])?;
+            first = last;
+        }
         start = end;
     }
     Ok(())
@@ -439,6 +451,72 @@ pub fn activity(record: &RecordRef<'_>) -> Result<Activity, Bad> {
     })
 }
 
+/// Feeds every record of `bytes` (a sequence of records) to `tally`, decoding in place: the
+/// same checks as [`activity`], without building an [`Activity`].
+pub fn tally_records<'a>(bytes: &'a [u8], tally: &mut Tally<'a>) -> Result<(), Bad> {
+    let mut c = Cursor::new(bytes);
+    while !c.is_empty() {
+        c.take(8)?;
+        let id_len = usize::from(c.u16()?);
+        let id = std::str::from_utf8(c.take(id_len)?).map_err(|_| Bad("id is not UTF-8"))?;
+        let content_len = c.u32()? as usize;
+        let mut content = Cursor::new(c.take(content_len)?);
+        let facts = Facts::read(&mut content)?;
+        let persons = content.u32()? as usize;
+        let batch = c.u64()?;
+        let lines = c.take(persons.checked_mul(8).ok_or(Bad("length overflow"))?)?;
+        let counted = tally.activity(ActivityFacts {
+            id,
+            date: facts.date()?,
+            kind: facts.kind()?,
+            duration_min: u32::from(facts.duree),
+            place_type: from_code::<PlaceType>(facts.place_type)?,
+            level: from_code::<NiveauAtelier>(facts.level)?,
+            batch,
+        });
+        if !counted {
+            continue;
+        }
+        for line in lines.chunks_exact(8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(line);
+            let head: [u8; 11] = content.array()?;
+            let themes = content.u8()?;
+            let themes = content.take(usize::from(themes))?;
+            let materiel = content.u8()?;
+            let materiel = content.take(usize::from(materiel))?;
+            let len = usize::from(content.u16()?);
+            let beneficiary = match len {
+                0 => None,
+                n => Some(
+                    std::str::from_utf8(content.take(n)?)
+                        .map_err(|_| Bad("beneficiary is not UTF-8"))?,
+                ),
+            };
+            tally.row(RowFacts {
+                line: u64::from_le_bytes(word),
+                beneficiary,
+                first_time: flag(head[0])?,
+                oriented: flag(head[1])?,
+                autonomie: from_code::<Autonomie>(head[2])?,
+                genre: from_code::<Genre>(head[3])?,
+                tranche_age: from_code::<TrancheAge>(head[4])?,
+                statut_social: from_code::<StatutSocial>(head[5])?,
+            });
+            for &code in themes {
+                tally.theme(from_code::<Thematique>(code)?.ok_or(Bad("empty code in a list"))?);
+            }
+            for &code in materiel {
+                tally.materiel(from_code::<Materiel>(code)?.ok_or(Bad("empty code in a list"))?);
+            }
+        }
+        if !content.is_empty() {
+            return Err(Bad("trailing bytes in a record's content"));
+        }
+    }
+    Ok(())
+}
+
 fn flag(code: u8) -> Result<Option<bool>, Bad> {
     match code {
         0 => Ok(None),
@@ -535,6 +613,7 @@ pub fn facts_of(a: &Activity) -> Facts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use maillage_protocol::Indicator;
     use proptest::prelude::*;
 
     fn vocab<V: Vocabulary + std::fmt::Debug>() -> impl Strategy<Value = V> {
@@ -599,6 +678,34 @@ mod tests {
             prop_assert_eq!(back, activity);
         }
 
+        /// Indicators from the stored records equal `exact::compute` over the decoded
+        /// activities, whatever the records hold (people recurring across activities, rows
+        /// tying for a person's latest, activities of other months in the same bytes).
+        #[test]
+        fn indicators_from_records_equal_exact_compute(
+            activities in proptest::collection::vec(month_activity(), 0..60),
+        ) {
+            let mut activities = activities;
+            activities.sort_by(|a, b| a.id.cmp(&b.id));
+            activities.dedup_by(|a, b| a.id == b.id);
+            // Stored order: by (hash, id), not id.
+            let mut stored = activities.clone();
+            stored.sort_by_key(|a| (stable_hash(a.id.as_bytes()), a.id.clone()));
+            let mut bytes = Vec::new();
+            for a in &stored {
+                encode_record(a, &mut bytes)?;
+            }
+            let period = Period::new(2026, 10).expect("period");
+            let all: Vec<Indicator> =
+                Indicator::COMMON_CORE.iter().chain(Indicator::MODULES).copied().collect();
+            let mut tally = Tally::new(period);
+            tally_records(&bytes, &mut tally).map_err(|e| TestCaseError::fail(e.0))?;
+            prop_assert_eq!(
+                tally.finish(&all),
+                maillage_privacy::exact::compute(period, &activities, &all)
+            );
+        }
+
         #[test]
         fn damaged_records_are_errors_not_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             if let Ok(recs) = records(&bytes) {
@@ -610,8 +717,97 @@ mod tests {
         }
     }
 
+    prop_compose! {
+        // Few people, days, batches and lines, so that people recur and latest rows tie.
+        fn recurring_participant()(
+            beneficiary in proptest::option::of("[a-c]{1,2}"),
+            line in 2u64..5,
+            p in participant(),
+        ) -> Participant {
+            Participant { beneficiary, line, ..p }
+        }
+    }
+
+    prop_compose! {
+        fn month_activity()(
+            id in "[a-z]{1,3}",
+            day in 0i64..45,
+            kind in vocab::<ActivityType>(),
+            duration_min in 1u32..=300,
+            place_type in proptest::option::of(vocab::<PlaceType>()),
+            level in proptest::option::of(vocab::<NiveauAtelier>()),
+            batch in 1u64..3,
+            participants in proptest::collection::vec(recurring_participant(), 1..4),
+        ) -> Activity {
+            Activity {
+                id,
+                date: time::macros::date!(2026 - 09 - 20) + time::Duration::days(day),
+                kind, duration_min, place_type, place_commune: None, level, batch, participants,
+            }
+        }
+    }
+
+    /// Appends an activity's record, through frames as an import writes it.
+    fn encode_record(activity: &Activity, out: &mut Vec<u8>) -> Result<(), TestCaseError> {
+        let fail = |e: Bad| TestCaseError::fail(e.0);
+        let hash = stable_hash(activity.id.as_bytes());
+        let facts = facts_of(activity);
+        let mut frames_bytes = Vec::new();
+        let mut w = FrameWriter::default();
+        for p in &activity.participants {
+            w.start(hash, p.line, activity.id.as_bytes(), &facts)
+                .map_err(fail)?;
+            write_person(p, &mut w.buf).map_err(fail)?;
+            frames_bytes.extend_from_slice(w.end().map_err(fail)?);
+        }
+        let rows = frames(&frames_bytes).map_err(fail)?;
+        write_record(&rows, activity.batch, out).map_err(fail)
+    }
+
     fn activity_of(r: &RecordRef<'_>) -> Result<Activity, TestCaseError> {
         activity(r).map_err(|e| TestCaseError::fail(e.0))
+    }
+
+    #[test]
+    fn activities_sharing_a_hash_are_grouped_apart_in_line_order() -> Result<(), Bad> {
+        let facts = Facts {
+            day: 2_461_000,
+            kind: 2,
+            duree: 30,
+            place_type: 0,
+            place_commune: [0; 5],
+            level: 0,
+        };
+        let mut bytes = Vec::new();
+        let mut w = FrameWriter::default();
+        // (hash, line, id): "b" and "a" collide on hash 7.
+        for (hash, line, id) in [
+            (7, 5, "b"),
+            (7, 2, "a"),
+            (3, 4, "c"),
+            (7, 3, "b"),
+            (7, 9, "a"),
+        ] {
+            w.start(hash, line, id.as_bytes(), &facts)?;
+            bytes.extend_from_slice(w.end()?);
+        }
+        let mut rows = frames(&bytes)?;
+        let mut groups = Vec::new();
+        for_each_activity(&mut rows, |g| {
+            groups.push(
+                g.iter()
+                    .map(|f| (f.hash, f.id.to_vec(), f.line))
+                    .collect::<Vec<_>>(),
+            );
+            Ok::<(), Bad>(())
+        })?;
+        let expected: Vec<Vec<(u64, Vec<u8>, u64)>> = vec![
+            vec![(3, b"c".to_vec(), 4)],
+            vec![(7, b"a".to_vec(), 2), (7, b"a".to_vec(), 9)],
+            vec![(7, b"b".to_vec(), 3), (7, b"b".to_vec(), 5)],
+        ];
+        assert_eq!(groups, expected);
+        Ok(())
     }
 
     #[test]

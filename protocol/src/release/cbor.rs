@@ -48,6 +48,18 @@ pub(super) struct Writer {
 }
 
 impl Writer {
+    /// A writer whose buffer holds `capacity` bytes before it grows.
+    pub(super) fn with_capacity(capacity: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Appends bytes as they are (not a CBOR item): a prefix such as a signing domain.
+    pub(super) fn raw(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
     pub(super) fn into_bytes(self) -> Vec<u8> {
         self.buf
     }

@@ -4,35 +4,45 @@
 //! validation as the canonical decoder, so a JSON release that is accepted has exactly one
 //! canonical encoding.
 
-use ed25519_dalek::{Signature, VerifyingKey};
+use std::borrow::Cow;
+
+use ed25519_dalek::Signature;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{Cell, Mechanism, Release, ReleaseError, SignedRelease, VERSION, excerpt};
+use super::{Cell, Mechanism, Release, ReleaseError, SignedRelease, SignerKeys, VERSION, excerpt};
 use crate::indicator::Indicator;
 use crate::vocab::Vocabulary;
 
+/// The JSON fields as written; strings are borrowed from the input when they can be (no
+/// escapes), so that reading many releases allocates little.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ReleaseJson {
+pub(super) struct ReleaseJson<'a> {
     version: u64,
-    signer: String,
-    period: String,
-    params: String,
-    mechanism: String,
+    #[serde(borrow)]
+    signer: Cow<'a, str>,
+    #[serde(borrow)]
+    period: Cow<'a, str>,
+    #[serde(borrow)]
+    params: Cow<'a, str>,
+    #[serde(borrow)]
+    mechanism: Cow<'a, str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     epsilon: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rho: Option<f64>,
     created_at: u64,
-    cells: Vec<CellJson>,
+    #[serde(borrow)]
+    cells: Vec<CellJson<'a>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     signature: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CellJson {
-    indicator: String,
+struct CellJson<'a> {
+    #[serde(borrow)]
+    indicator: Cow<'a, str>,
     #[serde(default)]
     category: Option<String>,
     value: i64,
@@ -55,18 +65,18 @@ fn from_hex<const N: usize>(
     Ok(out)
 }
 
-impl ReleaseJson {
-    pub(super) fn new(release: &Release, signature: Option<&Signature>) -> Self {
+impl<'a> ReleaseJson<'a> {
+    pub(super) fn new(release: &'a Release, signature: Option<&Signature>) -> Self {
         let (epsilon, rho) = match release.mechanism {
             Mechanism::Laplace { epsilon } => (Some(epsilon), None),
             Mechanism::Gaussian { rho } => (None, Some(rho)),
         };
         Self {
             version: VERSION,
-            signer: hex::encode(release.signer.as_bytes()),
-            period: release.period.to_string(),
-            params: release.params.clone(),
-            mechanism: release.mechanism.name().to_owned(),
+            signer: Cow::Owned(hex::encode(release.signer.as_bytes())),
+            period: Cow::Owned(release.period.to_string()),
+            params: Cow::Borrowed(&release.params),
+            mechanism: Cow::Borrowed(release.mechanism.name()),
             epsilon,
             rho,
             created_at: release.created_at,
@@ -74,7 +84,7 @@ impl ReleaseJson {
                 .cells
                 .iter()
                 .map(|c| CellJson {
-                    indicator: c.indicator.code().to_owned(),
+                    indicator: Cow::Borrowed(c.indicator.code()),
                     category: c.category.clone(),
                     value: c.value,
                     scale: c.scale,
@@ -87,6 +97,14 @@ impl ReleaseJson {
 
     /// The validated release and the signature, if the JSON has one (not verified).
     pub(super) fn into_parts(self) -> Result<(Release, Option<Signature>), ReleaseError> {
+        self.into_parts_with(&SignerKeys::default())
+    }
+
+    /// [`ReleaseJson::into_parts`], taking the signer's decoded key from `keys` if it is there.
+    pub(super) fn into_parts_with(
+        self,
+        keys: &SignerKeys,
+    ) -> Result<(Release, Option<Signature>), ReleaseError> {
         if self.version != VERSION {
             return Err(ReleaseError::UnsupportedVersion {
                 found: self.version,
@@ -98,13 +116,9 @@ impl ReleaseJson {
             &self.signer,
             "64 hexadecimal digits (a 32-byte ed25519 public key)",
         )?;
-        let signer =
-            VerifyingKey::from_bytes(&signer_bytes).map_err(|_| ReleaseError::InvalidSigner {
-                value: hex::encode(signer_bytes),
-                reason: "the bytes are not the encoding of a curve point",
-            })?;
+        let signer = keys.decode(&signer_bytes)?;
         let period = self.period.parse().map_err(ReleaseError::InvalidPeriod)?;
-        let mechanism = match (self.mechanism.as_str(), self.epsilon, self.rho) {
+        let mechanism = match (&*self.mechanism, self.epsilon, self.rho) {
             ("laplace", Some(epsilon), None) => Mechanism::Laplace { epsilon },
             ("gaussian", None, Some(rho)) => Mechanism::Gaussian { rho },
             ("laplace", _, rho) => {
@@ -152,7 +166,7 @@ impl ReleaseJson {
         let release = Release {
             signer,
             period,
-            params: self.params,
+            params: self.params.into_owned(),
             mechanism,
             created_at: self.created_at,
             cells,
@@ -170,7 +184,7 @@ impl ReleaseJson {
     }
 }
 
-pub(super) fn parse(text: &str) -> Result<ReleaseJson, ReleaseError> {
+pub(super) fn parse(text: &str) -> Result<ReleaseJson<'_>, ReleaseError> {
     serde_json::from_str(text).map_err(|e| ReleaseError::Json {
         line: e.line(),
         column: e.column(),
@@ -178,7 +192,7 @@ pub(super) fn parse(text: &str) -> Result<ReleaseJson, ReleaseError> {
     })
 }
 
-pub(super) fn to_string_pretty(view: &ReleaseJson) -> String {
+pub(super) fn to_string_pretty(view: &ReleaseJson<'_>) -> String {
     // unwrap safety: the view holds only strings, integers, floats and arrays of them, which
     // serde_json always serializes (non-finite floats would become null, not an error).
     #[allow(clippy::unwrap_used)]
@@ -218,6 +232,30 @@ impl<'de> Deserialize<'de> for SignedRelease {
             Ok((release, Some(signature))) => Ok(SignedRelease { release, signature }),
             Ok((_, None)) => Err(serde::de::Error::custom(ReleaseError::MissingSignature)),
             Err(e) => Err(serde::de::Error::custom(e)),
+        }
+    }
+}
+
+/// A signed release's JSON view as read, not yet validated: for readers of many releases (an
+/// auditor) that embed signed releases in their own JSON documents and want the signer's key
+/// from a [`SignerKeys`] rather than decoded again. Strings are borrowed from the input where
+/// they can be.
+#[derive(Debug)]
+pub struct SignedReleaseJson<'a>(ReleaseJson<'a>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for SignedReleaseJson<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        ReleaseJson::deserialize(deserializer).map(SignedReleaseJson)
+    }
+}
+
+impl SignedReleaseJson<'_> {
+    /// Validates it into a signed release (as [`SignedRelease::from_json`] does; the signature
+    /// is not checked), taking the signer's decoded key from `keys` when it is there.
+    pub fn into_signed(self, keys: &SignerKeys) -> Result<SignedRelease, ReleaseError> {
+        match self.0.into_parts_with(keys)? {
+            (release, Some(signature)) => Ok(SignedRelease { release, signature }),
+            (_, None) => Err(ReleaseError::MissingSignature),
         }
     }
 }
