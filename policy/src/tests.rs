@@ -1304,3 +1304,66 @@ proptest! {
         prop_assert_eq!(doc.policy().map_err(|e| TestCaseError::fail(e.to_string()))?.hash(), p.hash());
     }
 }
+
+#[test]
+fn records_from_peers_are_checked_before_their_content_arrives() -> TestResult {
+    let mut doc = PolicyDoc::genesis(&fixture())?;
+    let mut chain = AdoptionChain::new();
+    let genesis = adopt(&mut chain, &doc, &[1, 2])?;
+    // A genesis is never taken from a peer.
+    assert!(AdoptionChain::new().check_record(&genesis).is_err());
+    // A replay of the genesis record on a chain that holds it is out of sequence.
+    assert!(matches!(
+        chain.check_record(&genesis),
+        Err(AdoptionError::OutOfSequence {
+            found: 1,
+            expected: 2
+        })
+    ));
+    doc.apply(&[Edit::SetQuorum { quorum: 3 }], "x")?;
+    let policy = doc.policy()?;
+    let target = chain.next_target(&policy.hash());
+    let sig = |s: u8| SignerSignature {
+        signer: pk(s),
+        signature: sign_adoption(&key(s), target).signature,
+    };
+    let record = |signatures: Vec<SignerSignature>| AdoptionRecord {
+        target,
+        signatures,
+        heads: doc.heads(),
+    };
+    chain.check_record(&record(vec![sig(1), sig(3)]))?;
+    // Below the quorum, a duplicated signer, a forged signature, a non-member, a replayed
+    // genesis signature: refused.
+    assert!(matches!(
+        chain.check_record(&record(vec![sig(1)])),
+        Err(AdoptionError::QuorumNotReached {
+            valid: 1,
+            quorum: 2,
+            ..
+        })
+    ));
+    assert!(matches!(
+        chain.check_record(&record(vec![sig(1), sig(1)])),
+        Err(AdoptionError::DuplicateSigner { .. })
+    ));
+    let mut forged = sig(3);
+    forged.signature.0[0] ^= 1;
+    assert!(matches!(
+        chain.check_record(&record(vec![sig(1), forged])),
+        Err(AdoptionError::BadSignature { .. })
+    ));
+    assert!(matches!(
+        chain.check_record(&record(vec![sig(1), sig(HUB)])),
+        Err(AdoptionError::NotOnCommittee { .. })
+    ));
+    let replayed = record(genesis.signatures.clone());
+    assert!(matches!(
+        chain.check_record(&replayed),
+        Err(AdoptionError::BadSignature { .. })
+    ));
+    let mut wrong_previous = record(vec![sig(1), sig(2)]);
+    wrong_previous.target.previous = Some(policy.hash());
+    assert!(chain.check_record(&wrong_previous).is_err());
+    Ok(())
+}
