@@ -581,7 +581,7 @@ pub fn show(dir: &Path, as_json: bool) -> Result<()> {
             "{}",
             json!({
                 "adopted": adopted.map(|a| json!({"sequence": a.sequence(), "hash": a.hash().to_hex(), "policy": summary(&a.policy)})),
-                "document": proposed.as_ref().map(|p| json!({"hash": p.hash().to_hex(), "members": p.members.len(), "indicators": p.indicators.len()})),
+                "document": proposed.as_ref().map(|p| json!({"hash": p.hash().to_hex(), "members": p.members.len(), "indicators": p.indicators.len(), "heads": doc.as_ref().map(|d| d.heads().0.iter().map(hex::encode).collect::<Vec<_>>())})),
                 "proposal": proposed.as_ref().filter(|_| is_pending).map(|p| json!({
                     "hash": p.hash().to_hex(),
                     "sequence": chain.next_sequence(),

@@ -311,3 +311,236 @@ fn policy_converges_and_adoptions_spread_between_daemons() {
     );
     drop(served_h1);
 }
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len() / 2)
+        .filter_map(|i| u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
+}
+
+/// `GET /metrics` of a daemon's HTTP API, and the value of one counter.
+fn metric(http: &str, name: &str) -> u64 {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(http) else {
+        return 0;
+    };
+    let _ = write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
+    );
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Publishes each message on the policy topic from a swarm of its own connected to `addr`,
+/// once the node has told it is subscribed.
+fn gossip(addr: &str, messages: Vec<Vec<u8>>) {
+    use libp2p::futures::StreamExt;
+    use libp2p::swarm::SwarmEvent;
+    use maillage_protocol::network::{
+        MaillageBehaviourEvent, NetworkConfig, build_swarm, keypair_from_ed25519_secret,
+        policy_topic,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut swarm = build_swarm(
+            keypair_from_ed25519_secret([77; 32]),
+            &NetworkConfig::default(),
+        )
+        .expect("swarm");
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&policy_topic())
+            .expect("subscribe");
+        swarm
+            .dial(addr.parse::<libp2p::Multiaddr>().expect("address"))
+            .expect("dial");
+        let subscribed = async {
+            loop {
+                if let SwarmEvent::Behaviour(MaillageBehaviourEvent::Gossipsub(
+                    libp2p::gossipsub::Event::Subscribed { topic, .. },
+                )) = swarm.select_next_some().await
+                    && topic == policy_topic().hash()
+                {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), subscribed)
+            .await
+            .expect("the node subscribes to policy adoptions");
+        for m in messages {
+            swarm
+                .behaviour_mut()
+                .gossipsub
+                .publish(policy_topic(), m)
+                .expect("publish");
+        }
+        // Let the messages go out.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                swarm.select_next_some().await;
+            }
+        })
+        .await;
+    });
+}
+
+#[test]
+fn forged_and_replayed_adoptions_gossiped_are_rejected_and_a_valid_one_is_taken() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (n, kn) = init(dir, "national", "national");
+    let (h1, kh1) = init(dir, "hub1", "hub");
+    let (_h2, kh2) = init(dir, "hub2", "hub");
+    let genesis = write(
+        dir,
+        "genesis.toml",
+        &format!(
+            "[[edits]]\nop = \"add_committee_member\"\nkey = \"{kn}\"\nname = \"ANCT\"\n\
+             [[edits]]\nop = \"add_committee_member\"\nkey = \"{kh1}\"\nname = \"Hub 1\"\n\
+             [[edits]]\nop = \"add_committee_member\"\nkey = \"{kh2}\"\nname = \"Hub 2\"\n\
+             [[edits]]\nop = \"set_quorum\"\nquorum = 2\n\
+             [[edits]]\nop = \"add_member\"\nkey = \"{kn}\"\nname = \"National\"\nrole = \"national\"\n\
+             [[edits]]\nop = \"add_member\"\nkey = \"{kh1}\"\nname = \"Hub 1\"\nrole = \"hub\"\n"
+        ),
+    );
+    run_ok(&["policy", "propose", "--dir", &n, &genesis]);
+    let share = dir.join("share").display().to_string();
+    run_ok(&["policy", "export", "--dir", &n, "--out", &share]);
+    run_ok(&["policy", "import", "--dir", &h1, &share]);
+    let sig = |node: &str, name: &str| {
+        let path = dir.join(name).display().to_string();
+        run_ok(&["policy", "sign", "--dir", node, "--out", &path]);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let value: serde_json::Value = serde_json::from_str(&text).expect("signature JSON");
+        (path, value)
+    };
+    let (g_h1, g_h1v) = sig(&h1, "g-h1.json");
+    let (_, g_nv) = sig(&n, "g-n.json");
+    let adopted = run_json(&["policy", "adopt", "--dir", &n, &g_h1, "--json"]);
+    assert_eq!(adopted["adopted"], true, "{adopted}");
+    let hash1 = adopted["hash"].as_str().unwrap_or_default().to_owned();
+
+    // A second version proposed on N (so N's document holds it), signed by N and H1.
+    let budget = write(
+        dir,
+        "budget.json",
+        r#"{"edits": [{"op": "set_budget", "budget": 0.7}]}"#,
+    );
+    run_ok(&["policy", "propose", "--dir", &n, &budget]);
+    run_ok(&["policy", "export", "--dir", &n, "--out", &share]);
+    run_ok(&["policy", "import", "--dir", &h1, &share]);
+    let shown = show(&n);
+    let hash2 = shown["document"]["hash"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let heads: Vec<Vec<u8>> = shown["document"]["heads"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|h| unhex(h.as_str().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(!heads.is_empty(), "{shown}");
+    let (_, s_n) = sig(&n, "s-n.json");
+    let (_, s_h1) = sig(&h1, "s-h1.json");
+    let target2 = serde_json::json!({"sequence": 2, "previous": hash1, "policy": hash2});
+    assert_eq!(s_n["target"], target2);
+    let record = |target: &serde_json::Value, sigs: &[&serde_json::Value]| {
+        serde_json::to_vec(&serde_json::json!({
+            "target": target,
+            "signatures": sigs
+                .iter()
+                .map(|s| serde_json::json!({"signer": s["signer"], "signature": s["signature"]}))
+                .collect::<Vec<_>>(),
+            "heads": heads,
+        }))
+        .expect("record JSON")
+    };
+    // Forged: N's signature and H1's with one digit changed (one valid of a quorum of 2).
+    let mut forged_h1 = s_h1.clone();
+    let text = s_h1["signature"].as_str().unwrap_or_default();
+    forged_h1["signature"] = serde_json::Value::String(format!(
+        "{}{}",
+        if text.starts_with('0') { "1" } else { "0" },
+        &text[1..]
+    ));
+    let forged = record(&target2, &[&s_n, &forged_h1]);
+    // Below the quorum: N's valid signature alone.
+    let short = record(&target2, &[&s_n]);
+    // Replayed: the genesis signatures under the new target.
+    let replayed = record(&target2, &[&g_nv, &g_h1v]);
+    // Replayed: the genesis record itself, again.
+    let chain_text = std::fs::read_to_string(Path::new(&n).join("policy").join("adoptions.json"))
+        .unwrap_or_default();
+    let chain: serde_json::Value = serde_json::from_str(&chain_text).expect("chain JSON");
+    let genesis_record = serde_json::to_vec(&chain[0]["record"]).expect("record");
+    let garbage = b"{\"target\": 1}".to_vec();
+
+    let http_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let http = format!("127.0.0.1:{http_port}");
+    let mut command = maillage();
+    command.args([
+        "serve",
+        "--dir",
+        &n,
+        "--http",
+        &http,
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+    ]);
+    let served = {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut address = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(a) = line.strip_prefix("listening ") {
+                address = a.to_owned();
+                break;
+            }
+        }
+        Served { child, address }
+    };
+    assert!(!served.address.is_empty());
+    gossip(
+        &served.address,
+        vec![forged, short, replayed, genesis_record, garbage],
+    );
+    assert!(
+        wait_until(20, || metric(
+            &http,
+            "maillage_policy_adoptions_rejected_total"
+        ) >= 5),
+        "rejected: {}",
+        metric(&http, "maillage_policy_adoptions_rejected_total")
+    );
+    assert_eq!(adopted_sequence(&n), 1, "{}", show(&n));
+
+    // The control: the same step with a quorum of valid signatures is taken.
+    gossip(&served.address, vec![record(&target2, &[&s_n, &s_h1])]);
+    assert!(
+        wait_until(20, || adopted_sequence(&n) == 2),
+        "the valid adoption was not taken: {}",
+        show(&n)
+    );
+    assert_eq!(show(&n)["adopted"]["hash"], hash2.as_str());
+    assert_eq!(metric(&http, "maillage_policy_adoptions_received_total"), 1);
+    assert_eq!(metric(&http, "maillage_policy_adoptions_rejected_total"), 5);
+}
