@@ -352,6 +352,27 @@ fn hubs_accept_releases_under_the_adopted_policy_only() {
     let chain_text = std::fs::read_to_string(&chain_file).unwrap_or_default();
     assert!(chain_text.contains(&hash), "{chain_text}");
     run_ok(&["audit", &bundle]);
+    // Pinned to the network's genesis, the audit passes; pinned elsewhere, it fails.
+    run_ok(&["audit", &bundle, "--genesis", &hash]);
+    let elsewhere = format!(
+        "{}{}",
+        if hash.starts_with('0') { "1" } else { "0" },
+        &hash[1..]
+    );
+    let out = crate::support::run(&["audit", &bundle, "--genesis", &elsewhere, "--json"]);
+    assert!(!out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(
+        report["findings"][0]["kind"], "bad_policy_adoption",
+        "{report}"
+    );
+    assert!(
+        report["findings"][0]["what"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("not at the pinned genesis {elsewhere}")),
+        "{report}"
+    );
     // One altered committee signature fails the audit.
     let chain: serde_json::Value = serde_json::from_str(&chain_text).unwrap_or_default();
     let signature = chain[0]["record"]["signatures"][0]["signature"]
