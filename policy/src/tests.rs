@@ -1367,3 +1367,92 @@ fn records_from_peers_are_checked_before_their_content_arrives() -> TestResult {
     assert!(chain.check_record(&wrong_previous).is_err());
     Ok(())
 }
+
+fn module_edit(id: &str, kind: &str, categories: &[&str]) -> Edit {
+    Edit::AddModuleIndicator {
+        id: id.into(),
+        module: "numerique_responsable".into(),
+        kind: kind.into(),
+        categories: categories.iter().map(|c| (*c).to_owned()).collect(),
+        max_contribution: 5,
+        weight: 2,
+    }
+}
+
+#[test]
+fn module_indicators_are_validated_and_merge_from_concurrent_proposals() -> TestResult {
+    let genesis = fixture();
+    let hash_before = genesis.hash();
+    let mut a = PolicyDoc::genesis(&genesis)?;
+    // No module indicator: the snapshot (and hash) is the one without the field.
+    assert_eq!(a.policy()?.hash(), hash_before);
+    let mut b = PolicyDoc::genesis(&genesis)?;
+    a.apply(&[module_edit("reparations", "count", &[])], "a")?;
+    b.apply(
+        &[module_edit(
+            "equipements_donnes",
+            "count_by",
+            &["ordinateur", "telephone"],
+        )],
+        "b",
+    )?;
+    a.merge(&b)?;
+    let merged = a.policy()?;
+    assert_eq!(merged.modules.len(), 2, "{:?}", merged.modules);
+    merged.validate()?;
+    assert_ne!(merged.hash(), hash_before);
+    // Taken again: refused.
+    assert!(
+        a.apply(&[module_edit("reparations", "count", &[])], "again")
+            .is_err()
+    );
+
+    let problems = |edit: Edit| -> Result<Vec<String>, Box<dyn std::error::Error>> {
+        let mut d = PolicyDoc::genesis(&genesis)?;
+        d.apply(&[edit], "x")?;
+        Ok(d.policy()?
+            .problems()
+            .iter()
+            .map(ToString::to_string)
+            .collect())
+    };
+    let p = problems(module_edit("Bad-Id", "count", &[]))?;
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("modules.Bad-Id: not an identifier")),
+        "{p:?}"
+    );
+    let p = problems(module_edit("genres", "count", &[]))?;
+    assert!(p.iter().any(|p| p.contains("compiled catalogue")), "{p:?}");
+    let p = problems(module_edit("x", "mean", &[]))?;
+    assert!(p.iter().any(|p| p.starts_with("modules.x.kind")), "{p:?}");
+    let p = problems(module_edit("x", "count_by", &["a"]))?;
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("modules.x.categories: 1 categories")),
+        "{p:?}"
+    );
+    let p = problems(module_edit("x", "count_by", &["a", "a"]))?;
+    assert!(p.iter().any(|p| p.contains("listed twice")), "{p:?}");
+    let p = problems(module_edit("x", "sum", &["a", "b"]))?;
+    assert!(p.iter().any(|p| p.contains("has no categories")), "{p:?}");
+    let p = problems(Edit::AddModuleIndicator {
+        id: "x".into(),
+        module: "m".into(),
+        kind: "sum".into(),
+        categories: Vec::new(),
+        max_contribution: 0,
+        weight: 2_000_000,
+    })?;
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("modules.x.max_contribution")),
+        "{p:?}"
+    );
+    assert!(p.iter().any(|p| p.starts_with("modules.x.weight")), "{p:?}");
+    // A policy with invalid module indicators cannot be adopted.
+    let mut d = PolicyDoc::genesis(&genesis)?;
+    d.apply(&[module_edit("x", "mean", &[])], "x")?;
+    assert!(AdoptionChain::new().ballot(&d.policy()?).is_err());
+    Ok(())
+}
