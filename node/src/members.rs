@@ -110,7 +110,7 @@ impl Members {
 
     /// The members a node of `role` with key `me` admits under the adopted `policy`: for a
     /// hub, the registry's structures whose hub is `me`; for the national node, the registry's
-    /// hubs; nobody for other roles.
+    /// hubs; for both, the registry's auditors; nobody for other roles.
     pub fn from_policy(
         dir: &Path,
         policy: &maillage_policy::Policy,
@@ -126,8 +126,12 @@ impl Members {
         let by_key = policy
             .members
             .iter()
-            .filter(|(_, m)| Some(m.role) == wanted)
-            .filter(|(_, m)| role != Role::Hub || m.hub == Some(me))
+            .filter(|(_, m)| {
+                // Auditors of the registry may query and verify any hub or the national node
+                // (they submit nothing: answers check the role).
+                (Some(m.role) == wanted && (role != Role::Hub || m.hub == Some(me)))
+                    || (wanted.is_some() && m.role == maillage_policy::Role::Auditor)
+            })
             .filter_map(|(k, m)| {
                 let key = k.verifying_key().ok()?.to_bytes();
                 let member = Member {

@@ -335,9 +335,9 @@ fn metric(http: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Publishes each message on the policy topic from a swarm of its own connected to `addr`,
-/// once the node has told it is subscribed.
-fn gossip(addr: &str, messages: Vec<Vec<u8>>) {
+/// Publishes each message on the policy topic from a swarm of its own (key seed `seed`: a new
+/// peer each time) connected to `addr`, once the node has told it is subscribed.
+fn gossip(addr: &str, seed: u8, messages: Vec<Vec<u8>>) {
     use libp2p::futures::StreamExt;
     use libp2p::swarm::SwarmEvent;
     use maillage_protocol::network::{
@@ -350,7 +350,7 @@ fn gossip(addr: &str, messages: Vec<Vec<u8>>) {
         .expect("runtime");
     runtime.block_on(async {
         let mut swarm = build_swarm(
-            keypair_from_ed25519_secret([77; 32]),
+            keypair_from_ed25519_secret([seed; 32]),
             &NetworkConfig::default(),
         )
         .expect("swarm");
@@ -373,7 +373,7 @@ fn gossip(addr: &str, messages: Vec<Vec<u8>>) {
                 }
             }
         };
-        tokio::time::timeout(Duration::from_secs(20), subscribed)
+        tokio::time::timeout(Duration::from_secs(60), subscribed)
             .await
             .expect("the node subscribes to policy adoptions");
         for m in messages {
@@ -399,7 +399,7 @@ fn forged_and_replayed_adoptions_gossiped_are_rejected_and_a_valid_one_is_taken(
     let dir = tmp.path();
     let (n, kn) = init(dir, "national", "national");
     let (h1, kh1) = init(dir, "hub1", "hub");
-    let (_h2, kh2) = init(dir, "hub2", "hub");
+    let (h2, kh2) = init(dir, "hub2", "hub");
     let genesis = write(
         dir,
         "genesis.toml",
@@ -521,6 +521,7 @@ fn forged_and_replayed_adoptions_gossiped_are_rejected_and_a_valid_one_is_taken(
     assert!(!served.address.is_empty());
     gossip(
         &served.address,
+        77,
         vec![forged, short, replayed, genesis_record, garbage],
     );
     assert!(
@@ -534,7 +535,7 @@ fn forged_and_replayed_adoptions_gossiped_are_rejected_and_a_valid_one_is_taken(
     assert_eq!(adopted_sequence(&n), 1, "{}", show(&n));
 
     // The control: the same step with a quorum of valid signatures is taken.
-    gossip(&served.address, vec![record(&target2, &[&s_n, &s_h1])]);
+    gossip(&served.address, 78, vec![record(&target2, &[&s_n, &s_h1])]);
     assert!(
         wait_until(20, || adopted_sequence(&n) == 2),
         "the valid adoption was not taken: {}",
@@ -543,4 +544,75 @@ fn forged_and_replayed_adoptions_gossiped_are_rejected_and_a_valid_one_is_taken(
     assert_eq!(show(&n)["adopted"]["hash"], hash2.as_str());
     assert_eq!(metric(&http, "maillage_policy_adoptions_received_total"), 1);
     assert_eq!(metric(&http, "maillage_policy_adoptions_rejected_total"), 5);
+
+    // Policy requests: a registry member gets the chain and a precise refusal of a malformed
+    // sync message; a key outside the registry is refused; an oversized message is cut by the
+    // codec; the node keeps answering.
+    use maillage_protocol::network::{Request, Response};
+    let addr: maillage_node::net::Multiaddr = served.address.parse().expect("address");
+    let ask = |node: &str, requests: Vec<Request>| {
+        let (_, identity) =
+            maillage_node::Node::open_identity(Path::new(node)).expect("the node's key");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(maillage_node::net::ask(
+                &identity,
+                &addr,
+                requests,
+                Duration::from_secs(20),
+            ))
+    };
+    let answers = ask(
+        &h1,
+        vec![
+            Request::PolicySync {
+                message: Some(vec![0x42; 100]),
+            },
+            Request::FetchAdoptions { after: 0 },
+            Request::FetchAdoptions { after: 1 },
+        ],
+    )
+    .expect("answers");
+    match &answers[0] {
+        Response::Refused { reason } => {
+            assert!(reason.contains("policy sync message refused"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    match (&answers[1], &answers[2]) {
+        (
+            Response::PolicyAdoptions { records: all },
+            Response::PolicyAdoptions { records: after },
+        ) => {
+            assert_eq!(all.len(), 2);
+            assert_eq!(after.len(), 1);
+            let text = String::from_utf8_lossy(&after[0].0).to_string();
+            assert!(text.contains(&hash2), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Hub 2 sits on the committee but not in this registry.
+    let answers = ask(&h2, vec![Request::FetchAdoptions { after: 0 }]).expect("answers");
+    match &answers[0] {
+        Response::Refused { reason } => assert!(
+            reason.contains("neither a member of this node nor in its adopted policy's registry"),
+            "{reason}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let oversized = ask(
+        &h1,
+        vec![Request::PolicySync {
+            message: Some(vec![7; 2 * 1024 * 1024]),
+        }],
+    );
+    assert!(oversized.is_err(), "{oversized:?}");
+    let answers = ask(&h1, vec![Request::PolicySync { message: None }]).expect("answers");
+    assert!(
+        matches!(answers[0], Response::PolicySync { .. }),
+        "{:?}",
+        answers[0]
+    );
 }

@@ -140,8 +140,8 @@ pub struct PolicySync {
     known: HashSet<PeerId>,
     /// Peers of the adopted registry.
     registry: HashSet<PeerId>,
-    /// Connected peers allowed to sync.
-    peers: HashSet<PeerId>,
+    /// Connected peers.
+    connected: HashSet<PeerId>,
     /// Sessions this node started, by peer.
     sessions: HashMap<PeerId, Session>,
     /// Sessions peers started with this node, by peer.
@@ -194,7 +194,7 @@ impl PolicySync {
             chain_stamp,
             known: HashSet::new(),
             registry: HashSet::new(),
-            peers: HashSet::new(),
+            connected: HashSet::new(),
             sessions: HashMap::new(),
             serving: HashMap::new(),
             in_flight: HashMap::new(),
@@ -238,6 +238,16 @@ impl PolicySync {
             .set(self.chain.current().map_or(0, |c| c.sequence() as i64));
     }
 
+    /// The connected peers that may sync the policy with this node (admissions change with
+    /// adoptions).
+    fn sync_peers(&self) -> Vec<PeerId> {
+        self.connected
+            .iter()
+            .filter(|p| self.admits(p))
+            .copied()
+            .collect()
+    }
+
     /// Whether `peer` may sync the policy with this node.
     pub fn admits(&self, peer: &PeerId) -> bool {
         self.known.contains(peer) || self.registry.contains(peer)
@@ -245,17 +255,17 @@ impl PolicySync {
 
     /// A connection to `peer` is up: sync with it and ask for missing adoptions.
     pub fn on_connected(&mut self, swarm: &mut Swarm<MaillageBehaviour>, peer: PeerId) {
+        self.connected.insert(peer);
         if !self.admits(&peer) {
             return;
         }
-        self.peers.insert(peer);
         self.start(swarm, peer);
         self.fetch_adoptions(swarm, peer);
     }
 
     /// The last connection to `peer` closed: its sync states are forgotten.
     pub fn on_disconnected(&mut self, peer: &PeerId) {
-        self.peers.remove(peer);
+        self.connected.remove(peer);
         self.sessions.remove(peer);
         self.serving.remove(peer);
     }
@@ -337,7 +347,6 @@ impl PolicySync {
                 ))
             }
             Request::PolicySync { message } => {
-                self.peers.insert(peer);
                 let before = self.doc.heads();
                 let state = self.serving.entry(peer).or_default();
                 if let Some(m) = message
@@ -416,7 +425,12 @@ impl PolicySync {
                     Ok(Response::Refused { reason }) => format!("refused: {reason}"),
                     Ok(Response::Error { message }) => format!("failed: {message}"),
                     Ok(r) => format!("unexpected answer {r:?}"),
-                    Err(e) => e,
+                    Err(e) => {
+                        // A short-lived client (maillage submit, query) leaves without answering.
+                        tracing::debug!(%peer, error = %e, "policy sync: no answer");
+                        self.sessions.insert(peer, Session::default());
+                        return true;
+                    }
                 };
                 tracing::warn!(%peer, %why, "policy sync with a peer did not complete");
                 // Start over next time: the state may believe messages arrived.
@@ -539,7 +553,9 @@ impl PolicySync {
             self.sync_files(swarm);
         } else {
             tracing::info!(%peer, sequence, "adoption verified; syncing its version");
-            self.start(swarm, peer);
+            for p in self.sync_peers() {
+                self.start(swarm, p);
+            }
         }
         Ok(())
     }
@@ -586,10 +602,9 @@ impl PolicySync {
         self.apply_waiting();
         self.sync_files(swarm);
         let peers: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|p| Some(**p) != from)
-            .copied()
+            .sync_peers()
+            .into_iter()
+            .filter(|p| Some(*p) != from)
             .collect();
         for peer in peers {
             self.start(swarm, peer);
@@ -671,7 +686,7 @@ impl PolicySync {
         }
         if merged {
             self.metrics.sync_changes.inc();
-            let peers: Vec<PeerId> = self.peers.iter().copied().collect();
+            let peers: Vec<PeerId> = self.sync_peers();
             for peer in peers {
                 self.start(swarm, peer);
             }
@@ -689,7 +704,7 @@ impl PolicySync {
         }
         if self.last_resync.elapsed() >= RESYNC_EVERY {
             self.last_resync = Instant::now();
-            let peers: Vec<PeerId> = self.peers.iter().copied().collect();
+            let peers: Vec<PeerId> = self.sync_peers();
             for peer in peers {
                 self.start(swarm, peer);
                 self.fetch_adoptions(swarm, peer);
@@ -744,7 +759,7 @@ impl PolicySync {
             }
         }
         // Peers that missed the gossip fetch it on their next resync; push the document now.
-        let peers: Vec<PeerId> = self.peers.iter().copied().collect();
+        let peers: Vec<PeerId> = self.sync_peers();
         for peer in peers {
             self.start(swarm, peer);
         }
