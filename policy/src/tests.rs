@@ -1401,6 +1401,15 @@ fn module_indicators_are_validated_and_merge_from_concurrent_proposals() -> Test
     assert_eq!(merged.modules.len(), 2, "{:?}", merged.modules);
     merged.validate()?;
     assert_ne!(merged.hash(), hash_before);
+    let shown: Vec<String> = diff(&genesis, &merged)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        shown.contains(&"+ indicateur de module equipements_donnes (module numerique_responsable, count_by : ordinateur, telephone), borne 5 par personne, poids 2".to_owned()),
+        "{shown:?}"
+    );
+    assert_eq!(shown.len(), 2, "{shown:?}");
     // Taken again: refused.
     assert!(
         a.apply(&[module_edit("reparations", "count", &[])], "again")
