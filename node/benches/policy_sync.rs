@@ -180,6 +180,7 @@ fn main() -> BenchResult {
                 break address;
             }
         };
+        b.add_peer_address(*a.local_peer_id(), addr.clone());
         b.dial(addr)?;
         let mut doc_a = PolicyDoc::load(&saved)?;
         let mut doc_b = PolicyDoc::load(&saved)?;
