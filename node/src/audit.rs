@@ -285,9 +285,24 @@ impl fmt::Display for AuditReport {
     }
 }
 
+/// What the auditor knows besides the bundle.
+#[derive(Debug, Clone, Default)]
+pub struct AuditOptions {
+    /// The genesis policy hash of the network (`maillage audit --genesis`): the bundle's
+    /// adoption chain must start there (finding `bad_policy_adoption` otherwise, or when the
+    /// bundle has no chain).
+    pub genesis: Option<maillage_policy::PolicyHash>,
+}
+
 /// Audits the bundle in `bundle_dir` (see the module documentation). Never panics.
 pub fn audit(bundle_dir: &Path) -> AuditReport {
+    audit_with(bundle_dir, &AuditOptions::default())
+}
+
+/// Audits the bundle in `bundle_dir` with `options`. Never panics.
+pub fn audit_with(bundle_dir: &Path, options: &AuditOptions) -> AuditReport {
     let mut auditor = Auditor::new(bundle_dir);
+    auditor.options = options.clone();
     auditor.manifest();
     auditor.members();
     let aggregate = auditor.read_aggregate();
@@ -327,6 +342,7 @@ pub fn audit(bundle_dir: &Path) -> AuditReport {
     let mut releases_verified = log.releases_verified;
     if national {
         auditor.aggregate_equivocations();
+        auditor.policy_adoptions();
         releases_verified += auditor.hub_bundles(&hub_aggregates);
     } else {
         auditor.equivocations();
@@ -396,6 +412,8 @@ fn hex_key(key: &VerifyingKey) -> String {
 #[derive(Debug)]
 struct Auditor {
     dir: PathBuf,
+    /// What the caller pinned (the genesis policy).
+    options: AuditOptions,
     findings: Findings,
     /// The manifest's hub key, if valid.
     hub: Option<VerifyingKey>,
@@ -425,6 +443,7 @@ impl Auditor {
     fn new(dir: &Path) -> Self {
         Self {
             dir: dir.to_path_buf(),
+            options: AuditOptions::default(),
             findings: Findings::default(),
             hub: None,
             origin: None,

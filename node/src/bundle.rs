@@ -14,7 +14,7 @@
 //! | `proofs.json` | [`Proofs`]: an inclusion proof of every leaf against the covered checkpoint, and a consistency proof between each pair of consecutive checkpoints |
 //! | `aggregate.json` | the hub's signed aggregate of the period (absent if none was made) |
 //! | `equivocations.json` | [`EquivocationLine`]s: pairs of different releases one member signed for one period (national: [`AggregateEquivocationLine`]s, pairs of aggregates of one hub) |
-//! | `policy-adoptions.json` | (hub, when it has adopted a policy) its adoption chain: every adopted version with its committee signatures, genesis first |
+//! | `policy-adoptions.json` | (hub or national node, when it has adopted a policy) its adoption chain: every adopted version with its committee signatures, genesis first |
 //! | `hubs/<aggregate id>/` | (national) the hub bundle of each hub aggregate the national aggregate sums, as the hub exported it: the chain from the national total to every release |
 //!
 //! Every release of the log up to the covered size is included (not only the period's), so
@@ -276,10 +276,10 @@ pub fn export(
     write("manifest.json", json("manifest.json", &manifest)?)?;
     let members: Vec<&Member> = hub.members().iter().collect();
     write("members.json", json("members.json", &members)?)?;
-    // The adoption chain of a hub that follows an adopted policy, for the auditor to re-verify.
-    if !hub.is_national()
-        && let Some(governance) = crate::policy::Governance::load(node.dir())
-            .map_err(|e| BundleError::Hub(HubError::Policy(format!("{e:#}"))))?
+    // The adoption chain of a node that follows an adopted policy, for the auditor to re-verify
+    // (and to check against the genesis it pins).
+    if let Some(governance) = crate::policy::Governance::load(node.dir())
+        .map_err(|e| BundleError::Hub(HubError::Policy(format!("{e:#}"))))?
     {
         write(
             "policy-adoptions.json",

@@ -506,6 +506,10 @@ pub struct SubmitArgs {
 pub struct AuditArgs {
     /// Dossier d'audit (écrit par maillage log export).
     pub bundle: PathBuf,
+    /// Empreinte de la politique fondatrice (genèse) du réseau : la chaîne d'adoptions du
+    /// dossier doit partir d'elle.
+    #[arg(long, value_name = "HASH")]
+    pub genesis: Option<maillage_policy::PolicyHash>,
     /// Sortie JSON.
     #[arg(long)]
     pub json: bool,
@@ -1464,7 +1468,12 @@ fn query(args: QueryArgs) -> Result<()> {
 }
 
 fn audit(args: AuditArgs) -> Result<()> {
-    let report = crate::audit::audit(&args.bundle);
+    let report = crate::audit::audit_with(
+        &args.bundle,
+        &crate::audit::AuditOptions {
+            genesis: args.genesis,
+        },
+    );
     if args.json {
         out!("{}", serde_json::to_string(&report)?)?;
     } else {

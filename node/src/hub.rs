@@ -243,6 +243,26 @@ fn load_governance(node: &Node) -> Result<Option<Governance>, HubError> {
     Governance::load(node.dir()).map_err(|e| HubError::Policy(format!("{e:#}")))
 }
 
+/// The members a hub admits: the adopted policy's registry if any, else `members.json`.
+/// The members' keys, decoded once for the ingest path (an unparsable key is simply not cached:
+/// membership itself is checked against `Members`).
+fn signer_keys(members: &Members) -> SignerKeys {
+    members
+        .iter()
+        .filter_map(|m| crate::members::parse_key(&m.key).ok())
+        .collect()
+}
+
+fn members_of(node: &Node, governance: Option<&Governance>) -> Result<Members, HubError> {
+    let adopted = governance.and_then(|g| g.current().ok()).map(|a| &a.policy);
+    Ok(Members::effective(
+        node.dir(),
+        adopted,
+        &node.identity.public(),
+        node.config.node.role,
+    )?)
+}
+
 /// The hub's view of its node's store.
 #[derive(Debug)]
 pub struct Hub<'a> {
@@ -380,14 +400,11 @@ impl<'a> Hub<'a> {
             }
             log.append_leaf_hash(contribution_leaf_hash(&release_id_from(&id)?));
         }
-        let members = Members::load(node.dir())?;
-        let member_keys = members
-            .iter()
-            .filter_map(|m| crate::members::parse_key(&m.key).ok())
-            .collect();
         let aggregates = store.tree("hub_aggregates")?;
         let key = node.identity.public();
         let governance = load_governance(node)?;
+        let members = members_of(node, governance.as_ref())?;
+        let member_keys = signer_keys(&members);
         Ok(Self {
             node,
             members,
@@ -404,6 +421,14 @@ impl<'a> Hub<'a> {
     /// Whether this is the national node (its contributions are hub aggregates).
     pub fn is_national(&self) -> bool {
         self.node.config.node.role == Role::National
+    }
+
+    /// Re-reads the adopted policy and the members it admits (after an adoption).
+    pub fn reload_policy(&mut self) -> Result<(), HubError> {
+        self.governance = load_governance(self.node)?;
+        self.members = members_of(self.node, self.governance.as_ref())?;
+        self.member_keys = signer_keys(&self.members);
+        Ok(())
     }
 
     /// The member list.
@@ -468,7 +493,7 @@ impl<'a> Hub<'a> {
             .as_ref()
             .is_none_or(|g| g.is_stale(self.node.dir()))
         {
-            self.governance = load_governance(self.node)?;
+            self.reload_policy()?;
         }
         let local = &self.node.config.privacy;
         let mut candidates = Vec::with_capacity(decoded.len());
@@ -594,6 +619,13 @@ impl<'a> Hub<'a> {
         let signatures: Vec<Signature> = aggregates.iter().map(|a| *a.signature()).collect();
         let keys: Vec<VerifyingKey> = aggregates.iter().map(|a| a.aggregate().signer).collect();
         let verified = crate::audit::verify_all(&messages, &signatures, &keys);
+        if self
+            .governance
+            .as_ref()
+            .is_none_or(|g| g.is_stale(self.node.dir()))
+        {
+            self.reload_policy()?;
+        }
         let mut candidates = Vec::new();
         // signer ‖ period → the head of its revision chain after this batch's candidates so far.
         let mut heads: HashMap<Vec<u8>, (ReleaseId, SignedAggregate)> = HashMap::new();

@@ -1,5 +1,7 @@
-//! The member list of a hub or of the national node (`members.json` in the node directory):
-//! which keys may contribute, and who they are. The governance policy will replace this file.
+//! The member list of a hub or of the national node: which keys may contribute, and who they
+//! are. With an adopted policy it is read from the policy's registry ([`Members::from_policy`]:
+//! a hub's members are the structures whose `hub` is the hub's key, the national node's are the
+//! hubs); without one, from `members.json` in the node directory ([`Members::load`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -104,6 +106,66 @@ impl Members {
             members.insert(m)?;
         }
         Ok(members)
+    }
+
+    /// The members a node of `role` with key `me` admits under the adopted `policy`: for a
+    /// hub, the registry's structures whose hub is `me`; for the national node, the registry's
+    /// hubs; for both, the registry's auditors; nobody for other roles.
+    pub fn from_policy(
+        dir: &Path,
+        policy: &maillage_policy::Policy,
+        me: &VerifyingKey,
+        role: Role,
+    ) -> Self {
+        let me = maillage_policy::PublicKey::from(*me);
+        let wanted = match role {
+            Role::Hub => Some(maillage_policy::Role::Structure),
+            Role::National => Some(maillage_policy::Role::Hub),
+            Role::Structure | Role::Auditor => None,
+        };
+        let by_key = policy
+            .members
+            .iter()
+            .filter(|(_, m)| {
+                // Auditors of the registry may query and verify any hub or the national node
+                // (they submit nothing: answers check the role).
+                (Some(m.role) == wanted && (role != Role::Hub || m.hub == Some(me)))
+                    || (wanted.is_some() && m.role == maillage_policy::Role::Auditor)
+            })
+            .filter_map(|(k, m)| {
+                let key = k.verifying_key().ok()?.to_bytes();
+                let member = Member {
+                    key: hex::encode(key),
+                    name: m.name.clone(),
+                    role: match m.role {
+                        maillage_policy::Role::Structure => Role::Structure,
+                        maillage_policy::Role::Hub => Role::Hub,
+                        maillage_policy::Role::National => Role::National,
+                        maillage_policy::Role::Auditor => Role::Auditor,
+                    },
+                    code_insee: m.commune.clone(),
+                };
+                Some((key, member))
+            })
+            .collect();
+        Self {
+            path: dir.join(MEMBERS_FILE),
+            by_key,
+        }
+    }
+
+    /// The members of the node in `dir`: from the adopted policy's registry if it has one
+    /// (`members.json` is then ignored), else from `members.json`.
+    pub fn effective(
+        dir: &Path,
+        adopted: Option<&maillage_policy::Policy>,
+        me: &VerifyingKey,
+        role: Role,
+    ) -> Result<Self, MembersError> {
+        match adopted {
+            Some(policy) => Ok(Self::from_policy(dir, policy, me, role)),
+            None => Self::load(dir),
+        }
     }
 
     fn insert(&mut self, member: Member) -> Result<(), MembersError> {

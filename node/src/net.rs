@@ -12,6 +12,7 @@ mod daemon;
 mod http;
 mod metrics;
 mod outbox;
+mod policy_sync;
 
 use std::time::Duration;
 

@@ -7,7 +7,9 @@
 //!   from the genesis on every load;
 //! - `pending-signatures.json`: committee signatures gathered for the current proposal;
 //! - `adopted-at.json`: when this node learned each adoption (the start of the grace period of
-//!   the version it replaced; records carry no time).
+//!   the version it replaced; records carry no time);
+//! - `.lock`: held by whoever reads-modifies-writes the files (the commands above, and
+//!   `maillage serve`, which merges what they write with what peers send).
 //!
 //! A node with an adopted policy releases under its parameters and names its hash in the
 //! release's `params` ([`Governance`]); a hub with one accepts only releases naming its current
@@ -64,6 +66,8 @@ pub const ADOPTIONS_FILE: &str = "adoptions.json";
 pub const PENDING_FILE: &str = "pending-signatures.json";
 /// When this node learned each adoption (sequence → Unix seconds).
 pub const ADOPTED_AT_FILE: &str = "adopted-at.json";
+/// The lock file of writers of the folder (see [`PolicyFiles::lock`]).
+pub const LOCK_FILE: &str = ".lock";
 
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -130,6 +134,49 @@ impl PolicyFiles {
         Self {
             dir: node_dir.join(POLICY_DIR),
         }
+    }
+
+    /// Takes the policy folder's lock (`policy/.lock`, an advisory lock released when the file
+    /// is dropped), waiting for another writer — `maillage serve` merging a sync, another
+    /// `maillage policy` command — to finish. Every read-modify-write of the files holds it.
+    pub fn lock(&self) -> Result<fs::File> {
+        let file = self.open_lock()?;
+        file.lock()
+            .with_context(|| format!("locking {}", self.path(LOCK_FILE).display()))?;
+        Ok(file)
+    }
+
+    /// The lock if it is free right now (`None` while another process holds it).
+    pub fn try_lock(&self) -> Result<Option<fs::File>> {
+        let file = self.open_lock()?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("locking {}", self.path(LOCK_FILE).display()))
+            }
+        }
+    }
+
+    fn open_lock(&self) -> Result<fs::File> {
+        self.ensure_dir()?;
+        let path = self.path(LOCK_FILE);
+        fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))
+    }
+
+    /// The document file's path.
+    pub fn document_path(&self) -> PathBuf {
+        self.path(DOCUMENT_FILE)
+    }
+
+    /// The adoption chain file's path.
+    pub fn chain_path(&self) -> PathBuf {
+        self.path(ADOPTIONS_FILE)
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -534,6 +581,7 @@ pub fn show(dir: &Path, as_json: bool) -> Result<()> {
             "{}",
             json!({
                 "adopted": adopted.map(|a| json!({"sequence": a.sequence(), "hash": a.hash().to_hex(), "policy": summary(&a.policy)})),
+                "document": proposed.as_ref().map(|p| json!({"hash": p.hash().to_hex(), "members": p.members.len(), "indicators": p.indicators.len(), "heads": doc.as_ref().map(|d| d.heads().0.iter().map(hex::encode).collect::<Vec<_>>())})),
                 "proposal": proposed.as_ref().filter(|_| is_pending).map(|p| json!({
                     "hash": p.hash().to_hex(),
                     "sequence": chain.next_sequence(),
@@ -601,6 +649,8 @@ fn read_proposal(path: &Path) -> Result<Proposal> {
 /// `maillage policy propose`
 pub fn propose(dir: &Path, file: Option<&Path>, joins: &[PathBuf], as_json: bool) -> Result<()> {
     let node = open(dir)?;
+    // A running daemon writes the same files: one writer at a time.
+    let _lock = node.files.lock()?;
     let chain = node.files.chain()?;
     let mut doc = match node.files.document()? {
         Some(doc) => doc,
@@ -717,6 +767,8 @@ pub fn sign(dir: &Path, out_file: Option<&Path>, as_json: bool) -> Result<()> {
 /// `maillage policy adopt`
 pub fn adopt(dir: &Path, files: &[PathBuf], as_json: bool) -> Result<()> {
     let node = open(dir)?;
+    // A running daemon writes the same files: one writer at a time.
+    let _lock = node.files.lock()?;
     let mut chain = node.files.chain()?;
     let doc = require_document(&node.files, dir)?;
     let policy = doc.policy()?;
@@ -954,6 +1006,8 @@ pub fn export(dir: &Path, to: &Path) -> Result<()> {
 /// `maillage policy import`: merges a folder written by `export` (document and adoptions).
 pub fn import(dir: &Path, from: &Path) -> Result<()> {
     let node = open(dir)?;
+    // A running daemon writes the same files: one writer at a time.
+    let _lock = node.files.lock()?;
     let theirs_doc = {
         let path = from.join(DOCUMENT_FILE);
         let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;

@@ -623,6 +623,51 @@ impl AdoptionChain {
             .ok_or(AdoptionError::Malformed(String::new()))
     }
 
+    /// Checks a record received from a peer as the next step, before its content is at hand:
+    /// its sequence follows the chain, it names the current version as previous, and its
+    /// signatures (each signer once) reach the quorum of the currently adopted committee.
+    /// [`AdoptionChain::append`] still checks the content (hash, validation) afterwards. A
+    /// genesis record is refused: the genesis is pinned locally, never taken from a peer.
+    pub fn check_record(&self, record: &AdoptionRecord) -> Result<(), AdoptionError> {
+        let t = record.target;
+        let expected = self.next_sequence();
+        if t.sequence != expected {
+            return Err(AdoptionError::OutOfSequence {
+                found: t.sequence,
+                expected,
+            });
+        }
+        let Some(current) = self.current() else {
+            return Err(AdoptionError::Malformed(
+                "a genesis record from a peer: the genesis is adopted locally (maillage policy adopt or import), never over the network".into(),
+            ));
+        };
+        if t.previous != Some(current.hash()) {
+            return Err(AdoptionError::WrongPrevious {
+                sequence: t.sequence,
+                found: t.previous,
+                expected: Some(current.hash()),
+            });
+        }
+        let committee = &current.policy.committee;
+        let committee_of = format!("the adopted version {}", current.hash());
+        let mut seen = std::collections::BTreeSet::new();
+        for s in &record.signatures {
+            if !seen.insert(s.signer) {
+                return Err(AdoptionError::DuplicateSigner { signer: s.signer });
+            }
+            check_signature(committee, &committee_of, &t, &s.signer, &s.signature)?;
+        }
+        if seen.len() < committee.quorum as usize {
+            return Err(AdoptionError::QuorumNotReached {
+                valid: seen.len(),
+                quorum: committee.quorum,
+                target: Box::new(t),
+            });
+        }
+        Ok(())
+    }
+
     /// Appends a record received from a peer, reading its version from the synced document at
     /// the record's heads (sync the document first if it lacks them).
     pub fn append_from_document(

@@ -52,6 +52,27 @@ pub enum Change {
         /// After.
         to: String,
     },
+    /// A module indicator declared.
+    ModuleAdded {
+        /// Its identifier.
+        id: String,
+        /// Its definition.
+        indicator: crate::model::ModuleIndicator,
+    },
+    /// A module indicator removed.
+    ModuleRemoved {
+        /// Its identifier.
+        id: String,
+    },
+    /// A module indicator's definition changed (shown before → after, as JSON).
+    ModuleChanged {
+        /// Its identifier.
+        id: String,
+        /// Before.
+        from: String,
+        /// After.
+        to: String,
+    },
     /// A member registered.
     MemberAdded {
         /// Its key.
@@ -127,6 +148,23 @@ impl fmt::Display for Change {
                 from,
                 to,
             } => write!(f, "indicateur {} : {field} {from} → {to}", indicator.code()),
+            Self::ModuleAdded { id, indicator } => write!(
+                f,
+                "+ indicateur de module {id} (module {}, {}{}), borne {} par personne, poids {}",
+                indicator.module,
+                indicator.kind,
+                if indicator.categories.is_empty() {
+                    String::new()
+                } else {
+                    format!(" : {}", indicator.categories.join(", "))
+                },
+                indicator.max_contribution,
+                indicator.weight
+            ),
+            Self::ModuleRemoved { id } => write!(f, "- indicateur de module {id}"),
+            Self::ModuleChanged { id, from, to } => {
+                write!(f, "indicateur de module {id} : {from} → {to}")
+            }
             Self::MemberAdded { key, member } => write!(
                 f,
                 "+ membre {} « {} » ({}{}{})",
@@ -257,6 +295,25 @@ pub fn diff(old: &Policy, new: &Policy) -> Vec<Change> {
             out.push(Change::IndicatorAdded {
                 indicator: *indicator,
                 weight: e.weight,
+            });
+        }
+    }
+    for (id, m) in &old.modules {
+        match new.modules.get(id) {
+            None => out.push(Change::ModuleRemoved { id: id.clone() }),
+            Some(n) if n != m => out.push(Change::ModuleChanged {
+                id: id.clone(),
+                from: String::from_utf8_lossy(&crate::model::canonical_json(m)).into_owned(),
+                to: String::from_utf8_lossy(&crate::model::canonical_json(n)).into_owned(),
+            }),
+            Some(_) => {}
+        }
+    }
+    for (id, m) in &new.modules {
+        if !old.modules.contains_key(id) {
+            out.push(Change::ModuleAdded {
+                id: id.clone(),
+                indicator: m.clone(),
             });
         }
     }

@@ -158,6 +158,12 @@ impl PolicyDoc {
                 reason: "the policy is not an object".into(),
             });
         };
+        let mut root = root;
+        // The map of module indicators exists from the genesis on, even empty: two peers that
+        // each created it with their first module indicator would make two conflicting maps,
+        // and one peer's indicators would disappear in the merge.
+        root.entry("modules")
+            .or_insert_with(|| Value::Object(Map::new()));
         doc.transact_with(
             |_| {
                 CommitOptions::default()
@@ -508,6 +514,13 @@ fn read_policy(mut root: Map<String, Value>) -> Result<Policy, DocError> {
         let indicator = typed(Value::String(k), &path)?;
         indicators.insert(indicator, typed(v, &path)?);
     }
+    let mut modules = std::collections::BTreeMap::new();
+    if root.contains_key("modules") {
+        for (k, v) in take_object(&mut root, "modules", "")? {
+            let path = format!("modules.{k}");
+            modules.insert(k, typed(v, &path)?);
+        }
+    }
     let mut members = std::collections::BTreeMap::new();
     for (k, v) in take_object(&mut root, "members", "")? {
         let key = key_of(&k, "members")?;
@@ -521,6 +534,7 @@ fn read_policy(mut root: Map<String, Value>) -> Result<Policy, DocError> {
         schema,
         privacy,
         indicators,
+        modules,
         calendar,
         members,
         committee,

@@ -99,6 +99,29 @@ pub enum Edit {
         /// The indicator.
         indicator: Indicator,
     },
+    /// Declares an indicator of an optional module beyond the compiled catalogue (refused if
+    /// its identifier is taken).
+    AddModuleIndicator {
+        /// Its identifier.
+        id: String,
+        /// Its module.
+        module: String,
+        /// `count`, `count_by`, `sum` or `histogram`.
+        kind: String,
+        /// Its categories (for `count_by` and `histogram`).
+        #[serde(default)]
+        categories: Vec<String>,
+        /// The most one person adds to it in a period.
+        max_contribution: u32,
+        /// Its weight (default 1).
+        #[serde(default = "one")]
+        weight: u32,
+    },
+    /// Removes a module indicator.
+    RemoveModuleIndicator {
+        /// Its identifier.
+        id: String,
+    },
     /// Changes an indicator's weight.
     SetWeight {
         /// The indicator.
@@ -213,6 +236,8 @@ impl Edit {
             Self::SetBounds { .. } => "set_bounds",
             Self::AddIndicator { .. } => "add_indicator",
             Self::RemoveIndicator { .. } => "remove_indicator",
+            Self::AddModuleIndicator { .. } => "add_module_indicator",
+            Self::RemoveModuleIndicator { .. } => "remove_module_indicator",
             Self::SetWeight { .. } => "set_weight",
             Self::SetCalendar { .. } => "set_calendar",
             Self::AddMember { .. } => "add_member",
@@ -293,6 +318,37 @@ impl Edit {
                     return Err(format!("indicator {indicator} is not in the policy"));
                 }
                 tx.delete(&indicators, indicator.code()).map_err(am)
+            }
+            Self::AddModuleIndicator {
+                id,
+                module,
+                kind,
+                categories,
+                max_contribution,
+                weight,
+            } => {
+                let modules = map(tx, &["modules"])?;
+                if exists(tx, &modules, id)? {
+                    return Err(format!(
+                        "module indicator {id} is already in the policy: remove it first to redefine it"
+                    ));
+                }
+                let entry = serde_json::to_value(crate::model::ModuleIndicator {
+                    module: module.clone(),
+                    kind: kind.clone(),
+                    categories: categories.clone(),
+                    max_contribution: *max_contribution,
+                    weight: *weight,
+                })
+                .map_err(|e| e.to_string())?;
+                put_json(tx, &modules, id, &entry).map_err(am)
+            }
+            Self::RemoveModuleIndicator { id } => {
+                let modules = map(tx, &["modules"])?;
+                if !exists(tx, &modules, id)? {
+                    return Err(format!("module indicator {id} is not in the policy"));
+                }
+                tx.delete(&modules, id.as_str()).map_err(am)
             }
             Self::SetWeight { indicator, weight } => {
                 let indicators = map(tx, &["indicators"])?;

@@ -26,6 +26,12 @@
 //! | `indicators.<id>.categories` | list of strings | the catalogue's categories, in order (empty for count/sum) |
 //! | `indicators.<id>.module` | boolean | `false` for the common core, `true` for an optional module (as the catalogue says) |
 //! | `indicators.<id>.weight` | integer | share of the budget, 1–1,000,000 (the indicator gets weight/Σweights) |
+//! | `modules.<id>` | map, optional | an indicator of an optional module beyond the compiled catalogue; `<id>`: 1–64 of `a-z 0-9 _`, starting with a letter, not a catalogue code; at most 200 indicators in all |
+//! | `modules.<id>.module` | string | the module's identifier (same form) |
+//! | `modules.<id>.kind` | string | `count`, `count_by`, `sum`, `histogram` |
+//! | `modules.<id>.categories` | list of strings | 2–64 distinct identifiers for `count_by` and `histogram`, empty otherwise |
+//! | `modules.<id>.max_contribution` | integer | contribution bound of one person in a period, 1–1,000,000 |
+//! | `modules.<id>.weight` | integer | share of the budget, 1–1,000,000, as for catalogue indicators |
 //! | `calendar.period` | string | `month` |
 //! | `calendar.submission_deadline_days` | integer | releases due this many days after the month ends, 1–90 (default 10) |
 //! | `calendar.superseded_grace_days` | integer | a replaced version is still accepted this many days, 0–90 (default 15) |
@@ -86,7 +92,7 @@ pub use document::{DocError, Heads, MAX_SYNC_MESSAGE, PolicyDoc, SyncState};
 pub use edit::{Edit, EditError, Proposal};
 pub use join::{JoinDetails, JoinError, JoinRequest};
 pub use model::{
-    Bounds, Calendar, Committee, CommitteeMember, IndicatorEntry, Mechanism, Member, Policy,
-    PolicyHash, Privacy, PublicKey, Role, SCHEMA_VERSION,
+    Bounds, Calendar, Committee, CommitteeMember, IndicatorEntry, Mechanism, Member,
+    ModuleIndicator, Policy, PolicyHash, Privacy, PublicKey, Role, SCHEMA_VERSION,
 };
 pub use validate::{Problem, ValidationErrors, validate_pivot};

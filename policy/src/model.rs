@@ -323,6 +323,26 @@ impl IndicatorEntry {
     }
 }
 
+/// An indicator of an optional module that the catalogue compiled into `maillage-protocol`
+/// does not know: declared by the policy, with everything a node needs to compute and bound
+/// it. Its identifier is the key of `modules` in the policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleIndicator {
+    /// The module it belongs to (an identifier: lowercase letters, digits, `_`).
+    pub module: String,
+    /// Its kind: `count`, `count_by`, `sum` or `histogram`.
+    pub kind: String,
+    /// Its categories (2 to 64 identifiers for `count_by` and `histogram`, none otherwise).
+    pub categories: Vec<String>,
+    /// The most one person adds to it in a period (its contribution bound, which scales its
+    /// noise): 1 to 1,000,000.
+    pub max_contribution: u32,
+    /// Its relative share of the period budget, as catalogue indicators' weights (1 to
+    /// 1,000,000).
+    pub weight: u32,
+}
+
 /// The period calendar.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -430,6 +450,10 @@ pub struct Policy {
     pub privacy: Privacy,
     /// The indicators released, by identifier.
     pub indicators: BTreeMap<Indicator, IndicatorEntry>,
+    /// Indicators of optional modules beyond the compiled catalogue, by identifier (absent
+    /// from the snapshot when empty, so policies without them keep their hash).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub modules: BTreeMap<String, ModuleIndicator>,
     /// The period calendar.
     pub calendar: Calendar,
     /// The membership registry, by public key.
@@ -450,6 +474,7 @@ impl Default for Policy {
                 .iter()
                 .map(|&i| (i, IndicatorEntry::from_catalogue(i, 1)))
                 .collect(),
+            modules: BTreeMap::new(),
             calendar: Calendar::default(),
             members: BTreeMap::new(),
             committee: Committee::default(),

@@ -1304,3 +1304,164 @@ proptest! {
         prop_assert_eq!(doc.policy().map_err(|e| TestCaseError::fail(e.to_string()))?.hash(), p.hash());
     }
 }
+
+#[test]
+fn records_from_peers_are_checked_before_their_content_arrives() -> TestResult {
+    let mut doc = PolicyDoc::genesis(&fixture())?;
+    let mut chain = AdoptionChain::new();
+    let genesis = adopt(&mut chain, &doc, &[1, 2])?;
+    // A genesis is never taken from a peer.
+    assert!(AdoptionChain::new().check_record(&genesis).is_err());
+    // A replay of the genesis record on a chain that holds it is out of sequence.
+    assert!(matches!(
+        chain.check_record(&genesis),
+        Err(AdoptionError::OutOfSequence {
+            found: 1,
+            expected: 2
+        })
+    ));
+    doc.apply(&[Edit::SetQuorum { quorum: 3 }], "x")?;
+    let policy = doc.policy()?;
+    let target = chain.next_target(&policy.hash());
+    let sig = |s: u8| SignerSignature {
+        signer: pk(s),
+        signature: sign_adoption(&key(s), target).signature,
+    };
+    let record = |signatures: Vec<SignerSignature>| AdoptionRecord {
+        target,
+        signatures,
+        heads: doc.heads(),
+    };
+    chain.check_record(&record(vec![sig(1), sig(3)]))?;
+    // Below the quorum, a duplicated signer, a forged signature, a non-member, a replayed
+    // genesis signature: refused.
+    assert!(matches!(
+        chain.check_record(&record(vec![sig(1)])),
+        Err(AdoptionError::QuorumNotReached {
+            valid: 1,
+            quorum: 2,
+            ..
+        })
+    ));
+    assert!(matches!(
+        chain.check_record(&record(vec![sig(1), sig(1)])),
+        Err(AdoptionError::DuplicateSigner { .. })
+    ));
+    let mut forged = sig(3);
+    forged.signature.0[0] ^= 1;
+    assert!(matches!(
+        chain.check_record(&record(vec![sig(1), forged])),
+        Err(AdoptionError::BadSignature { .. })
+    ));
+    assert!(matches!(
+        chain.check_record(&record(vec![sig(1), sig(HUB)])),
+        Err(AdoptionError::NotOnCommittee { .. })
+    ));
+    let replayed = record(genesis.signatures.clone());
+    assert!(matches!(
+        chain.check_record(&replayed),
+        Err(AdoptionError::BadSignature { .. })
+    ));
+    let mut wrong_previous = record(vec![sig(1), sig(2)]);
+    wrong_previous.target.previous = Some(policy.hash());
+    assert!(chain.check_record(&wrong_previous).is_err());
+    Ok(())
+}
+
+fn module_edit(id: &str, kind: &str, categories: &[&str]) -> Edit {
+    Edit::AddModuleIndicator {
+        id: id.into(),
+        module: "numerique_responsable".into(),
+        kind: kind.into(),
+        categories: categories.iter().map(|c| (*c).to_owned()).collect(),
+        max_contribution: 5,
+        weight: 2,
+    }
+}
+
+#[test]
+fn module_indicators_are_validated_and_merge_from_concurrent_proposals() -> TestResult {
+    let genesis = fixture();
+    let hash_before = genesis.hash();
+    let mut a = PolicyDoc::genesis(&genesis)?;
+    // No module indicator: the snapshot (and hash) is the one without the field.
+    assert_eq!(a.policy()?.hash(), hash_before);
+    let mut b = PolicyDoc::genesis(&genesis)?;
+    a.apply(&[module_edit("reparations", "count", &[])], "a")?;
+    b.apply(
+        &[module_edit(
+            "equipements_donnes",
+            "count_by",
+            &["ordinateur", "telephone"],
+        )],
+        "b",
+    )?;
+    a.merge(&b)?;
+    let merged = a.policy()?;
+    assert_eq!(merged.modules.len(), 2, "{:?}", merged.modules);
+    merged.validate()?;
+    assert_ne!(merged.hash(), hash_before);
+    let shown: Vec<String> = diff(&genesis, &merged)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        shown.contains(&"+ indicateur de module equipements_donnes (module numerique_responsable, count_by : ordinateur, telephone), borne 5 par personne, poids 2".to_owned()),
+        "{shown:?}"
+    );
+    assert_eq!(shown.len(), 2, "{shown:?}");
+    // Taken again: refused.
+    assert!(
+        a.apply(&[module_edit("reparations", "count", &[])], "again")
+            .is_err()
+    );
+
+    let problems = |edit: Edit| -> Result<Vec<String>, Box<dyn std::error::Error>> {
+        let mut d = PolicyDoc::genesis(&genesis)?;
+        d.apply(&[edit], "x")?;
+        Ok(d.policy()?
+            .problems()
+            .iter()
+            .map(ToString::to_string)
+            .collect())
+    };
+    let p = problems(module_edit("Bad-Id", "count", &[]))?;
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("modules.Bad-Id: not an identifier")),
+        "{p:?}"
+    );
+    let p = problems(module_edit("genres", "count", &[]))?;
+    assert!(p.iter().any(|p| p.contains("compiled catalogue")), "{p:?}");
+    let p = problems(module_edit("x", "mean", &[]))?;
+    assert!(p.iter().any(|p| p.starts_with("modules.x.kind")), "{p:?}");
+    let p = problems(module_edit("x", "count_by", &["a"]))?;
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("modules.x.categories: 1 categories")),
+        "{p:?}"
+    );
+    let p = problems(module_edit("x", "count_by", &["a", "a"]))?;
+    assert!(p.iter().any(|p| p.contains("listed twice")), "{p:?}");
+    let p = problems(module_edit("x", "sum", &["a", "b"]))?;
+    assert!(p.iter().any(|p| p.contains("has no categories")), "{p:?}");
+    let p = problems(Edit::AddModuleIndicator {
+        id: "x".into(),
+        module: "m".into(),
+        kind: "sum".into(),
+        categories: Vec::new(),
+        max_contribution: 0,
+        weight: 2_000_000,
+    })?;
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("modules.x.max_contribution")),
+        "{p:?}"
+    );
+    assert!(p.iter().any(|p| p.starts_with("modules.x.weight")), "{p:?}");
+    // A policy with invalid module indicators cannot be adopted.
+    let mut d = PolicyDoc::genesis(&genesis)?;
+    d.apply(&[module_edit("x", "mean", &[])], "x")?;
+    assert!(AdoptionChain::new().ballot(&d.policy()?).is_err());
+    Ok(())
+}

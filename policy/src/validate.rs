@@ -15,6 +15,21 @@ use crate::model::{Policy, PublicKey, Role, SCHEMA_VERSION};
 pub const MAX_NAME_CHARS: usize = 200;
 /// The largest accepted indicator weight.
 pub const MAX_WEIGHT: u32 = 1_000_000;
+/// The most indicators (catalogue and modules) in one policy.
+pub const MAX_INDICATORS: usize = 200;
+/// The largest contribution bound of a module indicator.
+pub const MAX_CONTRIBUTION: u32 = 1_000_000;
+/// Accepted numbers of categories of a `count_by` or `histogram` module indicator.
+pub const MODULE_CATEGORIES: std::ops::RangeInclusive<usize> = 2..=64;
+
+/// Whether `text` is an identifier: 1–64 of `a-z`, `0-9`, `_`, starting with a letter.
+pub fn is_identifier(text: &str) -> bool {
+    (1..=64).contains(&text.len())
+        && text.starts_with(|c: char| c.is_ascii_lowercase())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
 /// Accepted submission deadlines, in days after the month ends.
 pub const DEADLINE_DAYS: std::ops::RangeInclusive<u32> = 1..=90;
 /// Accepted grace periods for a superseded version, in days.
@@ -98,6 +113,22 @@ pub enum Problem {
         found: bool,
         /// The catalogue's.
         expected: bool,
+    },
+    /// A module indicator breaks a rule (identifier, kind, categories, bound or weight).
+    #[error("modules.{id}{field}: {reason}")]
+    ModuleIndicator {
+        /// Its identifier as written.
+        id: String,
+        /// The field, with its leading dot (empty for the identifier itself).
+        field: &'static str,
+        /// What is wrong and what is accepted.
+        reason: String,
+    },
+    /// More indicators than a node will release.
+    #[error("indicators and modules: {count} indicators: at most {MAX_INDICATORS} accepted")]
+    TooManyIndicators {
+        /// How many.
+        count: usize,
     },
     /// A weight is outside its range.
     #[error("indicators.{indicator}.weight: {value} is out of range: expected 1 to {MAX_WEIGHT}")]
@@ -279,6 +310,7 @@ impl Policy {
         }
         self.check_privacy(&mut out);
         self.check_indicators(&mut out);
+        self.check_modules(&mut out);
         self.check_calendar(&mut out);
         self.check_members(&mut out);
         self.check_committee(&mut out);
@@ -302,6 +334,102 @@ impl Policy {
                     min,
                     max,
                 });
+            }
+        }
+    }
+
+    fn check_modules(&self, out: &mut Vec<Problem>) {
+        let count = self.indicators.len() + self.modules.len();
+        if count > MAX_INDICATORS {
+            out.push(Problem::TooManyIndicators { count });
+        }
+        for (id, m) in &self.modules {
+            let mut bad = |field: &'static str, reason: String| {
+                out.push(Problem::ModuleIndicator {
+                    id: id.clone(),
+                    field,
+                    reason,
+                })
+            };
+            if !is_identifier(id) {
+                bad(
+                    "",
+                    "not an identifier: expected 1 to 64 of a-z, 0-9 and _, starting with a letter"
+                        .into(),
+                );
+            } else if Indicator::COMMON_CORE
+                .iter()
+                .chain(Indicator::MODULES)
+                .any(|i| maillage_protocol::vocab::Vocabulary::code(*i) == id)
+            {
+                bad("", "is an indicator of the compiled catalogue: add it with add_indicator, not as a module indicator".into());
+            }
+            if !is_identifier(&m.module) {
+                bad(
+                    ".module",
+                    format!(
+                        "{:?} is not an identifier: expected 1 to 64 of a-z, 0-9 and _, starting with a letter",
+                        m.module
+                    ),
+                );
+            }
+            let categorical = match m.kind.as_str() {
+                "count" | "sum" => false,
+                "count_by" | "histogram" => true,
+                other => {
+                    bad(
+                        ".kind",
+                        format!(
+                            "{other:?} is not a kind: expected count, count_by, sum or histogram"
+                        ),
+                    );
+                    false
+                }
+            };
+            if categorical && !MODULE_CATEGORIES.contains(&m.categories.len()) {
+                bad(
+                    ".categories",
+                    format!(
+                        "{} categories: a {} needs {} to {}",
+                        m.categories.len(),
+                        m.kind,
+                        MODULE_CATEGORIES.start(),
+                        MODULE_CATEGORIES.end()
+                    ),
+                );
+            }
+            if !categorical && !m.categories.is_empty() {
+                bad(
+                    ".categories",
+                    format!("a {} has no categories: expected an empty list", m.kind),
+                );
+            }
+            for (i, c) in m.categories.iter().enumerate() {
+                if !is_identifier(c) {
+                    bad(
+                        ".categories",
+                        format!(
+                            "{c:?} is not an identifier: expected 1 to 64 of a-z, 0-9 and _, starting with a letter"
+                        ),
+                    );
+                } else if m.categories[..i].contains(c) {
+                    bad(".categories", format!("{c:?} is listed twice"));
+                }
+            }
+            if !(1..=MAX_CONTRIBUTION).contains(&m.max_contribution) {
+                bad(
+                    ".max_contribution",
+                    format!(
+                        "{} is out of range: expected 1 to {MAX_CONTRIBUTION}",
+                        m.max_contribution
+                    ),
+                );
+            }
+            if !(1..=MAX_WEIGHT).contains(&m.weight) {
+                bad(
+                    ".weight",
+                    format!("{} is out of range: expected 1 to {MAX_WEIGHT}", m.weight),
+                );
             }
         }
     }

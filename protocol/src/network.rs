@@ -37,7 +37,7 @@ use libp2p::{
 use sha2::{Digest, Sha256};
 
 pub use rate::{RateLimit, RateLimited, RateLimiter};
-pub use wire::{Request, Response, Totals, TotalsRow};
+pub use wire::{ByteString, Request, Response, Totals, TotalsRow};
 
 /// The request-response protocol: [`Request`] and [`Response`] as CBOR.
 pub const REQUEST_PROTOCOL: &str = "/maillage/req/1.0.0";
@@ -48,6 +48,23 @@ pub const IDENTIFY_PROTOCOL: &str = "/maillage/id/1.0.0";
 /// The gossipsub topic of checkpoint announcements: each message is the wire bytes of a
 /// [`crate::SignedCheckpoint`].
 pub const CHECKPOINT_TOPIC: &str = "maillage/checkpoints/1";
+
+/// The gossipsub topic of policy adoptions: each message is the JSON bytes of a
+/// `maillage_policy::AdoptionRecord` that its publisher has just adopted.
+pub const POLICY_TOPIC: &str = "maillage/policy-adoptions/1";
+
+/// The largest policy sync message a peer sends or accepts in one [`Request::PolicySync`] or
+/// [`Response::PolicySync`], in bytes (the request-response size bounds apply too).
+pub const MAX_POLICY_SYNC_MESSAGE: usize = 4 * 1024 * 1024;
+
+/// The most adoption records in one [`Response::PolicyAdoptions`]; a peer further behind asks
+/// again after the last one it received.
+pub const MAX_ADOPTIONS_PER_RESPONSE: usize = 64;
+
+/// The gossipsub topic of policy adoptions, [`POLICY_TOPIC`].
+pub fn policy_topic() -> gossipsub::IdentTopic {
+    gossipsub::IdentTopic::new(POLICY_TOPIC)
+}
 
 /// The gossipsub topic of checkpoint announcements, [`CHECKPOINT_TOPIC`].
 pub fn checkpoint_topic() -> gossipsub::IdentTopic {
@@ -191,7 +208,7 @@ pub struct MaillageBehaviour {
     pub ping: ping::Behaviour,
     /// [`REQUEST_PROTOCOL`].
     pub request_response: RequestResponse,
-    /// Checkpoint announcements on [`CHECKPOINT_TOPIC`].
+    /// Checkpoint announcements on [`CHECKPOINT_TOPIC`], policy adoptions on [`POLICY_TOPIC`].
     pub gossipsub: Gossipsub,
 }
 
@@ -239,7 +256,7 @@ impl MaillageBehaviour {
             .validate_messages()
             .build()
             .map_err(|e| NetworkError::Gossipsub(e.to_string()))?;
-        let topics = HashSet::from([checkpoint_topic().hash()]);
+        let topics = HashSet::from([checkpoint_topic().hash(), policy_topic().hash()]);
         let gossipsub = Gossipsub::new_with_subscription_filter(
             gossipsub::MessageAuthenticity::Signed(keypair.clone()),
             gossip_config,

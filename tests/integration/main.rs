@@ -9,4 +9,5 @@ mod import_semantics;
 mod netns;
 mod network;
 mod policy;
+mod policy_net;
 mod release;

@@ -251,7 +251,18 @@ fn hubs_accept_releases_under_the_adopted_policy_only() {
     };
     let dir = tmp.path();
     let (hub, khub) = init(dir, "hub", "hub");
-    // The committee (the hub's key, quorum 1) adopts ε = 0.5, not the local default of 1.
+    let (s1, r1) = structure_with_release(dir, "s1", "11");
+    let (s2, r2) = structure_with_release(dir, "s2", "12");
+    let (s3, r3) = structure_with_release(dir, "s3", "13");
+    let key_of = |node: &str| {
+        run_json(&["status", "--dir", node, "--json"])["identity"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (ks1, ks2, ks3) = (key_of(&s1), key_of(&s2), key_of(&s3));
+    // The committee (the hub's key, quorum 1) adopts ε = 0.5, not the local default of 1; the
+    // registry lists the three structures under the hub (which admits them from it).
     let genesis = write(
         dir,
         "genesis.json",
@@ -260,7 +271,10 @@ fn hubs_accept_releases_under_the_adopted_policy_only() {
                 {{"op": "add_committee_member", "key": "{khub}", "name": "Hub"}},
                 {{"op": "set_quorum", "quorum": 1}},
                 {{"op": "set_budget", "budget": 0.5}},
-                {{"op": "add_member", "key": "{khub}", "name": "Hub", "role": "hub"}}]}}"#
+                {{"op": "add_member", "key": "{khub}", "name": "Hub", "role": "hub"}},
+                {{"op": "add_member", "key": "{ks1}", "name": "S1", "role": "structure", "hub": "{khub}"}},
+                {{"op": "add_member", "key": "{ks2}", "name": "S2", "role": "structure", "hub": "{khub}"}},
+                {{"op": "add_member", "key": "{ks3}", "name": "S3", "role": "structure", "hub": "{khub}"}}]}}"#
         ),
     );
     run_ok(&["policy", "propose", "--dir", &hub, &genesis]);
@@ -272,7 +286,6 @@ fn hubs_accept_releases_under_the_adopted_policy_only() {
     assert_eq!(hash.len(), 64, "{adopted}");
 
     // A structure receives the adopted policy and releases under it, naming it.
-    let (s1, r1) = structure_with_release(dir, "s1", "11");
     let share = dir.join("share").display().to_string();
     run_ok(&["policy", "export", "--dir", &hub, "--out", &share]);
     run_ok(&["policy", "import", "--dir", &s1, &share]);
@@ -282,15 +295,9 @@ fn hubs_accept_releases_under_the_adopted_policy_only() {
     assert!(epsilon > 0.0 && epsilon <= 0.5 + 1e-12, "{v1}");
 
     // A structure that follows its local settings, and one under a policy of its own.
-    let (s2, r2) = structure_with_release(dir, "s2", "12");
     let v2 = release(&s2, &r2);
     let local = v2["params"].as_str().unwrap_or_default().to_owned();
     assert!(local.starts_with("local/"), "{v2}");
-    let (s3, r3) = structure_with_release(dir, "s3", "13");
-    let ks3 = run_json(&["status", "--dir", &s3, "--json"])["identity"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
     let own = write(
         dir,
         "own.json",
@@ -308,9 +315,8 @@ fn hubs_accept_releases_under_the_adopted_policy_only() {
     let v3 = release(&s3, &r3);
     assert_eq!(v3["params"], own_hash.as_str(), "{v3}");
 
-    for s in [&s1, &s2, &s3] {
-        run_ok(&["members", "add", "--dir", &hub, "--from-node", s]);
-    }
+    // No members.json: the hub admits the structures of its adopted registry.
+    assert!(!Path::new(&hub).join("members.json").exists());
     let accepted = run_json(&["accept", "--dir", &hub, "--json", &r1]);
     assert_eq!(accepted["results"][0]["accepted"], true, "{accepted}");
     assert_eq!(accepted["log_size"], 1);
@@ -346,6 +352,27 @@ fn hubs_accept_releases_under_the_adopted_policy_only() {
     let chain_text = std::fs::read_to_string(&chain_file).unwrap_or_default();
     assert!(chain_text.contains(&hash), "{chain_text}");
     run_ok(&["audit", &bundle]);
+    // Pinned to the network's genesis, the audit passes; pinned elsewhere, it fails.
+    run_ok(&["audit", &bundle, "--genesis", &hash]);
+    let elsewhere = format!(
+        "{}{}",
+        if hash.starts_with('0') { "1" } else { "0" },
+        &hash[1..]
+    );
+    let out = crate::support::run(&["audit", &bundle, "--genesis", &elsewhere, "--json"]);
+    assert!(!out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(
+        report["findings"][0]["kind"], "bad_policy_adoption",
+        "{report}"
+    );
+    assert!(
+        report["findings"][0]["what"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("not at the pinned genesis {elsewhere}")),
+        "{report}"
+    );
     // One altered committee signature fails the audit.
     let chain: serde_json::Value = serde_json::from_str(&chain_text).unwrap_or_default();
     let signature = chain[0]["record"]["signatures"][0]["signature"]
@@ -379,7 +406,9 @@ fn hubs_accept_releases_under_the_adopted_policy_only() {
         &format!(
             r#"{{"edits": [
                 {{"op": "add_committee_member", "key": "{khub2}", "name": "Hub 2"}},
-                {{"op": "set_quorum", "quorum": 1}}]}}"#
+                {{"op": "set_quorum", "quorum": 1}},
+                {{"op": "add_member", "key": "{ks2}", "name": "S2", "role": "structure", "hub": "{khub2}"}},
+                {{"op": "add_member", "key": "{khub2}", "name": "Hub 2", "role": "hub"}}]}}"#
         ),
     );
     run_ok(&["policy", "propose", "--dir", &hub2, &genesis2]);

@@ -380,7 +380,7 @@ impl Auditor {
                 );
                 continue;
             }
-            let report = audit_hub_bundle(&dir);
+            let report = audit_hub_bundle(&dir, &self.options);
             verified += report.releases_verified;
             for mut finding in report.findings {
                 finding.location = format!("{location}/{}", finding.location);
@@ -415,8 +415,8 @@ impl Auditor {
 
 /// Audits a hub bundle inside a national one (never a national bundle: the chain has two
 /// levels).
-fn audit_hub_bundle(dir: &Path) -> super::AuditReport {
-    let mut report = super::audit(dir);
+fn audit_hub_bundle(dir: &Path, options: &super::AuditOptions) -> super::AuditReport {
+    let mut report = super::audit_with(dir, options);
     if report.national {
         report.ok = false;
         report.findings.push(super::Finding {

@@ -3,7 +3,9 @@
 //! signatures over the sequence, the previous version and the policy hash, the quorum, the
 //! version's validity), and every release of the log must name an adopted version in its
 //! `params`. When a hub follows a version's grace period is a local fact (adoption records carry
-//! no time), so a release naming any adopted version passes.
+//! no time), so a release naming any adopted version passes. National bundles carry the national
+//! node's chain too (its leaves are aggregates: only the chain is checked). With a pinned genesis
+//! (`maillage audit --genesis HASH`) the chain must start at it, and must be present.
 
 use std::collections::HashSet;
 
@@ -15,6 +17,16 @@ use crate::bundle::LeafLine;
 impl Auditor {
     pub(super) fn policy_adoptions(&mut self) {
         let Some(bytes) = self.read(files::POLICY_ADOPTIONS, true) else {
+            if let Some(genesis) = self.options.genesis {
+                self.find(
+                    FindingKind::BadPolicyAdoption,
+                    files::POLICY_ADOPTIONS,
+                    None,
+                    format!(
+                        "the bundle carries no adoption chain, while the audit pins the genesis policy {genesis}: its node followed no adopted policy"
+                    ),
+                );
+            }
             return;
         };
         let entries: Vec<AdoptedPolicy> = match serde_json::from_slice(&bytes) {
@@ -29,7 +41,11 @@ impl Auditor {
                 return;
             }
         };
-        let chain = match AdoptionChain::verify(entries) {
+        let verified = match self.options.genesis {
+            Some(genesis) => AdoptionChain::verify_from(&genesis, entries),
+            None => AdoptionChain::verify(entries),
+        };
+        let chain = match verified {
             Ok(chain) => chain,
             Err(e) => {
                 self.find(

@@ -67,6 +67,9 @@ pub fn answer(
                 }
             }
         }
+        Request::PolicySync { .. } | Request::FetchAdoptions { .. } => Response::Error {
+            message: "policy requests are answered by the daemon's policy sync".into(),
+        },
         Request::FetchCheckpoint { size } => match hub.checkpoints() {
             Ok(all) => {
                 let found = match size {

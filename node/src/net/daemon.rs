@@ -23,7 +23,7 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub};
 use maillage_protocol::network::{
     MaillageBehaviour, MaillageBehaviourEvent, NetworkConfig, RateLimiter, Request, Response,
-    build_swarm, checkpoint_topic, keypair_from_ed25519_secret, peer_id_of,
+    build_swarm, checkpoint_topic, keypair_from_ed25519_secret, peer_id_of, policy_topic,
 };
 use maillage_protocol::{Period, SignedCheckpoint, SignedReceipt, SignedRelease};
 use serde::Serialize;
@@ -33,6 +33,7 @@ use super::metrics::Metrics;
 use super::outbox::{
     Delivery, OUTBOX_TREE, Outbox, PendingView, RECEIPTS_TREE, UPSTREAM_RECEIPTS_TREE,
 };
+use super::policy_sync::PolicySync;
 use crate::config::{Config, NetworkSettingError, Role};
 use crate::hub::Hub;
 use crate::members::parse_key;
@@ -308,6 +309,9 @@ struct Daemon<'a> {
     metrics: Metrics,
     deadline_day: u8,
     last_deadline_check: Option<Instant>,
+    /// The policy document and adoption chain, kept in sync with peers.
+    policy: PolicySync,
+    last_upstream_dial: Instant,
 }
 
 /// Runs the daemon of `node` until `shutdown` completes. Listening addresses are sent on
@@ -340,6 +344,10 @@ pub async fn run(
     {
         tracing::warn!(error = %e, "not subscribed to checkpoint announcements");
     }
+    if let Err(e) = swarm.behaviour_mut().gossipsub.subscribe(&policy_topic()) {
+        tracing::warn!(error = %e, "not subscribed to policy adoptions");
+    }
+    let policy = PolicySync::load(node.dir()).context("loading the node's policy")?;
     let mut upstream = Vec::new();
     for addr in &options.peers {
         let peer = peer_of(addr).ok_or_else(|| {
@@ -416,7 +424,17 @@ pub async fn run(
         metrics: Metrics::default(),
         deadline_day: options.deadline_day,
         last_deadline_check: None,
+        policy,
+        last_upstream_dial: Instant::now(),
     };
+    daemon
+        .policy
+        .metrics
+        .register(daemon.metrics.registry_mut());
+    daemon.refresh_admitted();
+    // The upstream node is dialled at once: the policy is synced with it even when nothing
+    // is to be delivered.
+    daemon.dial_upstream();
     if let Some(hub) = &daemon.hub {
         daemon.metrics.log_size.set(hub.log_size() as i64);
     }
@@ -518,6 +536,37 @@ impl<'a> Daemon<'a> {
                     b.next = None;
                 }
                 self.on_tick();
+            }
+        }
+    }
+
+    /// Re-reads who is admitted (after an adoption: the registry may have changed).
+    fn refresh_admitted(&mut self) {
+        if let Some(hub) = self.hub.as_mut() {
+            if let Err(e) = hub.reload_policy() {
+                tracing::error!(error = %e, "reloading the adopted policy");
+            }
+            self.admitted.retain(|_, (_, role)| *role == Role::National);
+            for m in hub.members().iter() {
+                if let Ok(key) = parse_key(&m.key) {
+                    self.admitted.insert(peer_id_of(&key), (key, m.role));
+                }
+            }
+        }
+        let mut known: HashSet<PeerId> = self.admitted.keys().copied().collect();
+        known.extend(self.upstream.iter().map(|(p, _)| *p));
+        self.policy.set_known_peers(known);
+    }
+
+    /// Dials the upstream nodes this one is not connected to.
+    fn dial_upstream(&mut self) {
+        self.last_upstream_dial = Instant::now();
+        for (peer, addr) in self.upstream.clone() {
+            if !self.connected.contains(&peer) {
+                self.swarm.add_peer_address(peer, addr.clone());
+                if let Err(e) = self.swarm.dial(addr) {
+                    tracing::debug!(%peer, error = %e, "dial not started");
+                }
             }
         }
     }
@@ -738,6 +787,13 @@ impl<'a> Daemon<'a> {
             }
         }
         self.check_deadline(now);
+        self.policy.on_tick(&mut self.swarm);
+        if self.policy.take_chain_changed() {
+            self.refresh_admitted();
+        }
+        if now.duration_since(self.last_upstream_dial) >= super::policy_sync::RESYNC_EVERY {
+            self.dial_upstream();
+        }
     }
 
     /// Hubs and the national node sign last month's aggregate on its deadline day if nobody
@@ -782,7 +838,17 @@ impl<'a> Daemon<'a> {
                     message,
                 },
             )) => {
-                let acceptance = self.check_gossiped_checkpoint(&message.data);
+                let acceptance = if message.topic == policy_topic().hash() {
+                    let acceptance =
+                        self.policy
+                            .on_gossip(&mut self.swarm, propagation_source, &message.data);
+                    if self.policy.take_chain_changed() {
+                        self.refresh_admitted();
+                    }
+                    acceptance
+                } else {
+                    self.check_gossiped_checkpoint(&message.data)
+                };
                 if acceptance == gossipsub::MessageAcceptance::Reject {
                     self.metrics.gossip_rejected.inc();
                 }
@@ -792,8 +858,15 @@ impl<'a> Daemon<'a> {
                     .gossipsub
                     .report_message_validation_result(&message_id, &propagation_source, acceptance);
             }
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                ..
+            } => {
                 self.connected.insert(peer_id);
+                if num_established.get() == 1 {
+                    self.policy.on_connected(&mut self.swarm, peer_id);
+                }
                 self.metrics.connections.set(self.connected.len() as i64);
                 tracing::debug!(peer = %peer_id, "connected");
                 // A hub that comes back gets its pending deliveries at once.
@@ -810,6 +883,7 @@ impl<'a> Daemon<'a> {
             } => {
                 if num_established == 0 {
                     self.connected.remove(&peer_id);
+                    self.policy.on_disconnected(&peer_id);
                     self.metrics.connections.set(self.connected.len() as i64);
                 }
             }
@@ -860,6 +934,43 @@ impl<'a> Daemon<'a> {
             } => {
                 let kind = request.kind();
                 self.metrics.bytes_received.inc_by(request_size(&request));
+                if matches!(
+                    request,
+                    Request::PolicySync { .. } | Request::FetchAdoptions { .. }
+                ) {
+                    let response = match self.limiter.check(&peer, Instant::now()) {
+                        Err(limited) => Response::Refused {
+                            reason: limited.to_string(),
+                        },
+                        Ok(()) => self
+                            .policy
+                            .answer(&mut self.swarm, peer, &request)
+                            .unwrap_or(Response::Error {
+                                message: "not a policy request".into(),
+                            }),
+                    };
+                    if self.policy.take_chain_changed() {
+                        self.refresh_admitted();
+                    }
+                    self.metrics.request(
+                        kind,
+                        match &response {
+                            Response::Refused { .. } => "refused",
+                            Response::Error { .. } => "error",
+                            _ => "answered",
+                        },
+                    );
+                    if self
+                        .swarm
+                        .behaviour_mut()
+                        .request_response
+                        .send_response(channel, response)
+                        .is_err()
+                    {
+                        tracing::debug!(%peer, "response not sent: the requester went away");
+                    }
+                    return;
+                }
                 let relay = self.role == Role::National
                     && matches!(&request, Request::Query { by: Some(_), .. })
                     && self.admitted.contains_key(&peer)
@@ -931,7 +1042,13 @@ impl<'a> Daemon<'a> {
                     self.on_delivery_response(delivery, peer, response)
                 }
                 Some(Outgoing::Relay(id)) => self.relay_answered(id, Ok(response)),
-                None => {}
+                None => {
+                    self.policy
+                        .on_response(&mut self.swarm, request_id, Ok(response));
+                    if self.policy.take_chain_changed() {
+                        self.refresh_admitted();
+                    }
+                }
             },
             request_response::Event::OutboundFailure {
                 request_id, error, ..
@@ -943,7 +1060,13 @@ impl<'a> Daemon<'a> {
                 Some(Outgoing::Relay(id)) => {
                     self.relay_answered(id, Err(format!("a hub did not answer: {error}")))
                 }
-                None => {}
+                None => {
+                    self.policy.on_response(
+                        &mut self.swarm,
+                        request_id,
+                        Err(format!("no answer: {error}")),
+                    );
+                }
             },
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::warn!(%peer, %error, "a request could not be read or answered");

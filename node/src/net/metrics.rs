@@ -119,6 +119,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The registry, for counters kept elsewhere (the policy sync's).
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     /// Counts one answered request.
     pub fn request(&self, kind: &str, outcome: &str) {
         self.requests

@@ -783,6 +783,8 @@ fn request_strategy() -> impl Strategy<Value = Request> {
         proptest::option::of(any::<u64>()).prop_map(|size| Request::FetchCheckpoint { size }),
         any::<u64>().prop_map(|index| Request::FetchContribution { index }),
         (any::<u64>(), any::<u64>()).prop_map(|(index, size)| Request::FetchProof { index, size }),
+        proptest::option::of(bytes_strategy()).prop_map(|message| Request::PolicySync { message }),
+        any::<u64>().prop_map(|after| Request::FetchAdoptions { after }),
     ]
 }
 
@@ -846,6 +848,9 @@ fn response_strategy() -> impl Strategy<Value = Response> {
         proptest::collection::vec(any::<[u8; 32]>(), 0..40)
             .prop_map(|hashes| Response::Proof { hashes }),
         ".{0,40}".prop_map(|message| Response::Error { message }),
+        proptest::option::of(bytes_strategy()).prop_map(|message| Response::PolicySync { message }),
+        proptest::collection::vec(bytes_strategy().prop_map(ByteString), 0..5)
+            .prop_map(|records| Response::PolicyAdoptions { records }),
     ]
 }
 

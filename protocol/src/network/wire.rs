@@ -59,6 +59,22 @@ pub enum Request {
         /// The log size the proof is against; greater than `index`.
         size: u64,
     },
+    /// One round of Automerge's sync protocol on the policy document: the requester's next
+    /// sync message (`None` when it has nothing to send but wants the peer's). Answered by
+    /// [`Response::PolicySync`] or [`Response::Refused`]. Rounds go on until neither side has
+    /// anything to send.
+    PolicySync {
+        /// An encoded `automerge::sync::Message`, at most
+        /// [`super::MAX_POLICY_SYNC_MESSAGE`] bytes.
+        #[serde(with = "opt_bytes")]
+        message: Option<Vec<u8>>,
+    },
+    /// The adoption records after sequence `after` (what a peer that adopted up to `after`
+    /// lacks). Answered by [`Response::PolicyAdoptions`].
+    FetchAdoptions {
+        /// The last adoption the requester holds (0 for none).
+        after: u64,
+    },
 }
 
 impl Request {
@@ -71,6 +87,8 @@ impl Request {
             Request::FetchCheckpoint { .. } => "fetch_checkpoint",
             Request::FetchContribution { .. } => "fetch_contribution",
             Request::FetchProof { .. } => "fetch_proof",
+            Request::PolicySync { .. } => "policy_sync",
+            Request::FetchAdoptions { .. } => "fetch_adoptions",
         }
     }
 }
@@ -117,6 +135,20 @@ pub enum Response {
         #[serde(with = "hashes")]
         hashes: Vec<[u8; 32]>,
     },
+    /// The answer to [`Request::PolicySync`]: the responder's next sync message, `None` when it
+    /// has nothing to send.
+    PolicySync {
+        /// An encoded `automerge::sync::Message`.
+        #[serde(with = "opt_bytes")]
+        message: Option<Vec<u8>>,
+    },
+    /// The answer to [`Request::FetchAdoptions`]: adoption records (JSON bytes of
+    /// `maillage_policy::AdoptionRecord`), in chain order, at most
+    /// [`super::MAX_ADOPTIONS_PER_RESPONSE`].
+    PolicyAdoptions {
+        /// The records.
+        records: Vec<ByteString>,
+    },
     /// The node failed to answer a request it accepted (storage error, shutting down...).
     Error {
         /// For a human; never parsed.
@@ -159,6 +191,31 @@ pub struct TotalsRow {
     pub contributors: u64,
     /// How many members the territory has in the registry (contributors ≤ members).
     pub members: u64,
+}
+
+/// One byte string inside a list (a CBOR byte string on the wire).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ByteString(#[serde(with = "bytes")] pub Vec<u8>);
+
+/// `Option<Vec<u8>>` as a CBOR byte string or null.
+pub(crate) mod opt_bytes {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(
+        value: &Option<Vec<u8>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        value
+            .as_ref()
+            .map(|v| super::ByteString(v.clone()))
+            .serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
+        Ok(Option::<super::ByteString>::deserialize(d)?.map(|b| b.0))
+    }
 }
 
 /// `Vec<u8>` as a CBOR byte string (serde's default is an array of integers, up to twice the
