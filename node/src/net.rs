@@ -14,6 +14,7 @@ mod metrics;
 mod outbox;
 mod policy_sync;
 
+use std::io::Write as _;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -77,11 +78,19 @@ pub fn serve(node: &Node, options: ServeOptions) -> Result<()> {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Ready>();
         let printer = async {
             if let Ok(ready) = ready_rx.await {
-                for addr in &ready.listen {
-                    println!("listening {addr}");
-                }
+                // Whoever started the daemon may stop reading its stdout once it has the
+                // address (`maillage serve | head -1`, a supervisor, a test): a closed pipe must
+                // not stop the daemon, so write errors are logged, never a panic.
+                let mut lines: Vec<String> =
+                    ready.listen.iter().map(|a| format!("listening {a}")).collect();
                 if let Some(http) = ready.http {
-                    println!("http http://{http}");
+                    lines.push(format!("http http://{http}"));
+                }
+                let mut out = std::io::stdout().lock();
+                for line in lines {
+                    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+                        tracing::warn!(error = %e, "could not print to stdout: {line}");
+                    }
                 }
             }
             std::future::pending::<()>().await

@@ -616,3 +616,32 @@ fn a_hub_revision_after_a_late_release_reaches_the_national_node() {
         "{report}"
     );
 }
+
+/// Whoever starts the daemon may stop reading its stdout (`maillage serve | head -1`, a
+/// supervisor that only wanted the address): a closed stdout must not stop the node.
+#[test]
+fn the_daemon_keeps_serving_when_its_stdout_is_closed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let hub = tmp.path().join("hub").display().to_string();
+    run_ok(&["init", "--dir", &hub, "--role", "hub", "--name", "Hub"]);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = maillage()
+        .args(["serve", "--dir", &hub, "--http", &addr])
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    // Close the read end before the daemon prints its addresses.
+    drop(child.stdout.take());
+    let answered = wait_until(30, || {
+        std::net::TcpStream::connect(&addr).is_ok() && http(&addr, "GET", "/status").0 == 200
+    });
+    // Still running a moment after it printed (or failed to print) its addresses.
+    std::thread::sleep(Duration::from_millis(500));
+    let alive = matches!(child.try_wait(), Ok(None));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(answered, "the daemon never answered on {addr}");
+    assert!(alive, "the daemon stopped once its stdout was closed");
+}
