@@ -437,6 +437,9 @@ struct Auditor {
     /// National bundles: the leaves the national aggregate must sum (each hub's latest
     /// revision below its checkpoint size); `None` for a hub (every leaf of the period).
     summed_leaves: Option<std::collections::BTreeSet<usize>>,
+    /// The policy each release names, gathered while the log step reads `releases.jsonl`
+    /// (so the policy step does not parse every release a second time).
+    release_params: Vec<policy::ReleaseParams>,
 }
 
 impl Auditor {
@@ -455,6 +458,7 @@ impl Auditor {
             national: false,
             leaves_file: files::RELEASES,
             summed_leaves: None,
+            release_params: Vec::new(),
         }
     }
 

@@ -501,6 +501,12 @@ impl Auditor {
             };
             let r = signed.release();
             let signer = r.signer;
+            auditor.release_params.push(super::policy::ReleaseParams {
+                position,
+                signer,
+                period: r.period,
+                params: r.params.clone(),
+            });
             if keys.len() < MAX_CACHED_KEYS {
                 keys.insert(signer);
             }

@@ -9,10 +9,21 @@
 
 use std::collections::HashSet;
 
+use ed25519_dalek::VerifyingKey;
 use maillage_policy::{AdoptedPolicy, AdoptionChain};
+use maillage_protocol::Period;
 
 use super::{Auditor, FindingKind, files};
-use crate::bundle::LeafLine;
+
+/// What the policy step needs of one release: its position in `releases.jsonl` (0-based line
+/// of the leaf), signer, period and the policy it names (`params`). Gathered by the log step.
+#[derive(Debug, Clone)]
+pub(super) struct ReleaseParams {
+    pub position: usize,
+    pub signer: VerifyingKey,
+    pub period: Period,
+    pub params: String,
+}
 
 impl Auditor {
     pub(super) fn policy_adoptions(&mut self) {
@@ -58,28 +69,16 @@ impl Auditor {
             }
         };
         let adopted: HashSet<String> = chain.entries().iter().map(|e| e.hash().to_hex()).collect();
-        let Some(bytes) = self.read(self.leaves_file, false) else {
-            return;
-        };
-        let text = String::from_utf8_lossy(&bytes);
-        for (line, text) in text.lines().enumerate() {
-            if text.trim().is_empty() {
-                continue;
-            }
-            // Lines that do not parse are reported by the log step.
-            let Ok(leaf) = serde_json::from_str::<LeafLine>(text) else {
-                continue;
-            };
-            let r = leaf.release.release();
+        let releases = std::mem::take(&mut self.release_params);
+        for r in &releases {
             if !adopted.contains(&r.params) {
-                let signer = r.signer;
                 self.find(
                     FindingKind::UnadoptedPolicy,
-                    format!("{}:{}.params", self.leaves_file, line + 1),
-                    Some(&signer),
+                    format!("{}:{}.params", self.leaves_file, r.position + 1),
+                    Some(&r.signer),
                     format!(
                         "the release of {} for {} names the policy {:?}, which the hub's adoption chain ({} version(s), current {}) never adopted",
-                        hex::encode(signer.as_bytes()),
+                        hex::encode(r.signer.as_bytes()),
                         r.period,
                         r.params,
                         chain.entries().len(),
