@@ -154,6 +154,8 @@ fn indicators_json_lists_every_category_with_zeros() {
 
 #[test]
 fn demo_runs_the_federation_on_embedded_defaults() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("demo").display().to_string();
     let v = run_json(&[
         "demo",
         "--json",
@@ -163,6 +165,8 @@ fn demo_runs_the_federation_on_embedded_defaults() {
         "8",
         "--hubs",
         "2",
+        "--out",
+        &out,
     ]);
     assert_eq!(v["structures"], json!(8));
     assert_eq!(v["hubs"], json!(2));
@@ -212,6 +216,47 @@ fn demo_runs_the_federation_on_embedded_defaults() {
     // by chance with probability far below 1e-6 while still catching a broken interval.
     let (mid, half) = ((lo + hi) / 2.0, (hi - lo) / 2.0);
     assert!((truth - mid).abs() <= 20.0 * half, "{people}");
+    // The national bundle carries the committee's adoption chain: pinned to the adopted
+    // genesis the audit passes, pinned elsewhere it fails, and so does an altered signature.
+    let bundle = std::path::Path::new(&out).join("bundle");
+    let bundle_arg = bundle.display().to_string();
+    // A failing audit exits non-zero and still prints its JSON report.
+    let run_json_status = |args: &[&str]| -> serde_json::Value {
+        let output = crate::support::run(args);
+        assert!(!output.status.success(), "{args:?} should fail");
+        serde_json::from_slice(&output.stdout).expect("audit JSON")
+    };
+    run_ok(&["audit", &bundle_arg, "--genesis", policy]);
+    let elsewhere = "ab".repeat(32);
+    let pinned = run_json_status(&["audit", &bundle_arg, "--genesis", &elsewhere, "--json"]);
+    assert_eq!(pinned["ok"], json!(false), "{pinned}");
+    assert_eq!(
+        pinned["findings"][0]["kind"], "bad_policy_adoption",
+        "{pinned}"
+    );
+    let chain_file = bundle.join("policy-adoptions.json");
+    let mut chain: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&chain_file).expect("chain"))
+            .expect("chain JSON");
+    let signature = chain[0]["record"]["signatures"][0]["signature"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(signature.len(), 128, "{chain}");
+    let flipped = if signature.starts_with('0') { "1" } else { "0" };
+    chain[0]["record"]["signatures"][0]["signature"] =
+        json!(format!("{flipped}{}", &signature[1..]));
+    std::fs::write(&chain_file, chain.to_string()).expect("write chain");
+    let altered = run_json_status(&["audit", &bundle_arg, "--json"]);
+    assert_eq!(altered["ok"], json!(false), "{altered}");
+    assert!(
+        altered["findings"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f["kind"] == "bad_policy_adoption"
+                && f["location"] == "policy-adoptions.json[0]")),
+        "{altered}"
+    );
+
     let text = run_ok(&["demo", "--structures", "3", "--hubs", "1"]);
     assert!(
         text.contains("Bénéficiaires") && text.contains("conforme"),
