@@ -12,7 +12,7 @@
 //!    contributions log), the policy. `members.json`: valid, distinct keys.
 //! 2. `releases.jsonl`: every line parses; its `index` is its position; its signature verifies
 //!    (batches of [`BATCH`] with `ed25519_dalek::verify_batch`; a failed batch is halved until
-//!    the bad signatures are found, see [`verify_all`]); its signer is a member with the contributing role (structures for a hub, hubs for
+//!    the bad signatures are found, see `verify_all`); its signer is a member with the contributing role (structures for a hub, hubs for
 //!    the national node); its mechanism is the policy's and its privacy loss within the budget;
 //!    no release is logged twice and no member has two different releases for one period
 //!    (equivocation). The number of lines is the manifest's `log_size`.

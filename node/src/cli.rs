@@ -416,13 +416,13 @@ pub struct ServeArgs {
     /// Dossier du nœud.
     #[arg(long)]
     pub dir: PathBuf,
-    /// Adresse d'écoute libp2p (répétable ; remplace [network] listen de maillage.toml).
+    /// Adresse d'écoute libp2p (répétable ; remplace network.listen de maillage.toml).
     #[arg(long)]
     pub listen: Vec<String>,
-    /// Nœud auquel celui-ci rend compte, …/p2p/<identifiant> (répétable ; remplace [network] peers).
+    /// Nœud auquel celui-ci rend compte, …/p2p/IDENTIFIANT (répétable ; remplace network.peers de maillage.toml).
     #[arg(long)]
     pub peer: Vec<String>,
-    /// API HTTP locale : adresse de bouclage et port, ou « off » (remplace [network] http).
+    /// API HTTP locale : adresse de bouclage et port, ou « off » (remplace network.http de maillage.toml).
     #[arg(long)]
     pub http: Option<String>,
 }
@@ -470,7 +470,7 @@ pub struct QueryArgs {
     /// Ventilation par territoire : region ou departement.
     #[arg(long, value_parser = ["region", "departement"])]
     pub by: Option<String>,
-    /// Nœud interrogé, …/p2p/<identifiant> (par défaut : le premier de [network] peers).
+    /// Nœud interrogé, …/p2p/IDENTIFIANT (par défaut : le premier de network.peers de maillage.toml).
     #[arg(long)]
     pub peer: Option<String>,
     /// Délai d'attente de la réponse, en secondes.
@@ -490,7 +490,7 @@ pub struct SubmitArgs {
     /// Mois, au format AAAA-MM.
     #[arg(long)]
     pub period: Period,
-    /// Adresse du hub, telle que maillage serve l'affiche (…/p2p/<identifiant>).
+    /// Adresse du hub, telle que maillage serve l'affiche (…/p2p/IDENTIFIANT).
     #[arg(long)]
     pub to: libp2p::Multiaddr,
     /// Délai d'attente de la réponse, en secondes.

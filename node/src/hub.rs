@@ -27,7 +27,7 @@
 //! # Ingest
 //!
 //! A batch of submissions is decoded, its signatures verified together
-//! ([`crate::audit::verify_all`]: one `verify_batch`, bisected only if it fails), checked
+//! (`audit::verify_all`: one `verify_batch`, bisected only if it fails), checked
 //! against the member list and the policy, and the new contributions appended. Then the hub
 //! signs **one** checkpoint of the grown log, writes the contributions, their index entries and
 //! that checkpoint in one atomic sled batch, and flushes once. Only then are receipts returned:
