@@ -1,5 +1,6 @@
 //! Maillage's integration tests: one binary, one module per capability.
 
+mod serve;
 mod support;
 
 mod cli;

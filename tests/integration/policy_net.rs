@@ -5,83 +5,14 @@
 //! comes back, then refuses releases under the superseded version (grace 0) and admits a
 //! structure from the registry without any members.json.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::{maillage, run, run_json, run_ok, write};
+use crate::serve::{Served, wait_until};
+use crate::support::{run, run_json, run_ok, write};
 
-/// A running `maillage serve`, killed when dropped.
-struct Served {
-    child: Child,
-    address: String,
-}
-
-impl Served {
-    fn start(dir: &str, peer: Option<&str>) -> Served {
-        let mut command = maillage();
-        command.args([
-            "serve",
-            "--dir",
-            dir,
-            "--http",
-            "off",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-        ]);
-        if let Some(p) = peer {
-            command.args(["--peer", p]);
-        }
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::sync_channel(4);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut address = String::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while address.is_empty() {
-            let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            else {
-                break;
-            };
-            if let Some(addr) = line.strip_prefix("listening ") {
-                address = addr.to_owned();
-            }
-        }
-        if address.is_empty() {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("maillage serve --dir {dir} did not print its address");
-        }
-        Served { child, address }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_until(secs: u64, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    false
-}
+/// Where the daemons listen: loopback, a port the system picks.
+const LOOPBACK: &str = "/ip4/127.0.0.1/tcp/0";
 
 fn init(dir: &Path, name: &str, role: &str) -> (String, String) {
     let node = dir.join(name).display().to_string();
@@ -191,9 +122,9 @@ fn policy_converges_and_adoptions_spread_between_daemons() {
     let text = std::fs::read_to_string(&old_release).unwrap_or_default();
     assert!(text.contains(&hash1), "{text}");
 
-    let served_n = Served::start(&n, None);
-    let served_h1 = Served::start(&h1, Some(&served_n.address));
-    let served_h2 = Served::start(&h2, Some(&served_n.address));
+    let served_n = Served::start(&n);
+    let served_h1 = Served::start_with(&h1, &["--listen", LOOPBACK, "--peer", &served_n.address]);
+    let served_h2 = Served::start_with(&h2, &["--listen", LOOPBACK, "--peer", &served_n.address]);
 
     // Concurrent proposals on the three peers: ε, a new structure of hub 2, grace 0.
     let budget = write(
@@ -271,7 +202,7 @@ fn policy_converges_and_adoptions_spread_between_daemons() {
     run_ok(&["release", "--dir", &s_new, "--period", "2026-09"]);
 
     // Hub 2 comes back and catches up.
-    let served_h2 = Served::start(&h2, Some(&served_n.address));
+    let served_h2 = Served::start_with(&h2, &["--listen", LOOPBACK, "--peer", &served_n.address]);
     assert!(
         wait_until(30, || adopted_sequence(&h2) == 2),
         "H2 did not catch up: {}",
@@ -320,16 +251,8 @@ fn unhex(text: &str) -> Vec<u8> {
 
 /// `GET /metrics` of a daemon's HTTP API, and the value of one counter.
 fn metric(http: &str, name: &str) -> u64 {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(http) else {
-        return 0;
-    };
-    let _ = write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
-    );
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
+    let (code, text) = crate::serve::http(http, "GET", "/metrics");
+    assert_eq!(code, 200, "{text}");
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
         .unwrap_or(0)
@@ -487,37 +410,8 @@ fn forged_and_replayed_adoptions_gossiped_are_rejected_and_a_valid_one_is_taken(
     let genesis_record = serde_json::to_vec(&chain[0]["record"]).expect("record");
     let garbage = b"{\"target\": 1}".to_vec();
 
-    let http_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let http = format!("127.0.0.1:{http_port}");
-    let mut command = maillage();
-    command.args([
-        "serve",
-        "--dir",
-        &n,
-        "--http",
-        &http,
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-    ]);
-    let served = {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut address = String::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(a) = line.strip_prefix("listening ") {
-                address = a.to_owned();
-                break;
-            }
-        }
-        Served { child, address }
-    };
+    let served = Served::start(&n);
+    let http = served.http.clone();
     assert!(!served.address.is_empty());
     gossip(
         &served.address,
