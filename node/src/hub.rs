@@ -6,20 +6,22 @@
 //! signs a revision naming the previous aggregate with a consistency proof; the national node
 //! logs every revision (nothing is rewritten) and `S` points at the head of the hub's chain.
 //!
-//! State lives in the node's sled database, in one tree `hub_state` whose keys start with a
-//! table's byte (so that a batch is one atomic `apply_batch`):
-//! - `L`: leaf index (u64 BE) → contribution id (release id, or aggregate id at national
-//!   level); the leaves are `contribution_leaf_hash(id)`
-//! - `W`: leaf index (u64 BE) → the contribution's wire bytes (a signed release at a hub, a
-//!   hub's signed aggregate at the national node). Keyed by index, so that a batch's large
-//!   values are appended at the end of the tree instead of landing in random leaves of it (which
-//!   made sled rewrite and re-read pages of old contributions at every batch). Stores written
-//!   before kept them by id, in `R` (releases) or `A` (aggregates); those are still read.
-//! - `S`: signer key ‖ `YYYY-MM` → id (one contribution per member and period; at national
-//!   level the head of the hub's revision chain)
-//! - `I`: id → leaf index (u64 BE) ‖ size of the checkpoint its receipt names (u64 BE)
+//! Contributions live in an append-only file beside the store, `contributions.bin` (see
+//! `hub/ledger.rs`): each batch's wire bytes (signed releases at a hub, hubs' signed aggregates at the
+//! national node) are written there and synced before the batch's record enters sled. The rest
+//! lives in the node's sled database, in one tree `hub_state` whose keys start with a table's
+//! byte (so that a batch is one atomic `apply_batch`):
+//! - `B`: first leaf index of a batch (u64 BE) → the batch's record: the size of the checkpoint
+//!   that covers it and, per leaf, the contribution id (release id, or aggregate id at national
+//!   level; the leaf is `contribution_leaf_hash(id)`), its place in the file and signer ‖
+//!   `YYYY-MM`. Read back at open to rebuild the Merkle log and, in memory, the id index and the
+//!   latest contribution of each signer and period (one per member and period; at national
+//!   level the head of the hub's revision chain).
 //! - `C`: tree size (u64 BE) → the signed checkpoint's wire bytes
 //! - `E`: signer key ‖ `YYYY-MM` ‖ second id → the refused contribution's bytes
+//! - `L`, `W` (or `R`/`A`), `S`, `I`: the leaves of stores written before the contribution file
+//!   (leaf → id, bytes by index or by id, signer ‖ period → id, id → index ‖ checkpoint size);
+//!   still read, never written.
 //!
 //! and in the tree `hub_aggregates`: `YYYY-MM` ‖ tree size (u64 BE) → this node's signed
 //! aggregate.
@@ -29,13 +31,19 @@
 //! A batch of submissions is decoded, its signatures verified together
 //! (`audit::verify_all`: one `verify_batch`, bisected only if it fails), checked
 //! against the member list and the policy, and the new contributions appended. Then the hub
-//! signs **one** checkpoint of the grown log, writes the contributions, their index entries and
-//! that checkpoint in one atomic sled batch, and flushes once. Only then are receipts returned:
+//! signs **one** checkpoint of the grown log, writes the contributions' bytes to the file and
+//! syncs it, then writes the batch record and that checkpoint in one atomic sled batch, and
+//! flushes once. Only then are receipts returned:
 //! each is that signed checkpoint with the contribution's leaf index and inclusion proof
 //! ([`SignedReceipt`]), so a receipt always names a leaf that is durably in the log, and a batch
 //! costs one signature and one flush whatever its size. A resent contribution gets its original
 //! receipt again (same checkpoint, same proof), rebuilt from the index entry.
 
+mod ledger;
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use ed25519_dalek::{Signature, VerifyingKey};
@@ -52,9 +60,11 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Role;
 use crate::members::{Members, MembersError};
-use crate::node::Node;
+use crate::node::{FileStamp, Node, file_stamp};
 use crate::policy::Governance;
 use crate::store::StoreError;
+pub use ledger::CONTRIBUTIONS_FILE;
+use ledger::{Ledger, NewLeaf};
 
 /// What can stop the hub from working at all (as opposed to refusing one submission).
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +85,14 @@ pub enum HubError {
     /// sled.
     #[error("store: {0}")]
     Sled(#[from] sled::Error),
+    /// The contribution file could not be written or read.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: String,
+        /// What the system said.
+        source: std::io::Error,
+    },
     /// Stored hub state that does not decode or contradicts itself.
     #[error("hub state damaged: {0}")]
     Corrupt(String),
@@ -205,15 +223,40 @@ pub struct Accepted {
 /// The outcome of one submission.
 pub type Outcome = Result<Accepted, Refusal>;
 
+/// What the hub checks of a decoded release, once its own encoding checks have passed.
+struct Submitted {
+    /// Its position in the submitted batch.
+    slot: usize,
+    signer: VerifyingKey,
+    period: Period,
+    params: String,
+    mechanism: Mechanism,
+    signature: Signature,
+}
+
+impl Submitted {
+    fn of(slot: usize, signed: SignedRelease) -> Self {
+        let (r, signature) = signed.into_parts();
+        Self {
+            slot,
+            signer: r.signer,
+            period: r.period,
+            params: r.params,
+            mechanism: r.mechanism,
+            signature,
+        }
+    }
+}
+
 /// A contribution that passed its own checks, waiting for its place in the log.
-struct Candidate {
+struct Candidate<'s> {
     /// Its position in the submitted batch.
     slot: usize,
     id: ReleaseId,
     signer: VerifyingKey,
     period: Period,
-    /// Its wire bytes.
-    bytes: Vec<u8>,
+    /// Its wire bytes (borrowed from the submitted batch when they came as bytes).
+    bytes: Cow<'s, [u8]>,
     /// At the national node, the head of the signer's revision chain for the period that this
     /// aggregate validly revises (checked by [`Hub::accept_aggregates`]): it is appended as
     /// the new head instead of being refused as an equivocation.
@@ -221,12 +264,12 @@ struct Candidate {
 }
 
 /// A contribution the batch appends.
-struct Appended {
+struct Appended<'s> {
     index: u64,
     id: ReleaseId,
     /// signer ‖ period
     key: Vec<u8>,
-    bytes: Vec<u8>,
+    bytes: Cow<'s, [u8]>,
 }
 
 /// Cells being summed, by (catalogue position of the indicator, of the category).
@@ -238,6 +281,15 @@ type CellSums = std::collections::BTreeMap<
         Vec<maillage_privacy::accuracy::Summand>,
     ),
 >;
+
+/// The files the admitted members are read from: the adoption chain and `members.json`.
+fn admission_stamp(node: &Node) -> [FileStamp; 2] {
+    let dir = node.dir();
+    [
+        file_stamp(&crate::policy::PolicyFiles::of_node(dir).chain_path()),
+        file_stamp(&dir.join(crate::members::MEMBERS_FILE)),
+    ]
+}
 
 fn load_governance(node: &Node) -> Result<Option<Governance>, HubError> {
     Governance::load(node.dir()).map_err(|e| HubError::Policy(format!("{e:#}")))
@@ -272,6 +324,8 @@ pub struct Hub<'a> {
     member_keys: SignerKeys,
     log: MerkleLog,
     trees: Trees,
+    /// The contributions: their bytes, where they are, and the indexes.
+    ledger: Ledger,
     aggregates: sled::Tree,
     /// The node's public key, decoded once.
     key: VerifyingKey,
@@ -279,6 +333,8 @@ pub struct Hub<'a> {
     /// The adopted policies (`None`: the hub follows its local settings), reloaded when the
     /// adoption chain file changes.
     governance: Option<Governance>,
+    /// The adoption chain file and `members.json` when `governance` and `members` were read.
+    admission: [FileStamp; 2],
 }
 
 /// The hub's tables, each a key prefix of the one sled tree `hub_state`, so that a batch is
@@ -296,6 +352,8 @@ struct Trees {
     index: Table,
     checkpoints: Table,
     equivocations: Table,
+    /// One record per ingested batch (see [`ledger`]).
+    batches: Table,
 }
 
 /// One table of `hub_state`: its keys are the prefix byte then the table's own key.
@@ -351,14 +409,6 @@ fn u64_from(bytes: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(bytes).ok().map(u64::from_be_bytes)
 }
 
-/// `index ‖ checkpoint size`, both u64 BE.
-fn index_entry(index: u64, size: u64) -> [u8; 16] {
-    let mut entry = [0u8; 16];
-    entry[..8].copy_from_slice(&index.to_be_bytes());
-    entry[8..].copy_from_slice(&size.to_be_bytes());
-    entry
-}
-
 /// The signed message of a signed release's wire bytes (`SIGNING_DOMAIN ‖ canonical release`),
 /// sliced from the bytes `SignedRelease::decode` accepted: `0x82 ‖ release ‖ 0x58 0x40 ‖ sig`.
 fn release_message(wire: &[u8]) -> Option<Vec<u8>> {
@@ -387,21 +437,17 @@ impl<'a> Hub<'a> {
             index: table(b'I'),
             checkpoints: table(b'C'),
             equivocations: table(b'E'),
+            batches: table(b'B'),
             state,
         };
+        let ledger = Ledger::open(node.dir(), &trees)?;
         let mut log = MerkleLog::new();
-        for (expected, entry) in trees.log.iter().enumerate() {
-            let (key, id) = entry?;
-            let index = u64_from(&key).unwrap_or(u64::MAX);
-            if index != expected as u64 {
-                return Err(HubError::Corrupt(format!(
-                    "log leaf {index} where {expected} was expected"
-                )));
-            }
-            log.append_leaf_hash(contribution_leaf_hash(&release_id_from(&id)?));
+        for id in ledger.ids() {
+            log.append_leaf_hash(contribution_leaf_hash(&id));
         }
         let aggregates = store.tree("hub_aggregates")?;
         let key = node.identity.public();
+        let admission = admission_stamp(node);
         let governance = load_governance(node)?;
         let members = members_of(node, governance.as_ref())?;
         let member_keys = signer_keys(&members);
@@ -411,10 +457,12 @@ impl<'a> Hub<'a> {
             member_keys,
             log,
             trees,
+            ledger,
             aggregates,
             key,
             origin: contributions_origin(&key),
             governance,
+            admission,
         })
     }
 
@@ -425,9 +473,19 @@ impl<'a> Hub<'a> {
 
     /// Re-reads the adopted policy and the members it admits (after an adoption).
     pub fn reload_policy(&mut self) -> Result<(), HubError> {
+        self.admission = admission_stamp(self.node);
         self.governance = load_governance(self.node)?;
         self.members = members_of(self.node, self.governance.as_ref())?;
         self.member_keys = signer_keys(&self.members);
+        Ok(())
+    }
+
+    /// Re-reads the adopted policy and the members if the adoption chain or `members.json`
+    /// changed since they were read (another process adopted a policy or added a member).
+    fn refresh_admission(&mut self) -> Result<(), HubError> {
+        if admission_stamp(self.node) != self.admission {
+            self.reload_policy()?;
+        }
         Ok(())
     }
 
@@ -469,53 +527,54 @@ impl<'a> Hub<'a> {
             };
             return Ok(vec![Err(refusal); submissions.len()]);
         }
-        let mut decoded: Vec<(usize, SignedRelease, Vec<u8>)> =
-            Vec::with_capacity(submissions.len());
-        for (i, bytes) in submissions.iter().enumerate() {
+        // Each release is decoded (which checks all of it) and only what the checks below need
+        // is kept: holding a batch of whole releases (a string per cell) costs more than the
+        // decoding itself.
+        let mut decoded: Vec<Submitted> = Vec::with_capacity(submissions.len());
+        let mut messages: Vec<Vec<u8>> = Vec::with_capacity(submissions.len());
+        for (slot, bytes) in submissions.iter().enumerate() {
             match SignedRelease::decode_with(bytes, &self.member_keys) {
                 Ok(release) => match release_message(bytes) {
-                    Some(message) => decoded.push((i, release, message)),
-                    None => outcomes[i] = Some(Err(Refusal::Invalid("truncated release".into()))),
+                    Some(message) => {
+                        decoded.push(Submitted::of(slot, release));
+                        messages.push(message);
+                    }
+                    None => {
+                        outcomes[slot] = Some(Err(Refusal::Invalid("truncated release".into())));
+                    }
                 },
-                Err(e) => outcomes[i] = Some(Err(Refusal::Invalid(e.to_string()))),
+                Err(e) => outcomes[slot] = Some(Err(Refusal::Invalid(e.to_string()))),
             }
         }
-        let messages: Vec<Vec<u8>> = decoded
-            .iter_mut()
-            .map(|(_, _, m)| std::mem::take(m))
-            .collect();
-        let signatures: Vec<Signature> = decoded.iter().map(|(_, r, _)| *r.signature()).collect();
-        let keys: Vec<VerifyingKey> = decoded.iter().map(|(_, r, _)| r.release().signer).collect();
+        let signatures: Vec<Signature> = decoded.iter().map(|r| r.signature).collect();
+        let keys: Vec<VerifyingKey> = decoded.iter().map(|r| r.signer).collect();
         let verified = crate::audit::verify_all(&messages, &signatures, &keys);
 
-        if self
-            .governance
-            .as_ref()
-            .is_none_or(|g| g.is_stale(self.node.dir()))
-        {
-            self.reload_policy()?;
-        }
+        self.refresh_admission()?;
         let local = &self.node.config.privacy;
         let mut candidates = Vec::with_capacity(decoded.len());
-        for (((i, release, _), message), ok) in decoded.into_iter().zip(&messages).zip(verified) {
+        for ((r, message), ok) in decoded.iter().zip(&messages).zip(verified) {
+            let i = r.slot;
             if !ok {
                 // Name the failure precisely (verify_all already isolated this signature).
-                let reason = release.verify().err().map_or_else(
-                    || "the signature does not verify".to_owned(),
-                    |e| e.to_string(),
-                );
+                let reason = SignedRelease::decode_with(&submissions[i], &self.member_keys)
+                    .and_then(|release| release.verify())
+                    .err()
+                    .map_or_else(
+                        || "the signature does not verify".to_owned(),
+                        |e| e.to_string(),
+                    );
                 outcomes[i] = Some(Err(Refusal::Invalid(reason)));
                 continue;
             }
-            let r = release.release();
-            let signer = hex::encode(r.signer.as_bytes());
+            let signer = || hex::encode(r.signer.as_bytes());
             // Under an adopted policy, the release must name a version this hub accepts, and
             // is checked against that version's parameters.
             let adopted = match &self.governance {
                 Some(g) => match g.check(&r.params, now) {
                     Ok(a) => Ok(Some(crate::policy::privacy_params(&a.policy))),
                     Err(mismatch) => Err(Refusal::Policy {
-                        signer: signer.clone(),
+                        signer: signer(),
                         period: r.period,
                         mismatch,
                     }),
@@ -533,14 +592,12 @@ impl<'a> Hub<'a> {
             };
             let refusal = match self.members.get(&r.signer) {
                 Some(m) if m.role == Role::Structure => None,
-                _ => Some(Refusal::NotMember {
-                    signer: signer.clone(),
-                }),
+                _ => Some(Refusal::NotMember { signer: signer() }),
             }
             .or(policy_refusal)
             .or_else(|| {
                 (r.mechanism.name() != expected_mechanism).then(|| Refusal::WrongMechanism {
-                    signer: signer.clone(),
+                    signer: signer(),
                     period: r.period,
                     found: r.mechanism.name().into(),
                     expected: expected_mechanism.into(),
@@ -548,7 +605,7 @@ impl<'a> Hub<'a> {
             })
             .or_else(|| {
                 (r.mechanism.loss() > policy.budget).then(|| Refusal::OverBudget {
-                    signer: signer.clone(),
+                    signer: signer(),
                     period: r.period,
                     unit: r.mechanism.loss_field().into(),
                     spent: r.mechanism.loss(),
@@ -567,7 +624,7 @@ impl<'a> Hub<'a> {
                 id,
                 signer,
                 period,
-                bytes: submissions[i].clone(),
+                bytes: Cow::Borrowed(&submissions[i]),
                 revises: None,
             });
         }
@@ -619,13 +676,7 @@ impl<'a> Hub<'a> {
         let signatures: Vec<Signature> = aggregates.iter().map(|a| *a.signature()).collect();
         let keys: Vec<VerifyingKey> = aggregates.iter().map(|a| a.aggregate().signer).collect();
         let verified = crate::audit::verify_all(&messages, &signatures, &keys);
-        if self
-            .governance
-            .as_ref()
-            .is_none_or(|g| g.is_stale(self.node.dir()))
-        {
-            self.reload_policy()?;
-        }
+        self.refresh_admission()?;
         let mut candidates = Vec::new();
         // signer ‖ period → the head of its revision chain after this batch's candidates so far.
         let mut heads: HashMap<Vec<u8>, (ReleaseId, SignedAggregate)> = HashMap::new();
@@ -657,7 +708,7 @@ impl<'a> Hub<'a> {
             }
             // The aggregate id is SHA-256 of the signed message.
             let id = ReleaseId::from_bytes(Sha256::digest(message).into());
-            if self.trees.index.get(id.as_bytes())?.is_some() {
+            if self.ledger.entry(&id).is_some() {
                 // Logged before (the head or an earlier revision): its receipt again.
                 outcomes[i] = Some(match self.receipt_of(&id)? {
                     Some(receipt) => Ok(Accepted {
@@ -674,11 +725,8 @@ impl<'a> Hub<'a> {
             let key = signer_period_key(&a.signer, a.period);
             let head = match heads.get(&key) {
                 Some((head_id, head)) => Some((*head_id, head.clone())),
-                None => match self.trees.by_signer.get(&key)? {
-                    Some(v) => {
-                        let head_id = release_id_from(&v)?;
-                        Some((head_id, self.logged_aggregate(&head_id)?))
-                    }
+                None => match self.ledger.head(&key) {
+                    Some(head_id) => Some((head_id, self.logged_aggregate(&head_id)?)),
                     None => None,
                 },
             };
@@ -704,7 +752,7 @@ impl<'a> Hub<'a> {
                 }
                 // A revision of something this node has not logged: wait for the chain.
                 (_, Some(named))
-                    if self.trees.index.get(named.as_bytes())?.is_none()
+                    if self.ledger.entry(&named).is_none()
                         && !heads.values().any(|(h, _)| *h == named) =>
                 {
                     outcomes[i] = Some(Err(Refusal::UnknownPredecessor {
@@ -725,7 +773,7 @@ impl<'a> Hub<'a> {
                 id,
                 signer: a.signer,
                 period: a.period,
-                bytes: signed.to_bytes(),
+                bytes: Cow::Owned(signed.to_bytes()),
                 revises,
             });
         }
@@ -738,15 +786,10 @@ impl<'a> Hub<'a> {
 
     /// A hub aggregate in the national log, by id.
     fn logged_aggregate(&self, id: &ReleaseId) -> Result<SignedAggregate, HubError> {
-        let entry = self
-            .trees
-            .index
-            .get(id.as_bytes())?
+        let (index, _) = self
+            .ledger
+            .entry(id)
             .ok_or_else(|| HubError::Corrupt(format!("aggregate {id} has no index entry")))?;
-        let index = entry
-            .get(..8)
-            .and_then(u64_from)
-            .ok_or_else(|| HubError::Corrupt(format!("index entry of {id}")))?;
         let (_, bytes) = self.contribution_bytes(index)?;
         SignedAggregate::decode(&bytes)
             .map_err(|e| HubError::Corrupt(format!("aggregate {id}: {e}")))
@@ -769,27 +812,22 @@ impl<'a> Hub<'a> {
     /// new ones are appended, durably, under one new signed checkpoint.
     fn append(
         &mut self,
-        candidates: Vec<Candidate>,
+        candidates: Vec<Candidate<'_>>,
         outcomes: &mut [Option<Outcome>],
         now: u64,
     ) -> Result<(), HubError> {
         let start = self.log.len();
         // signer ‖ period → id, for what this batch appends.
         let mut pending: HashMap<Vec<u8>, ReleaseId> = HashMap::new();
-        let mut appended: Vec<Appended> = Vec::new();
+        let mut appended: Vec<Appended<'_>> = Vec::new();
         let mut again: Vec<(usize, ReleaseId)> = Vec::new();
         let mut new_slots: Vec<usize> = Vec::new();
-        let mut equivocations: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut equivocations: Vec<(Vec<u8>, Cow<'_, [u8]>)> = Vec::new();
         for c in candidates {
             let key = signer_period_key(&c.signer, c.period);
             let existing = match pending.get(&key) {
                 Some(id) => Some(*id),
-                None => self
-                    .trees
-                    .by_signer
-                    .get(&key)?
-                    .map(|v| release_id_from(&v))
-                    .transpose()?,
+                None => self.ledger.head(&key),
             };
             match existing {
                 Some(first) if first == c.id => again.push((c.slot, c.id)),
@@ -832,20 +870,36 @@ impl<'a> Hub<'a> {
         };
         if !appended.is_empty() || !equivocations.is_empty() {
             let size = self.log.len();
-            let checkpoint_bytes = checkpoint.as_ref().map(SignedCheckpoint::to_bytes);
+            // The contributions' bytes first, synced; then their batch record, the checkpoint
+            // and the equivocations in one atomic sled batch: after a crash, either all of it
+            // is in the log or none (bytes without a record are never read).
+            let new: Vec<NewLeaf<'_>> = appended
+                .iter()
+                .map(|a| NewLeaf {
+                    id: a.id,
+                    key: a.key.clone(),
+                    bytes: &a.bytes,
+                })
+                .collect();
+            let staged = if new.is_empty() {
+                None
+            } else {
+                match self.ledger.stage(start, size, &new) {
+                    Ok(staged) => Some(staged),
+                    Err(e) => {
+                        self.log.truncate(start);
+                        return Err(e);
+                    }
+                }
+            };
             let t = &self.trees;
-            // One atomic batch: after a crash, either all of it is there or none.
             let mut batch = sled::Batch::default();
-            for a in &appended {
-                t.log
-                    .put(&mut batch, a.index.to_be_bytes(), a.id.as_bytes());
-                t.wires.put(&mut batch, a.index.to_be_bytes(), &a.bytes);
-                t.by_signer.put(&mut batch, &a.key, a.id.as_bytes());
-                t.index
-                    .put(&mut batch, a.id.as_bytes(), index_entry(a.index, size));
+            if let Some(staged) = &staged {
+                t.batches.put(&mut batch, staged.key(), &staged.record);
             }
-            if let Some(bytes) = &checkpoint_bytes {
-                t.checkpoints.put(&mut batch, size.to_be_bytes(), bytes);
+            if let Some(checkpoint) = &checkpoint {
+                t.checkpoints
+                    .put(&mut batch, size.to_be_bytes(), checkpoint.to_bytes());
             }
             for (key, bytes) in &equivocations {
                 t.equivocations.put(&mut batch, key, bytes);
@@ -858,6 +912,9 @@ impl<'a> Hub<'a> {
             if let Err(e) = written {
                 self.log.truncate(start);
                 return Err(e);
+            }
+            if let Some(staged) = staged {
+                self.ledger.commit(staged);
             }
         }
         // Durable: the receipts can go out.
@@ -895,15 +952,8 @@ impl<'a> Hub<'a> {
         id: &ReleaseId,
         checkpoints: &mut std::collections::BTreeMap<u64, SignedCheckpoint>,
     ) -> Result<Option<SignedReceipt>, HubError> {
-        let Some(entry) = self.trees.index.get(id.as_bytes())? else {
+        let Some((index, size)) = self.ledger.entry(id) else {
             return Ok(None);
-        };
-        let (index, size) = match (
-            entry.get(..8).and_then(u64_from),
-            entry.get(8..).and_then(u64_from),
-        ) {
-            (Some(index), Some(size)) => (index, size),
-            _ => return Err(HubError::Corrupt(format!("index entry of {id}"))),
         };
         let checkpoint = match checkpoints.get(&size) {
             Some(c) => c.clone(),
@@ -923,8 +973,7 @@ impl<'a> Hub<'a> {
     /// The id at a leaf index and the stored wire bytes of its contribution (a signed release at
     /// a hub, a hub's signed aggregate at the national node).
     pub fn contribution_wire(&self, index: u64) -> Result<(ReleaseId, Vec<u8>), HubError> {
-        let (id, bytes) = self.contribution_bytes(index)?;
-        Ok((id, bytes.to_vec()))
+        self.contribution_bytes(index)
     }
 
     fn checkpoint_at(&self, size: u64) -> Result<Option<SignedCheckpoint>, HubError> {
@@ -977,20 +1026,8 @@ impl<'a> Hub<'a> {
     }
 
     /// The id at a leaf index and the stored bytes of its contribution.
-    fn contribution_bytes(&self, index: u64) -> Result<(ReleaseId, sled::IVec), HubError> {
-        let id = self
-            .trees
-            .log
-            .get(index.to_be_bytes())?
-            .ok_or_else(|| HubError::Corrupt(format!("no leaf {index}")))?;
-        let id = release_id_from(&id)?;
-        let bytes = match self.trees.wires.get(index.to_be_bytes())? {
-            Some(bytes) => Some(bytes),
-            None => self.trees.legacy_contents.get(id.as_bytes())?,
-        };
-        let bytes = bytes
-            .ok_or_else(|| HubError::Corrupt(format!("leaf {index}: contribution {id} missing")))?;
-        Ok((id, bytes))
+    fn contribution_bytes(&self, index: u64) -> Result<(ReleaseId, Vec<u8>), HubError> {
+        self.ledger.read(index, &self.trees)
     }
 
     /// The release at a leaf index of a hub's log, with its receipt.
@@ -1020,28 +1057,21 @@ impl<'a> Hub<'a> {
 
     /// Every equivocation caught: (contribution in the log, refused contribution), as stored
     /// bytes (signed releases at a hub, signed aggregates at the national node).
-    fn equivocation_bytes(&self) -> Result<Vec<(sled::IVec, sled::IVec)>, HubError> {
+    fn equivocation_bytes(&self) -> Result<Vec<(Vec<u8>, sled::IVec)>, HubError> {
         let mut out = Vec::new();
         for entry in self.trees.equivocations.iter() {
             let (key, second) = entry?;
             let first_id = self
-                .trees
-                .by_signer
-                .get(&key[..key.len().saturating_sub(32)])?
+                .ledger
+                .head(&key[..key.len().saturating_sub(32)])
                 .ok_or_else(|| {
                     HubError::Corrupt("equivocation without a first contribution".into())
                 })?;
-            let first_id = release_id_from(&first_id)?;
-            let index = self
-                .trees
-                .index
-                .get(first_id.as_bytes())?
-                .and_then(|entry| entry.get(..8).and_then(u64_from))
-                .ok_or_else(|| {
-                    HubError::Corrupt(format!(
-                        "equivocation's first contribution {first_id} has no index entry"
-                    ))
-                })?;
+            let (index, _) = self.ledger.entry(&first_id).ok_or_else(|| {
+                HubError::Corrupt(format!(
+                    "equivocation's first contribution {first_id} has no index entry"
+                ))
+            })?;
             let (_, first) = self.contribution_bytes(index)?;
             out.push((first, second));
         }
@@ -1094,12 +1124,7 @@ impl<'a> Hub<'a> {
     /// The logged revision chain of a hub and period (`signer ‖ YYYY-MM`), first to head.
     fn revision_chain(&self, key: &[u8]) -> Result<Vec<SignedAggregate>, HubError> {
         let mut chain = Vec::new();
-        let mut next = self
-            .trees
-            .by_signer
-            .get(key)?
-            .map(|v| release_id_from(&v))
-            .transpose()?;
+        let mut next = self.ledger.head(key);
         while let Some(id) = next {
             if chain.len() > self.log.len() as usize {
                 return Err(HubError::Corrupt(format!("a revision chain loops at {id}")));
@@ -1108,7 +1133,7 @@ impl<'a> Hub<'a> {
             next = aggregate
                 .supersedes_id()
                 .map(|s| s.as_contribution_id())
-                .filter(|s| self.trees.index.get(s.as_bytes()).ok().flatten().is_some());
+                .filter(|s| self.ledger.entry(s).is_some());
             chain.push(aggregate);
         }
         chain.reverse();

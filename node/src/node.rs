@@ -21,6 +21,20 @@ pub const KEY_FILE: &str = "node.key";
 /// The store's folder inside a node directory.
 pub const STORE_DIR: &str = "store";
 
+/// A file's length, last change and inode (`None` if it is absent): cheap to compare, to notice
+/// that another process rewrote or replaced it.
+pub type FileStamp = Option<(u64, std::time::SystemTime, u64)>;
+
+/// The [`FileStamp`] of the file at `path`.
+pub fn file_stamp(path: &Path) -> FileStamp {
+    let meta = fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let ino = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let ino = 0;
+    Some((meta.len(), meta.modified().ok()?, ino))
+}
+
 /// What can go wrong with a node directory.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

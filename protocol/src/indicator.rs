@@ -107,6 +107,18 @@ impl Indicator {
     /// The categories of a `CountBy` or `Histogram` indicator, in order; empty for a plain
     /// count or sum.
     pub fn categories(self) -> Vec<&'static str> {
+        self.category_codes().to_vec()
+    }
+
+    /// [`Indicator::categories`], without allocating (decoding checks them for every cell).
+    pub fn category_codes(self) -> &'static [&'static str] {
+        static CODES: std::sync::OnceLock<Vec<Vec<&'static str>>> = std::sync::OnceLock::new();
+        let codes =
+            CODES.get_or_init(|| Self::ALL.iter().map(|i| i.compute_categories()).collect());
+        codes.get(self.index()).map_or(&[], Vec::as_slice)
+    }
+
+    fn compute_categories(self) -> Vec<&'static str> {
         match self {
             Self::Activites | Self::Accompagnements => codes_of(ActivityType::ALL),
             Self::Beneficiaires

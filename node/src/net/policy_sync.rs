@@ -51,17 +51,7 @@ pub const RESYNC_EVERY: Duration = Duration::from_secs(10);
 /// Rounds of one sync session before it is abandoned (a healthy session takes a handful).
 const MAX_ROUNDS: u32 = 64;
 
-/// A file's identity and version, to notice that another process replaced it.
-type Stamp = Option<(u64, std::time::SystemTime, u64)>;
-
-fn stamp(path: &Path) -> Stamp {
-    let meta = std::fs::metadata(path).ok()?;
-    #[cfg(unix)]
-    let ino = std::os::unix::fs::MetadataExt::ino(&meta);
-    #[cfg(not(unix))]
-    let ino = 0;
-    Some((meta.len(), meta.modified().ok()?, ino))
-}
+use crate::node::{FileStamp as Stamp, file_stamp as stamp};
 
 /// The policy counters on `/metrics`.
 #[derive(Debug, Clone, Default)]
