@@ -55,7 +55,7 @@ use maillage_protocol::checkpoint::{
 };
 use maillage_protocol::merkle::MerkleLog;
 use maillage_protocol::release::{Mechanism, SIGNING_DOMAIN, SignerKeys};
-use maillage_protocol::{Period, ReleaseId, SignedRelease};
+use maillage_protocol::{Period, ReleaseHead, ReleaseId, SignedRelease};
 use sha2::{Digest, Sha256};
 
 use crate::config::Role;
@@ -235,8 +235,7 @@ struct Submitted {
 }
 
 impl Submitted {
-    fn of(slot: usize, signed: SignedRelease) -> Self {
-        let (r, signature) = signed.into_parts();
+    fn of(slot: usize, (r, signature): (ReleaseHead, Signature)) -> Self {
         Self {
             slot,
             signer: r.signer,
@@ -527,13 +526,12 @@ impl<'a> Hub<'a> {
             };
             return Ok(vec![Err(refusal); submissions.len()]);
         }
-        // Each release is decoded (which checks all of it) and only what the checks below need
-        // is kept: holding a batch of whole releases (a string per cell) costs more than the
-        // decoding itself.
+        // Each release is checked in full, but only its head is kept (its cells are not built:
+        // the hub stores the bytes as they came).
         let mut decoded: Vec<Submitted> = Vec::with_capacity(submissions.len());
         let mut messages: Vec<Vec<u8>> = Vec::with_capacity(submissions.len());
         for (slot, bytes) in submissions.iter().enumerate() {
-            match SignedRelease::decode_with(bytes, &self.member_keys) {
+            match SignedRelease::check_with(bytes, &self.member_keys) {
                 Ok(release) => match release_message(bytes) {
                     Some(message) => {
                         decoded.push(Submitted::of(slot, release));

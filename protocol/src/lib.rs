@@ -31,5 +31,5 @@ pub use checkpoint::{Checkpoint, CheckpointError, Receipt, SignedCheckpoint, Sig
 pub use indicator::{Indicator, IndicatorKind};
 pub use merkle::{MerkleError, MerkleLog, verify_consistency, verify_inclusion};
 pub use period::Period;
-pub use release::{Cell, Mechanism, Release, ReleaseError, ReleaseId, SignedRelease};
+pub use release::{Cell, Mechanism, Release, ReleaseError, ReleaseHead, ReleaseId, SignedRelease};
 pub use territory::{Cog, Commune, TerritoryError};

@@ -589,16 +589,15 @@ fn check_params(params: &str) -> Result<(), ReleaseError> {
     }
 }
 
-fn check_cell_floats(index: usize, cell: &Cell) -> Result<(), ReleaseError> {
-    if !(cell.scale.is_finite() && cell.scale > 0.0) {
+fn check_cell_floats(index: usize, scale: f64, ci: f64) -> Result<(), ReleaseError> {
+    if !(scale.is_finite() && scale > 0.0) {
         return Err(ReleaseError::InvalidCellFloat {
             cell: index,
             field: "scale",
-            value: cell.scale,
+            value: scale,
             expected: "a finite number greater than 0",
         });
     }
-    let ci = cell.ci95_half_width;
     if !(ci.is_finite() && ci >= 0.0 && ci.is_sign_positive()) {
         return Err(ReleaseError::InvalidCellFloat {
             cell: index,
@@ -725,7 +724,7 @@ fn check_cells(cells: &[Cell]) -> Result<(), ReleaseError> {
     }
     let mut order = CellOrder::default();
     for (index, cell) in cells.iter().enumerate() {
-        check_cell_floats(index, cell)?;
+        check_cell_floats(index, cell.scale, cell.ci95_half_width)?;
         order.accept(index, cell.indicator, cell.category.as_deref())?;
     }
     order.finish(cells.len())
@@ -850,79 +849,135 @@ impl Release {
     /// The signer's key is taken from `keys` when it is there (decoding a key costs a square
     /// root in the field; a hub or auditor meets the same members' keys again and again).
     fn decode_from(r: &mut Reader<'_>, keys: &SignerKeys) -> Result<Self, ReleaseError> {
-        let (offset, len) = r.array(Field::Top("release"))?;
-        let wrong_length = || ReleaseError::ArrayLength {
-            offset,
-            field: "release".to_owned(),
-            found: len,
-            expected: format!("exactly {RELEASE_FIELDS}"),
-        };
-        if len == 0 {
-            return Err(wrong_length());
-        }
-        // The version is read before the length is checked, so that a future version with
-        // other fields is refused as such.
-        let version = r.uint(Field::Top("version"))?;
-        if version != VERSION {
-            return Err(ReleaseError::UnsupportedVersion {
-                found: version,
-                supported: VERSION,
-            });
-        }
-        if len != RELEASE_FIELDS {
-            return Err(wrong_length());
-        }
-        let signer_bytes = r.bytes::<32>(Field::Top("signer"))?;
-        let signer = keys.decode(&signer_bytes)?;
-        let period = r.text(MAX_PERIOD_LEN, Field::Top("period"))?;
-        let period: Period = period.parse().map_err(ReleaseError::InvalidPeriod)?;
-        let params = r.text(MAX_PARAMS_LEN, Field::Top("params"))?.to_owned();
-        let mechanism = r.text(MAX_MECHANISM_LEN, Field::Top("mechanism"))?;
-        let loss = r.f64(Field::Top("loss"))?;
-        let mechanism = Mechanism::from_name(mechanism, loss)?;
-        let created_at = r.uint(Field::Top("created_at"))?;
-        let (offset, count) = r.array(Field::Top("cells"))?;
-        let max = max_cells();
-        if !(1..=max).contains(&count) {
-            return Err(ReleaseError::ArrayLength {
-                offset,
-                field: "cells".to_owned(),
-                found: count,
-                expected: format!("1 to {max}"),
-            });
-        }
-        let mut cells = Vec::with_capacity(count);
-        for n in 0..count {
-            r.array_of(CELL_FIELDS, Field::Cell(n, ""))?;
-            let code = r.text(MAX_CODE_LEN, Field::Cell(n, "indicator"))?;
-            let indicator =
-                Indicator::from_code(code).ok_or_else(|| ReleaseError::UnknownIndicator {
-                    cell: n,
-                    value: excerpt(code),
-                })?;
-            let category = r
-                .opt_text(MAX_CODE_LEN, Field::Cell(n, "category"))?
-                .map(str::to_owned);
-            let value = r.int(Field::Cell(n, "value"))?;
-            let scale = r.f64(Field::Cell(n, "scale"))?;
-            let ci95_half_width = r.f64(Field::Cell(n, "ci95_half_width"))?;
+        let mut cells = Vec::new();
+        let head = read_release(r, keys, |_, count, cell| {
+            cells.reserve(count);
             cells.push(Cell {
+                indicator: cell.indicator,
+                category: cell.category.map(str::to_owned),
+                value: cell.value,
+                scale: cell.scale,
+                ci95_half_width: cell.ci95_half_width,
+            });
+        })?;
+        Ok(Self {
+            signer: head.signer,
+            period: head.period,
+            params: head.params,
+            mechanism: head.mechanism,
+            created_at: head.created_at,
+            cells,
+        })
+    }
+}
+
+/// A cell as read, its category borrowed from the input.
+struct CellRead<'a> {
+    indicator: Indicator,
+    category: Option<&'a str>,
+    value: i64,
+    scale: f64,
+    ci95_half_width: f64,
+}
+
+/// The fields of a release besides its cells, and how many cells it has: what
+/// [`SignedRelease::check_with`] gives of a release it checked without building its cells.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReleaseHead {
+    /// [`Release::signer`]
+    pub signer: VerifyingKey,
+    /// [`Release::period`]
+    pub period: Period,
+    /// [`Release::params`]
+    pub params: String,
+    /// [`Release::mechanism`]
+    pub mechanism: Mechanism,
+    /// [`Release::created_at`]
+    pub created_at: u64,
+    /// How many cells the release has.
+    pub cells: usize,
+}
+
+/// Reads a release's items (refusing every form the writer does not produce), handing each
+/// cell to `on_cell` with its position and the cell count; the values are not validated.
+fn read_release<'a>(
+    r: &mut Reader<'a>,
+    keys: &SignerKeys,
+    mut on_cell: impl FnMut(usize, usize, CellRead<'a>),
+) -> Result<ReleaseHead, ReleaseError> {
+    let (offset, len) = r.array(Field::Top("release"))?;
+    let wrong_length = || ReleaseError::ArrayLength {
+        offset,
+        field: "release".to_owned(),
+        found: len,
+        expected: format!("exactly {RELEASE_FIELDS}"),
+    };
+    if len == 0 {
+        return Err(wrong_length());
+    }
+    // The version is read before the length is checked, so that a future version with
+    // other fields is refused as such.
+    let version = r.uint(Field::Top("version"))?;
+    if version != VERSION {
+        return Err(ReleaseError::UnsupportedVersion {
+            found: version,
+            supported: VERSION,
+        });
+    }
+    if len != RELEASE_FIELDS {
+        return Err(wrong_length());
+    }
+    let signer_bytes = r.bytes::<32>(Field::Top("signer"))?;
+    let signer = keys.decode(&signer_bytes)?;
+    let period = r.text(MAX_PERIOD_LEN, Field::Top("period"))?;
+    let period: Period = period.parse().map_err(ReleaseError::InvalidPeriod)?;
+    let params = r.text(MAX_PARAMS_LEN, Field::Top("params"))?.to_owned();
+    let mechanism = r.text(MAX_MECHANISM_LEN, Field::Top("mechanism"))?;
+    let loss = r.f64(Field::Top("loss"))?;
+    let mechanism = Mechanism::from_name(mechanism, loss)?;
+    let created_at = r.uint(Field::Top("created_at"))?;
+    let (offset, count) = r.array(Field::Top("cells"))?;
+    let max = max_cells();
+    if !(1..=max).contains(&count) {
+        return Err(ReleaseError::ArrayLength {
+            offset,
+            field: "cells".to_owned(),
+            found: count,
+            expected: format!("1 to {max}"),
+        });
+    }
+    for n in 0..count {
+        r.array_of(CELL_FIELDS, Field::Cell(n, ""))?;
+        let code = r.text(MAX_CODE_LEN, Field::Cell(n, "indicator"))?;
+        let indicator =
+            Indicator::from_code(code).ok_or_else(|| ReleaseError::UnknownIndicator {
+                cell: n,
+                value: excerpt(code),
+            })?;
+        let category = r.opt_text(MAX_CODE_LEN, Field::Cell(n, "category"))?;
+        let value = r.int(Field::Cell(n, "value"))?;
+        let scale = r.f64(Field::Cell(n, "scale"))?;
+        let ci95_half_width = r.f64(Field::Cell(n, "ci95_half_width"))?;
+        on_cell(
+            n,
+            count,
+            CellRead {
                 indicator,
                 category,
                 value,
                 scale,
                 ci95_half_width,
-            });
-        }
-        Ok(Self {
-            signer,
-            period,
-            params,
-            mechanism,
-            created_at,
-            cells,
-        })
+            },
+        );
     }
+    Ok(ReleaseHead {
+        signer,
+        period,
+        params,
+        mechanism,
+        created_at,
+        cells: count,
+    })
 }
 
 /// Signers' keys already decoded, by their 32 bytes: decoding a key (a point decompression,
@@ -1129,6 +1184,39 @@ impl SignedRelease {
         // The reader's positions lie inside `bytes`, so the range is always there.
         release.check_read(bytes.get(start..end).unwrap_or_default(), start)?;
         Ok(Self { release, signature })
+    }
+
+    /// Checks wire bytes exactly as [`SignedRelease::decode_with`] does — it accepts the same
+    /// bytes and refuses the others with the same error — but keeps only the release's head
+    /// and signature instead of building its cells (a string per category): for a hub, which
+    /// checks a release and stores its bytes as they came. The cells are checked as they are
+    /// read; an error among them is reported only after the rest has been read and the head
+    /// checked, in the order [`Release::validate`] checks them.
+    pub fn check_with(
+        bytes: &[u8],
+        keys: &SignerKeys,
+    ) -> Result<(ReleaseHead, Signature), ReleaseError> {
+        let mut r = Reader::new(bytes);
+        r.array_of(2, Field::Top("signed release"))?;
+        let mut order = CellOrder::default();
+        let mut cell_error = None;
+        let head = read_release(&mut r, keys, |n, _, cell| {
+            if cell_error.is_none() {
+                cell_error = check_cell_floats(n, cell.scale, cell.ci95_half_width)
+                    .and_then(|()| order.accept(n, cell.indicator, cell.category))
+                    .err();
+            }
+        })?;
+        let signature = Signature::from_bytes(&r.bytes::<64>(Field::Top("signature"))?);
+        r.finish("signed release")?;
+        check_signer(&head.signer)?;
+        check_params(&head.params)?;
+        head.mechanism.check()?;
+        if let Some(e) = cell_error {
+            return Err(e);
+        }
+        order.finish(head.cells)?;
+        Ok((head, signature))
     }
 
     /// Reads the wire encoding and checks the signature.

@@ -278,3 +278,56 @@ fn a_store_written_before_the_contribution_file_is_read_and_extended() -> Result
     assert_eq!(snapshot(&Hub::open(&node)?)?, after);
     Ok(())
 }
+
+#[test]
+fn large_batches_use_direct_io_and_mix_with_small_ones() -> Result {
+    let dir = tempfile::tempdir()?;
+    let node = hub_node(dir.path(), 60)?;
+    let big = |months: std::ops::Range<u8>| -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        for month in months {
+            for n in 0..60 {
+                out.push(release(
+                    n,
+                    Period::new(2025, month).ok_or("period")?,
+                    i64::from(n),
+                )?);
+            }
+        }
+        Ok(out)
+    };
+    let first = big(1..3)?;
+    assert!(first.iter().map(Vec::len).sum::<usize>() >= 256 * 1024);
+    let mut sent = Vec::new();
+    let mut hub = Hub::open(&node)?;
+    let direct = hub.ledger.direct.is_some();
+    accepted(&hub.accept_batch(&first, NOW)?)?;
+    sent.extend(first);
+    let small = vec![release(0, march(), 5)?];
+    accepted(&hub.accept_batch(&small, NOW + 1)?)?;
+    sent.extend(small);
+    let second = big(4..6)?;
+    accepted(&hub.accept_batch(&second, NOW + 2)?)?;
+    let start_of_second = sent.len() as u64;
+    sent.extend(second);
+    if direct {
+        // Written at a 4 KiB boundary (after the small batch's unaligned end).
+        let (offset, _) = match hub.ledger.leaves[start_of_second as usize].location {
+            ledger::Location::File { offset, len } => (offset, len),
+            ledger::Location::Sled => return Err("a new leaf in sled".into()),
+        };
+        assert_eq!(offset % 4096, 0);
+        assert!(hub.ledger.direct.is_some(), "direct I/O kept working");
+    }
+    for (index, bytes) in sent.iter().enumerate() {
+        assert_eq!(&hub.contribution_wire(index as u64)?.1, bytes);
+    }
+    let before = snapshot(&hub)?;
+    drop(hub);
+    drop(node);
+    let node = Node::open(&dir.path().join("hub"))?;
+    let hub = Hub::open(&node)?;
+    assert_eq!(hub.log_size(), sent.len() as u64);
+    assert_eq!(snapshot(&hub)?, before);
+    Ok(())
+}

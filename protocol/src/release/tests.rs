@@ -193,8 +193,24 @@ proptest! {
             }
             if bytes.is_empty() { break; }
         }
-        if let Ok(decoded) = SignedRelease::decode(&bytes) {
+        let decoded = SignedRelease::decode(&bytes);
+        if let Ok(decoded) = &decoded {
             prop_assert_eq!(&decoded.to_bytes(), &bytes);
+        }
+        // The head-only checker accepts exactly the same bytes, with the same head, and
+        // refuses the others with the same error.
+        let checked = SignedRelease::check_with(&bytes, &SignerKeys::default());
+        match (decoded, checked) {
+            (Ok(full), Ok((head, signature))) => {
+                let r = full.release();
+                prop_assert_eq!(
+                    (r.signer, r.period, &r.params, r.mechanism, r.created_at, r.cells.len()),
+                    (head.signer, head.period, &head.params, head.mechanism, head.created_at, head.cells)
+                );
+                prop_assert_eq!(full.signature(), &signature);
+            }
+            (Err(a), Err(b)) => prop_assert_eq!(format!("{a:?}"), format!("{b:?}")),
+            (a, b) => prop_assert!(false, "decode: {:?}, check_with: {:?}", a.err(), b.err()),
         }
         let _ = Release::decode(&bytes);
     }
@@ -585,6 +601,24 @@ fn refused(release: &Release) -> Result<ReleaseError, Box<dyn Error>> {
     );
     assert_eq!(
         Release::decode(&release.encode_unchecked())
+            .err()
+            .map(|e| format!("{e:?}")),
+        expected
+    );
+    // Signed (with any signature: it is not checked while decoding), both byte decoders of
+    // signed releases refuse it the same way.
+    let mut signed = vec![0x82];
+    signed.extend_from_slice(&release.encode_unchecked());
+    signed.extend_from_slice(&[0x58, 0x40]);
+    signed.extend_from_slice(&[0; 64]);
+    assert_eq!(
+        SignedRelease::decode(&signed)
+            .err()
+            .map(|e| format!("{e:?}")),
+        expected
+    );
+    assert_eq!(
+        SignedRelease::check_with(&signed, &SignerKeys::default())
             .err()
             .map(|e| format!("{e:?}")),
         expected
