@@ -488,6 +488,11 @@ impl<'a> Hub<'a> {
         Ok(())
     }
 
+    /// The members' keys, decoded once.
+    pub fn signer_keys(&self) -> &SignerKeys {
+        &self.member_keys
+    }
+
     /// The member list.
     pub fn members(&self) -> &Members {
         &self.members

@@ -114,6 +114,76 @@ fn structures_submit_over_libp2p_and_the_hub_logs_them() {
     assert_eq!(report["releases_verified"], json!(2));
 }
 
+/// Structures submitting at the same moment: the hub accepts the releases that arrive together
+/// as one batch (one checkpoint, one sync), and every structure still gets its own receipt.
+#[test]
+fn simultaneous_submissions_are_accepted_in_batches_each_with_its_receipt() {
+    const STRUCTURES: u32 = 12;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let hub = tmp.path().join("hub").display().to_string();
+    run_ok(&["init", "--dir", &hub, "--role", "hub", "--name", "Hub"]);
+    let dirs: Vec<String> = (0..STRUCTURES)
+        .map(|n| structure(tmp.path(), &format!("s{n}"), 10 + n))
+        .collect();
+    for dir in &dirs {
+        run_ok(&["members", "add", "--dir", &hub, "--from-node", dir]);
+    }
+    let served = Served::start(&hub);
+    let children: Vec<_> = dirs
+        .iter()
+        .map(|dir| {
+            maillage()
+                .args([
+                    "submit",
+                    "--dir",
+                    dir,
+                    "--period",
+                    "2026-09",
+                    "--to",
+                    &served.address,
+                    "--json",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn submit")
+        })
+        .collect();
+    let mut indexes = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().expect("submit");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let receipt: serde_json::Value = serde_json::from_slice(&out.stdout).expect("receipt");
+        indexes.push(receipt["index"].as_u64().expect("an index"));
+    }
+    indexes.sort_unstable();
+    assert_eq!(indexes, (0..u64::from(STRUCTURES)).collect::<Vec<_>>());
+    let (code, metrics) = served.get("/metrics");
+    assert_eq!(code, 200);
+    let batches: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("maillage_ingest_batches_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the batch counter");
+    assert!((1..=u64::from(STRUCTURES)).contains(&batches), "{metrics}");
+    eprintln!("{STRUCTURES} simultaneous submissions accepted in {batches} batches");
+    assert!(served.stop());
+
+    run_ok(&["aggregate", "--dir", &hub, "--period", "2026-09"]);
+    let bundle = tmp.path().join("bundle").display().to_string();
+    run_ok(&[
+        "log", "export", "--dir", &hub, "--period", "2026-09", "--out", &bundle,
+    ]);
+    let out = run(&["audit", &bundle, "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("audit json");
+    assert_eq!(report["ok"], json!(true), "{report}");
+    assert_eq!(report["releases_verified"], json!(STRUCTURES));
+}
+
 #[test]
 fn an_unreachable_hub_is_a_clear_error() {
     let tmp = tempfile::tempdir().expect("temp dir");

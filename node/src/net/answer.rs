@@ -10,6 +10,52 @@ fn unix_now() -> u64 {
     u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0)
 }
 
+/// Why a structure's submitted release is refused before it reaches the log (`None`: it is
+/// well-formed and signed by the member that sent it, see [`submit_releases`]).
+pub fn own_release(
+    hub: &Hub<'_>,
+    member: &ed25519_dalek::VerifyingKey,
+    release: &[u8],
+) -> Option<Response> {
+    match SignedRelease::check_with(release, hub.signer_keys()) {
+        Ok((head, _)) if head.signer != *member => Some(Response::Refused {
+            reason: "a member may only submit its own releases".into(),
+        }),
+        Err(e) => Some(Response::Refused {
+            reason: format!("invalid release: {e}"),
+        }),
+        Ok(_) => None,
+    }
+}
+
+/// Accepts releases that passed [`own_release`] as one batch (one checkpoint, one sync), and
+/// answers each: its receipt, or why it was refused.
+pub fn submit_releases(hub: &mut Hub<'_>, releases: Vec<Vec<u8>>) -> Vec<Response> {
+    let count = releases.len();
+    match hub.accept_batch(&releases, unix_now()) {
+        Ok(outcomes) => outcomes
+            .into_iter()
+            .map(|outcome| match outcome {
+                Ok(accepted) => Response::Receipt {
+                    receipt: accepted.receipt.to_bytes(),
+                },
+                Err(refusal) => Response::Refused {
+                    reason: refusal.to_string(),
+                },
+            })
+            .collect(),
+        Err(e) => {
+            tracing::error!(error = %e, releases = count, "accepting releases failed");
+            vec![
+                Response::Error {
+                    message: "the hub could not store the release; try again later".into(),
+                };
+                count
+            ]
+        }
+    }
+}
+
 /// Answers one request of an admitted member.
 pub fn answer(
     hub: &mut Hub<'_>,
@@ -33,40 +79,14 @@ pub fn answer(
                 ),
             }
         }
-        Request::SubmitRelease { release } => {
-            match SignedRelease::decode(&release) {
-                Ok(r) if r.release().signer != *member => {
-                    return Response::Refused {
-                        reason: "a member may only submit its own releases".into(),
-                    };
-                }
-                Err(e) => {
-                    return Response::Refused {
-                        reason: format!("invalid release: {e}"),
-                    };
-                }
-                Ok(_) => {}
-            }
-            match hub.accept_batch(&[release], unix_now()) {
-                Ok(mut outcomes) => match outcomes.pop() {
-                    Some(Ok(accepted)) => Response::Receipt {
-                        receipt: accepted.receipt.to_bytes(),
-                    },
-                    Some(Err(refusal)) => Response::Refused {
-                        reason: refusal.to_string(),
-                    },
-                    None => Response::Error {
-                        message: "no outcome".into(),
-                    },
-                },
-                Err(e) => {
-                    tracing::error!(error = %e, "accepting a release failed");
-                    Response::Error {
-                        message: "the hub could not store the release; try again later".into(),
-                    }
-                }
-            }
-        }
+        Request::SubmitRelease { release } => match own_release(hub, member, &release) {
+            Some(refused) => refused,
+            None => submit_releases(hub, vec![release])
+                .pop()
+                .unwrap_or(Response::Error {
+                    message: "no outcome".into(),
+                }),
+        },
         Request::PolicySync { .. } | Request::FetchAdoptions { .. } => Response::Error {
             message: "policy requests are answered by the daemon's policy sync".into(),
         },

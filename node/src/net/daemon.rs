@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use ed25519_dalek::VerifyingKey;
-use libp2p::futures::StreamExt;
+use libp2p::futures::{FutureExt, StreamExt};
 use libp2p::request_response::{self, Message, OutboundRequestId};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub};
@@ -312,7 +312,20 @@ struct Daemon<'a> {
     /// The policy document and adoption chain, kept in sync with peers.
     policy: PolicySync,
     last_upstream_dial: Instant,
+    /// Members' releases received and checked, waiting to be accepted together with the others
+    /// that arrived at the same time ([`Daemon::flush_submissions`]).
+    submissions: Vec<Submission>,
 }
+
+/// A member's release waiting for its batch.
+struct Submission {
+    peer: PeerId,
+    channel: request_response::ResponseChannel<Response>,
+    release: Vec<u8>,
+}
+
+/// At most this many swarm events are handled before the releases they brought are accepted.
+const MAX_BATCH_EVENTS: usize = 4096;
 
 /// Runs the daemon of `node` until `shutdown` completes. Listening addresses are sent on
 /// `ready` once every listener is up.
@@ -426,6 +439,7 @@ pub async fn run(
         last_deadline_check: None,
         policy,
         last_upstream_dial: Instant::now(),
+        submissions: Vec::new(),
     };
     daemon
         .policy
@@ -461,21 +475,35 @@ pub async fn run(
             Some(command) = api_control.recv() => daemon.on_control(command),
             _ = tick.tick() => daemon.on_tick(),
             event = daemon.swarm.select_next_some() => {
-                if let SwarmEvent::NewListenAddr { listener_id, address } = &event {
-                    let full = address.clone().with(libp2p::multiaddr::Protocol::P2p(me));
-                    daemon.listening.push(full);
-                    reported.insert(*listener_id);
-                    if reported.len() >= listeners.len()
-                        && let Some(tx) = ready.take()
-                    {
-                        let _ = tx.send(Ready {
-                            peer_id: me.to_string(),
-                            listen: daemon.listening.iter().map(|a| a.to_string()).collect(),
-                            http,
-                        });
+                let mut on_event = |daemon: &mut Daemon<'_>, event: SwarmEvent<_>| {
+                    if let SwarmEvent::NewListenAddr { listener_id, address } = &event {
+                        let full = address.clone().with(libp2p::multiaddr::Protocol::P2p(me));
+                        daemon.listening.push(full);
+                        reported.insert(*listener_id);
+                        if reported.len() >= listeners.len()
+                            && let Some(tx) = ready.take()
+                        {
+                            let _ = tx.send(Ready {
+                                peer_id: me.to_string(),
+                                listen: daemon.listening.iter().map(|a| a.to_string()).collect(),
+                                http,
+                            });
+                        }
                     }
+                    daemon.on_swarm_event(event);
+                };
+                on_event(&mut daemon, event);
+                // Group commit: the releases that arrived while the previous batch was being
+                // made durable are accepted together (one checkpoint, one sync for all).
+                let mut handled = 1;
+                while !daemon.submissions.is_empty() && handled < MAX_BATCH_EVENTS {
+                    match daemon.swarm.select_next_some().now_or_never() {
+                        Some(event) => on_event(&mut daemon, event),
+                        None => break,
+                    }
+                    handled += 1;
                 }
-                daemon.on_swarm_event(event);
+                daemon.flush_submissions();
             }
         }
     }
@@ -922,6 +950,81 @@ impl<'a> Daemon<'a> {
         }
     }
 
+    /// A release from an admitted structure: refused at once if it is malformed, not its own
+    /// or over the rate limit; otherwise kept for [`Daemon::flush_submissions`].
+    fn on_submission(
+        &mut self,
+        peer: PeerId,
+        member: VerifyingKey,
+        channel: request_response::ResponseChannel<Response>,
+        release: Vec<u8>,
+    ) {
+        let refused = match (self.limiter.check(&peer, Instant::now()), &self.hub) {
+            (Err(limited), _) => Some(Response::Refused {
+                reason: limited.to_string(),
+            }),
+            (Ok(()), Some(hub)) => super::answer::own_release(hub, &member, &release),
+            (Ok(()), None) => Some(Response::Refused {
+                reason: format!("this node is a {} and serves no requests", self.role),
+            }),
+        };
+        match refused {
+            Some(response) => self.respond(peer, "submit_release", channel, response),
+            None => self.submissions.push(Submission {
+                peer,
+                channel,
+                release,
+            }),
+        }
+    }
+
+    /// Accepts the releases kept by [`Daemon::on_submission`] as one batch, and answers each.
+    fn flush_submissions(&mut self) {
+        if self.submissions.is_empty() {
+            return;
+        }
+        let submissions = std::mem::take(&mut self.submissions);
+        let Some(hub) = self.hub.as_mut() else {
+            return;
+        };
+        let (waiting, releases): (Vec<_>, Vec<_>) = submissions
+            .into_iter()
+            .map(|s| ((s.peer, s.channel), s.release))
+            .unzip();
+        tracing::debug!(releases = releases.len(), "accepting a batch of releases");
+        let responses = super::answer::submit_releases(hub, releases);
+        self.metrics.ingest_batches.inc();
+        self.metrics.log_size.set(hub.log_size() as i64);
+        for ((peer, channel), response) in waiting.into_iter().zip(responses) {
+            self.respond(peer, "submit_release", channel, response);
+        }
+    }
+
+    /// Sends a response to a request of `kind`, counting its outcome.
+    fn respond(
+        &mut self,
+        peer: PeerId,
+        kind: &'static str,
+        channel: request_response::ResponseChannel<Response>,
+        response: Response,
+    ) {
+        let outcome = match &response {
+            Response::Refused { .. } => "refused",
+            Response::Error { .. } => "error",
+            _ => "answered",
+        };
+        self.metrics.request(kind, outcome);
+        if self
+            .swarm
+            .behaviour_mut()
+            .request_response
+            .send_response(channel, response)
+            .is_err()
+        {
+            tracing::debug!(%peer, "response not sent: the requester went away");
+        }
+    }
+
     fn on_request_response(&mut self, event: request_response::Event<Request, Response>) {
         match event {
             request_response::Event::Message {
@@ -984,6 +1087,20 @@ impl<'a> Daemon<'a> {
                 {
                     self.metrics.request(kind, "relayed");
                     return self.start_relay(channel, indicator, period, by);
+                }
+                // A structure's release at its hub waits for the releases arriving with it.
+                let structure = match (&request, self.admitted.get(&peer)) {
+                    (Request::SubmitRelease { .. }, Some((key, Role::Structure)))
+                        if self.role == Role::Hub =>
+                    {
+                        Some(*key)
+                    }
+                    _ => None,
+                };
+                if let Some(key) = structure
+                    && let Request::SubmitRelease { release } = request
+                {
+                    return self.on_submission(peer, key, channel, release);
                 }
                 let response = match self.limiter.check(&peer, Instant::now()) {
                     Err(limited) => Response::Refused {

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub log_size: Gauge,
     /// Gossiped checkpoints rejected (bad signature, unknown signer, contradiction).
     pub gossip_rejected: Counter,
+    /// Batches of members' releases accepted together (one checkpoint and one sync each).
+    pub ingest_batches: Counter,
 }
 
 impl Default for Metrics {
@@ -103,6 +105,12 @@ impl Default for Metrics {
             "Gossiped checkpoints rejected",
             gossip_rejected.clone(),
         );
+        let ingest_batches = Counter::default();
+        registry.register(
+            "ingest_batches",
+            "Batches of releases accepted together, each under one checkpoint and one sync",
+            ingest_batches.clone(),
+        );
         Self {
             registry,
             requests,
@@ -114,6 +122,7 @@ impl Default for Metrics {
             connections,
             log_size,
             gossip_rejected,
+            ingest_batches,
         }
     }
 }
