@@ -726,8 +726,8 @@ impl Auditor {
 /// A batch checks the same equation as `verify_strict` but not that the signature's `R` has
 /// large order: a signature with a small-order `R` (which only the key's owner can make, and
 /// which names the same release id) may be accepted when its batch passes.
-pub(crate) fn verify_all(
-    messages: &[Vec<u8>],
+pub(crate) fn verify_all<M: AsRef<[u8]>>(
+    messages: &[M],
     signatures: &[Signature],
     keys: &[VerifyingKey],
 ) -> Vec<bool> {
@@ -740,8 +740,8 @@ pub(crate) fn verify_all(
 /// Below this many signatures, a failed batch is checked one by one.
 const ONE_BY_ONE: usize = 4;
 
-fn bisect(
-    messages: &[Vec<u8>],
+fn bisect<M: AsRef<[u8]>>(
+    messages: &[M],
     signatures: &[Signature],
     keys: &[VerifyingKey],
     start: usize,
@@ -761,12 +761,12 @@ fn bisect(
     if m.len() <= ONE_BY_ONE {
         for (i, ((message, signature), key)) in m.iter().zip(s).zip(k).enumerate() {
             if let Some(slot) = verified.get_mut(start + i) {
-                *slot = key.verify_strict(message, signature).is_ok();
+                *slot = key.verify_strict(message.as_ref(), signature).is_ok();
             }
         }
         return;
     }
-    let refs: Vec<&[u8]> = m.iter().map(Vec::as_slice).collect();
+    let refs: Vec<&[u8]> = m.iter().map(AsRef::as_ref).collect();
     if ed25519_dalek::verify_batch(&refs, s, k).is_ok() {
         if let Some(slots) = verified.get_mut(start..end) {
             slots.fill(true);

@@ -408,11 +408,10 @@ fn u64_from(bytes: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(bytes).ok().map(u64::from_be_bytes)
 }
 
-/// The signed message of a signed release's wire bytes (`SIGNING_DOMAIN ‖ canonical release`),
-/// sliced from the bytes `SignedRelease::decode` accepted: `0x82 ‖ release ‖ 0x58 0x40 ‖ sig`.
-fn release_message(wire: &[u8]) -> Option<Vec<u8>> {
-    let canonical = wire.get(1..wire.len().checked_sub(66)?)?;
-    Some([SIGNING_DOMAIN, canonical].concat())
+/// The canonical release inside a signed release's wire bytes, sliced from the bytes
+/// `SignedRelease::decode` accepted: `0x82 ‖ release ‖ 0x58 0x40 ‖ sig`.
+fn canonical_release(wire: &[u8]) -> Option<&[u8]> {
+    wire.get(1..wire.len().checked_sub(66)?)
 }
 
 impl<'a> Hub<'a> {
@@ -533,14 +532,23 @@ impl<'a> Hub<'a> {
         }
         // Each release is checked in full, but only its head is kept (its cells are not built:
         // the hub stores the bytes as they came).
+        // The signed messages (`SIGNING_DOMAIN ‖ canonical release`), end to end in one buffer.
         let mut decoded: Vec<Submitted> = Vec::with_capacity(submissions.len());
-        let mut messages: Vec<Vec<u8>> = Vec::with_capacity(submissions.len());
+        let mut buffer: Vec<u8> = Vec::with_capacity(
+            submissions
+                .iter()
+                .map(|s| s.len() + SIGNING_DOMAIN.len())
+                .sum(),
+        );
+        let mut ends: Vec<usize> = Vec::with_capacity(submissions.len());
         for (slot, bytes) in submissions.iter().enumerate() {
             match SignedRelease::check_with(bytes, &self.member_keys) {
-                Ok(release) => match release_message(bytes) {
-                    Some(message) => {
+                Ok(release) => match canonical_release(bytes) {
+                    Some(canonical) => {
                         decoded.push(Submitted::of(slot, release));
-                        messages.push(message);
+                        buffer.extend_from_slice(SIGNING_DOMAIN);
+                        buffer.extend_from_slice(canonical);
+                        ends.push(buffer.len());
                     }
                     None => {
                         outcomes[slot] = Some(Err(Refusal::Invalid("truncated release".into())));
@@ -549,6 +557,14 @@ impl<'a> Hub<'a> {
                 Err(e) => outcomes[slot] = Some(Err(Refusal::Invalid(e.to_string()))),
             }
         }
+        let messages: Vec<&[u8]> = ends
+            .iter()
+            .scan(0, |start, &end| {
+                let message = buffer.get(*start..end).unwrap_or_default();
+                *start = end;
+                Some(message)
+            })
+            .collect();
         let signatures: Vec<Signature> = decoded.iter().map(|r| r.signature).collect();
         let keys: Vec<VerifyingKey> = decoded.iter().map(|r| r.signer).collect();
         let verified = crate::audit::verify_all(&messages, &signatures, &keys);

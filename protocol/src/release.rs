@@ -850,7 +850,7 @@ impl Release {
     /// root in the field; a hub or auditor meets the same members' keys again and again).
     fn decode_from(r: &mut Reader<'_>, keys: &SignerKeys) -> Result<Self, ReleaseError> {
         let mut cells = Vec::new();
-        let head = read_release(r, keys, |_, count, cell| {
+        let (head, _) = read_release(r, keys, |_, count, cell| {
             cells.reserve(count);
             cells.push(Cell {
                 indicator: cell.indicator,
@@ -899,12 +899,14 @@ pub struct ReleaseHead {
 }
 
 /// Reads a release's items (refusing every form the writer does not produce), handing each
-/// cell to `on_cell` with its position and the cell count; the values are not validated.
+/// cell to `on_cell` with its position and the cell count; the values are not validated, except
+/// that the second value returned says whether the signer's key came from `keys` (which keeps
+/// only valid signers' keys).
 fn read_release<'a>(
     r: &mut Reader<'a>,
     keys: &SignerKeys,
     mut on_cell: impl FnMut(usize, usize, CellRead<'a>),
-) -> Result<ReleaseHead, ReleaseError> {
+) -> Result<(ReleaseHead, bool), ReleaseError> {
     let (offset, len) = r.array(Field::Top("release"))?;
     let wrong_length = || ReleaseError::ArrayLength {
         offset,
@@ -928,7 +930,10 @@ fn read_release<'a>(
         return Err(wrong_length());
     }
     let signer_bytes = r.bytes::<32>(Field::Top("signer"))?;
-    let signer = keys.decode(&signer_bytes)?;
+    let (signer, signer_checked) = match keys.kept(&signer_bytes) {
+        Some(key) => (key, true),
+        None => (keys.decode(&signer_bytes)?, false),
+    };
     let period = r.text(MAX_PERIOD_LEN, Field::Top("period"))?;
     let period: Period = period.parse().map_err(ReleaseError::InvalidPeriod)?;
     let params = r.text(MAX_PARAMS_LEN, Field::Top("params"))?.to_owned();
@@ -970,14 +975,17 @@ fn read_release<'a>(
             },
         );
     }
-    Ok(ReleaseHead {
-        signer,
-        period,
-        params,
-        mechanism,
-        created_at,
-        cells: count,
-    })
+    Ok((
+        ReleaseHead {
+            signer,
+            period,
+            params,
+            mechanism,
+            created_at,
+            cells: count,
+        },
+        signer_checked,
+    ))
 }
 
 /// Signers' keys already decoded, by their 32 bytes: decoding a key (a point decompression,
@@ -995,9 +1003,17 @@ impl SignerKeys {
         Self::default()
     }
 
-    /// Keeps a decoded key.
+    /// Keeps a decoded key, if it is a valid signer's (canonically encoded, not of small
+    /// order): a key taken from here needs no such check again.
     pub fn insert(&mut self, key: VerifyingKey) {
-        self.keys.insert(key.to_bytes(), key);
+        if check_signer(&key).is_ok() {
+            self.keys.insert(key.to_bytes(), key);
+        }
+    }
+
+    /// The key kept for these bytes, if any (a valid signer's key, see [`SignerKeys::insert`]).
+    fn kept(&self, bytes: &[u8; 32]) -> Option<VerifyingKey> {
+        self.keys.get(bytes).copied()
     }
 
     /// How many keys are kept.
@@ -1200,7 +1216,7 @@ impl SignedRelease {
         r.array_of(2, Field::Top("signed release"))?;
         let mut order = CellOrder::default();
         let mut cell_error = None;
-        let head = read_release(&mut r, keys, |n, _, cell| {
+        let (head, signer_checked) = read_release(&mut r, keys, |n, _, cell| {
             if cell_error.is_none() {
                 cell_error = check_cell_floats(n, cell.scale, cell.ci95_half_width)
                     .and_then(|()| order.accept(n, cell.indicator, cell.category))
@@ -1209,7 +1225,9 @@ impl SignedRelease {
         })?;
         let signature = Signature::from_bytes(&r.bytes::<64>(Field::Top("signature"))?);
         r.finish("signed release")?;
-        check_signer(&head.signer)?;
+        if !signer_checked {
+            check_signer(&head.signer)?;
+        }
         check_params(&head.params)?;
         head.mechanism.check()?;
         if let Some(e) = cell_error {

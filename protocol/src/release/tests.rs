@@ -200,6 +200,14 @@ proptest! {
         // The head-only checker accepts exactly the same bytes, with the same head, and
         // refuses the others with the same error.
         let checked = SignedRelease::check_with(&bytes, &SignerKeys::default());
+        // With the signer's key kept (a hub's members), the same answer.
+        let kept: SignerKeys = [key.verifying_key()].into_iter().collect();
+        let checked_kept = SignedRelease::check_with(&bytes, &kept);
+        let comparable = |c: &Result<(ReleaseHead, Signature), ReleaseError>| match c {
+            Ok((h, sig)) => Ok((h.signer.to_bytes(), h.period, h.params.clone(), h.mechanism, h.created_at, h.cells, *sig)),
+            Err(e) => Err(format!("{e:?}")),
+        };
+        prop_assert_eq!(comparable(&checked), comparable(&checked_kept));
         match (decoded, checked) {
             (Ok(full), Ok((head, signature))) => {
                 let r = full.release();
@@ -1055,5 +1063,31 @@ fn error_messages_name_the_field_and_what_is_accepted() -> TestResult {
             .starts_with("signer: the signing key's public key"),
         "{err}"
     );
+    Ok(())
+}
+
+#[test]
+fn signer_keys_keep_only_valid_signers() -> TestResult {
+    // The neutral point (y = 1) has small order: a signature by it proves nothing.
+    let mut neutral = [0u8; 32];
+    neutral[0] = 1;
+    let weak = VerifyingKey::from_bytes(&neutral)?;
+    let mut keys = SignerKeys::new();
+    keys.insert(weak);
+    assert!(keys.is_empty(), "a small-order key is not kept");
+    keys.insert(key(3).verifying_key());
+    assert_eq!(keys.len(), 1);
+    // A release "signed" by the weak key is refused even when it is offered as known.
+    let mut release = sample(&key(3))?;
+    release.signer = weak;
+    let mut signed = vec![0x82];
+    signed.extend_from_slice(&release.encode_unchecked());
+    signed.extend_from_slice(&[0x58, 0x40]);
+    signed.extend_from_slice(&[0; 64]);
+    let kept: SignerKeys = [weak, key(3).verifying_key()].into_iter().collect();
+    assert!(matches!(
+        SignedRelease::check_with(&signed, &kept),
+        Err(ReleaseError::InvalidSigner { .. })
+    ));
     Ok(())
 }
