@@ -877,7 +877,7 @@ fn bad_signatures_are_located_in_a_batch() -> Result {
     let verified = verify_all(&messages, &signatures, &keys);
     let bad: Vec<usize> = (0..50).filter(|n| !verified[*n]).collect();
     assert_eq!(bad, [7, 30, 31]);
-    assert!(verify_all(&[], &[], &[]).is_empty());
+    assert!(verify_all::<Vec<u8>>(&[], &[], &[]).is_empty());
     Ok(())
 }
 
