@@ -308,6 +308,7 @@ struct RowChecker {
     file_to_model: Vec<Option<usize>>,
     vocabs: Vocabs,
     communes: CommuneCache,
+    dates: DateCache,
     frame: FrameWriter,
     row_errors: Vec<RowError>,
     reading: Reading,
@@ -335,6 +336,7 @@ impl RowChecker {
             file_to_model,
             vocabs: Vocabs::new(),
             communes: CommuneCache::new(),
+            dates: DateCache::default(),
             frame: FrameWriter::default(),
             row_errors: Vec::new(),
             reading,
@@ -388,7 +390,10 @@ impl RowChecker {
         }
         let mut cells = Cells {
             cells,
+            // Every cell of an ASCII row is valid UTF-8: no cell needs checking on its own.
+            ascii: record.as_slice().is_ascii(),
             line,
+            dates: &mut self.dates,
             errors: &mut self.row_errors,
             vocabs: &self.vocabs,
             communes: &mut self.communes,
@@ -764,20 +769,25 @@ impl Columns {
 }
 
 /// Finds the code (position + 1) of a vocabulary's value from its bytes, without allocating:
-/// a small open-addressing table built once per file.
+/// a small open-addressing table built once per file. Values are compared through their
+/// first and last eight bytes as two words (the whole value up to 16 bytes), so that a lookup
+/// rarely calls `memcmp`.
 struct VocabTable {
     slots: [u8; 128],
-    codes: Vec<&'static [u8]>,
+    codes: Vec<(&'static [u8], (u64, u64))>,
 }
 
 impl VocabTable {
     fn new<V: Vocabulary>() -> Self {
         let mut table = Self {
             slots: [0; 128],
-            codes: V::ALL.iter().map(|v| v.code().as_bytes()).collect(),
+            codes: V::ALL
+                .iter()
+                .map(|v| (v.code().as_bytes(), words(v.code().as_bytes())))
+                .collect(),
         };
-        for (i, code) in table.codes.iter().enumerate() {
-            let mut h = Self::hash(code);
+        for (i, (code, _)) in table.codes.iter().enumerate() {
+            let mut h = Self::hash(code.len(), words(code));
             while table.slots[h] != 0 {
                 h = (h + 1) & 127;
             }
@@ -787,26 +797,42 @@ impl VocabTable {
         table
     }
 
-    fn hash(text: &[u8]) -> usize {
-        let (first, last) = match (text.first(), text.last()) {
-            (Some(f), Some(l)) => (usize::from(*f), usize::from(*l)),
-            _ => (0, 0),
-        };
-        let mid = usize::from(text.get(text.len() / 2).copied().unwrap_or(0));
-        (text.len() * 151 + first * 31 + last * 7 + mid * 131) & 127
+    fn hash(len: usize, (first, last): (u64, u64)) -> usize {
+        let mixed = (first ^ last.rotate_left(29) ^ len as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (mixed >> 57) as usize
     }
 
     fn get(&self, text: &[u8]) -> Option<u8> {
-        let mut h = Self::hash(text);
+        let key = words(text);
+        let mut h = Self::hash(text.len(), key);
         loop {
             let slot = self.slots[h];
             if slot == 0 {
                 return None;
             }
-            if self.codes[usize::from(slot) - 1] == text {
+            let (code, code_key) = self.codes[usize::from(slot) - 1];
+            if code.len() == text.len()
+                && code_key == key
+                && (text.len() <= 16 || code[8..code.len() - 8] == text[8..text.len() - 8])
+            {
                 return Some(slot);
             }
             h = (h + 1) & 127;
+        }
+    }
+}
+
+/// The first and the last eight bytes of `text` as little-endian words (the bytes of a shorter
+/// text, zero-padded, twice): equal texts of equal length up to 16 bytes have equal words.
+fn words(text: &[u8]) -> (u64, u64) {
+    match (text.first_chunk::<8>(), text.last_chunk::<8>()) {
+        (Some(first), Some(last)) => (u64::from_le_bytes(*first), u64::from_le_bytes(*last)),
+        _ => {
+            let word = text
+                .iter()
+                .rev()
+                .fold(0u64, |w, &b| (w << 8) | u64::from(b));
+            (word, word)
         }
     }
 }
@@ -885,11 +911,18 @@ impl CodeList {
     }
 }
 
+/// The last valid date cell read and its Julian day (rows often share their date).
+#[derive(Default)]
+struct DateCache(Option<([u8; 10], i32)>);
+
 /// Reads the cells of one row, recording every error instead of stopping at the first.
 struct Cells<'a, 'r> {
     /// The trimmed cell of each of [`COLUMNS`] (empty when the column is absent).
     cells: [&'r [u8]; COLUMNS.len()],
+    /// Whether the whole row is ASCII (then every cell is valid UTF-8).
+    ascii: bool,
     line: u64,
+    dates: &'a mut DateCache,
     errors: &'a mut Vec<RowError>,
     vocabs: &'a Vocabs,
     communes: &'a mut CommuneCache,
@@ -919,16 +952,15 @@ impl<'r> Cells<'_, 'r> {
         Some(self.cells[column]).filter(|b| !b.is_empty())
     }
 
-    /// The text of a column; `None` when the column is absent, the cell empty or not UTF-8
-    /// (then an error is recorded).
-    fn text(&mut self, column: usize) -> Option<&'r str> {
+    /// The text of a column, as bytes that are valid UTF-8; `None` when the column is absent,
+    /// the cell empty or not UTF-8 (then an error is recorded).
+    fn text(&mut self, column: usize) -> Option<&'r [u8]> {
         let raw = self.bytes(column)?;
-        match std::str::from_utf8(raw) {
-            Ok(text) => Some(text),
-            Err(_) => {
-                self.utf8_error(column, raw);
-                None
-            }
+        if self.ascii || std::str::from_utf8(raw).is_ok() {
+            Some(raw)
+        } else {
+            self.utf8_error(column, raw);
+            None
         }
     }
 
@@ -953,11 +985,11 @@ impl<'r> Cells<'_, 'r> {
         }
     }
 
-    /// An identifier (of an activity or a person), stored with a 16-bit length.
-    fn identifier(&mut self, text: Option<&'r str>, column: usize) -> Option<&'r str> {
+    /// An identifier (of an activity or a person, valid UTF-8), stored with a 16-bit length.
+    fn identifier(&mut self, text: Option<&'r [u8]>, column: usize) -> Option<&'r [u8]> {
         let text = text?;
         if text.len() > usize::from(u16::MAX) {
-            let shown: String = text.chars().take(40).collect();
+            let shown: String = String::from_utf8_lossy(text).chars().take(40).collect();
             self.error(
                 column,
                 &format!("{shown}…"),
@@ -1048,8 +1080,19 @@ impl<'r> Cells<'_, 'r> {
 
     fn date(&mut self) -> Option<i32> {
         let raw = self.required(DATE)?;
+        if let Some((text, day)) = self.dates.0
+            && raw == text
+        {
+            return Some(day);
+        }
         match parse_date(raw) {
-            Some(date) if (2000..=2999).contains(&date.year()) => Some(date.to_julian_day()),
+            Some(date) if (2000..=2999).contains(&date.year()) => {
+                let day = date.to_julian_day();
+                if let Ok(text) = <[u8; 10]>::try_from(raw) {
+                    self.dates.0 = Some((text, day));
+                }
+                Some(day)
+            }
             Some(_) => {
                 self.invalid(DATE, raw, || {
                     "expected a date from 2000-01-01 to 2999-12-31".into()
@@ -1156,10 +1199,7 @@ impl<'r> Cells<'_, 'r> {
             place_commune,
             level,
         };
-        if frame
-            .start(stable_hash(id.as_bytes()), self.line, id.as_bytes(), &facts)
-            .is_err()
-        {
+        if frame.start(stable_hash(id), self.line, id, &facts).is_err() {
             return false;
         }
         let out = &mut frame.buf;
@@ -1169,10 +1209,10 @@ impl<'r> Cells<'_, 'r> {
         out.extend_from_slice(&residence);
         themes.write(out);
         materiel.write(out);
-        let beneficiary = beneficiary.unwrap_or("");
+        let beneficiary = beneficiary.unwrap_or(b"");
         // Checked by `identifier`.
         out.extend_from_slice(&(beneficiary.len() as u16).to_le_bytes());
-        out.extend_from_slice(beneficiary.as_bytes());
+        out.extend_from_slice(beneficiary);
         true
     }
 }
@@ -1339,6 +1379,78 @@ mod tests {
         );
     }
 
+    /// A table finds exactly the codes of its vocabulary, whatever their length (the word
+    /// comparison covers up to 16 bytes, longer codes compare their middle too).
+    fn vocab_table_finds_exactly<V: Vocabulary>() {
+        let table = VocabTable::new::<V>();
+        for (i, v) in V::ALL.iter().enumerate() {
+            let code = v.code().as_bytes();
+            assert_eq!(table.get(code), Some(i as u8 + 1), "{}", v.code());
+            // Near misses: one byte changed anywhere, one byte more or less, other case.
+            for at in 0..code.len() {
+                let mut near = code.to_vec();
+                near[at] ^= 0x01;
+                assert_ne!(table.get(&near), Some(i as u8 + 1), "{near:?}");
+                let mut shorter = code.to_vec();
+                shorter.remove(at);
+                assert_ne!(table.get(&shorter), Some(i as u8 + 1), "{shorter:?}");
+            }
+            let mut longer = code.to_vec();
+            longer.push(b'_');
+            assert_eq!(table.get(&longer), None);
+            assert_eq!(table.get(&code.to_ascii_uppercase()), None);
+        }
+        assert_eq!(table.get(b""), None);
+    }
+
+    #[test]
+    fn vocab_tables_find_exactly_their_codes() {
+        vocab_table_finds_exactly::<ActivityType>();
+        vocab_table_finds_exactly::<PlaceType>();
+        vocab_table_finds_exactly::<Thematique>();
+        vocab_table_finds_exactly::<Materiel>();
+        vocab_table_finds_exactly::<Autonomie>();
+        vocab_table_finds_exactly::<OuiNon>();
+        vocab_table_finds_exactly::<NiveauAtelier>();
+        vocab_table_finds_exactly::<Genre>();
+        vocab_table_finds_exactly::<TrancheAge>();
+        vocab_table_finds_exactly::<StatutSocial>();
+    }
+
+    #[test]
+    fn non_ascii_rows_are_checked_cell_by_cell() -> Result<(), ImportError> {
+        // Valid UTF-8 beyond ASCII is accepted in identifiers, invalid UTF-8 is not, on rows
+        // next to ASCII rows (which skip the per-cell check).
+        let parsed = parse_str(
+            "activite_id,date,type,duree,beneficiaire_id
+             é1,2026-10-01,individuel,30,personne-ü
+             a2,2026-10-01,individuel,30,p
+",
+        )?;
+        assert_eq!(parsed.activities[0].id, "é1");
+        assert_eq!(
+            parsed.activities[0].participants[0].beneficiary.as_deref(),
+            Some("personne-ü")
+        );
+        let mut bytes = b"activite_id,date,type,duree,beneficiaire_id
+"
+        .to_vec();
+        bytes.extend_from_slice(
+            b"a,2026-10-01,individuel,30,ok\n\xc3\xa9\xff,2026-10-01,individuel,30,x\n",
+        );
+        match parse(&bytes, 1, &mut ()) {
+            Err(ImportError::Rows { errors, .. }) => {
+                assert_eq!(errors.len(), 1, "{errors:?}");
+                assert_eq!(
+                    (errors[0].line, errors[0].column.as_deref()),
+                    (3, Some("activite_id"))
+                );
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+        Ok(())
+    }
+
     #[test]
     fn workshop_level_only_for_collective() {
         let errors = row_errors(
@@ -1443,6 +1555,45 @@ mod tests {
             let mut input = b"activite_id,date,type,duree,thematiques,genre\n".to_vec();
             input.extend_from_slice(&bytes);
             let _ = parse(&input, 1, &mut ());
+        }
+
+        /// A date cell gives the same day or error whatever rows came before it (the last date
+        /// read is remembered).
+        #[test]
+        fn dates_do_not_depend_on_the_rows_before(
+            dates in proptest::collection::vec(proptest::sample::select(vec![
+                "2026-10-01", "2026-10-31", "2026-02-29", "2028-02-29", "2026-13-01",
+                "1999-12-31", "2026-1-01", "2026-10-01 ", "x",
+            ]), 1..12),
+        ) {
+            let mut text = String::from("activite_id,date,type,duree\n");
+            for (i, d) in dates.iter().enumerate() {
+                text.push_str(&format!("a{i},{d},individuel,30\n"));
+            }
+            let expected: Vec<Option<Date>> = dates
+                .iter()
+                .map(|d| parse_date(d.trim().as_bytes()).filter(|d| (2000..=2999).contains(&d.year())))
+                .collect();
+            match parse_str(&text) {
+                Ok(parsed) => {
+                    proptest::prop_assert!(expected.iter().all(Option::is_some));
+                    for a in &parsed.activities {
+                        let i: usize = a.id[1..].parse().expect("index");
+                        proptest::prop_assert_eq!(Some(a.date), expected[i]);
+                    }
+                }
+                Err(ImportError::Rows { errors, .. }) => {
+                    let bad: Vec<u64> = expected
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, d)| d.is_none())
+                        .map(|(i, _)| i as u64 + 2)
+                        .collect();
+                    let lines: Vec<u64> = errors.iter().map(|e| e.line).collect();
+                    proptest::prop_assert_eq!(lines, bad);
+                }
+                Err(other) => proptest::prop_assert!(false, "{other:?}"),
+            }
         }
 
         #[test]
