@@ -224,9 +224,9 @@ pub struct Reading {
 }
 
 /// Records handed from the parsing thread to the checking one at a time.
-const BATCH_RECORDS: usize = 1024;
+const BATCH_RECORDS: usize = 256;
 /// Batches in flight between the two threads (bounds the memory of the pipeline).
-const BATCHES: usize = 4;
+const BATCHES: usize = 8;
 
 /// Reads a whole activity-report file as a stream, checking every cell, and hands each valid
 /// row to `sink` as a frame (see [`crate::store::codec`]), in file order. Rows with invalid

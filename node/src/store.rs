@@ -479,7 +479,7 @@ impl Store {
             tracing::warn!(batch = pending.batch, file = %pending.record.file, "finishing an import interrupted by a crash");
             let path = self.dir.join(&pending.staging);
             let file = StagingFile::open(&path).map_err(|e| staging_error(&path, e))?;
-            self.apply(pending, &file)?;
+            self.apply(pending, &file, None)?;
         }
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for entry in entries.flatten() {
@@ -526,15 +526,9 @@ impl Store {
                 "not checked, or already committed",
             ));
         };
-        // The records file and its name in the folder must be on disk before the commit names it.
-        file.sync_all()
-            .map_err(|e| staging_error(&staging.records_path, e))?;
-        std::fs::File::open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(|e| staging_error(&self.dir, e))?;
-        tracing::debug!(elapsed = ?t0.elapsed(), "import: records synced");
-        // From here the file belongs to the pending import: if applying fails, the next open
-        // finishes it, so the file must stay.
+        // From here the file may belong to the pending import: if applying fails, the next open
+        // finishes it, so the file must stay (if the commit did not happen, the next open
+        // deletes it).
         staging.committed = true;
         let name = staging
             .records_path
@@ -546,10 +540,21 @@ impl Store {
             staging: name,
             record,
         };
-        self.meta.insert("pending_import", encode(&pending))?;
-        self.db.flush()?;
-        tracing::debug!(elapsed = ?t0.elapsed(), "import: committed");
-        let summary = self.apply(&pending, &file)?;
+        // Done by `apply` while its first partitions are being prepared (nothing is written to
+        // the store before): the records file and its name in the folder must be on disk before
+        // the commit names it.
+        let commit = || -> Result<(), StoreError> {
+            file.sync_all()
+                .map_err(|e| staging_error(&staging.records_path, e))?;
+            std::fs::File::open(&self.dir)
+                .and_then(|dir| dir.sync_all())
+                .map_err(|e| staging_error(&self.dir, e))?;
+            self.meta.insert("pending_import", encode(&pending))?;
+            self.db.flush()?;
+            tracing::debug!(elapsed = ?t0.elapsed(), "import: records synced, committed");
+            Ok(())
+        };
+        let summary = self.apply(&pending, &file, Some(&commit))?;
         tracing::debug!(elapsed = ?t0.elapsed(), "import: applied");
         drop(file);
         let _ = std::fs::remove_file(&staging.records_path);
@@ -557,11 +562,14 @@ impl Store {
     }
 
     /// Applies a committed import, a partition at a time, each in one atomic batch that records
-    /// how far it has gone; after a crash it resumes where it stopped.
+    /// how far it has gone; after a crash it resumes where it stopped. `commit`, when given, is
+    /// done before anything is written (while the first partitions are being prepared): it
+    /// commits the import.
     fn apply(
         &self,
         pending: &PendingImport,
         file: &StagingFile,
+        commit: Option<&dyn Fn() -> Result<(), StoreError>>,
     ) -> Result<ImportSummary, StoreError> {
         let (mut next, mut summary) = match self.data.get(PROGRESS_KEY)? {
             Some(bytes) => {
@@ -610,6 +618,9 @@ impl Store {
                     }
                     tracing::debug!(lane, elapsed = ?started.elapsed(), "import: partitions prepared");
                 });
+            }
+            if let Some(commit) = commit {
+                commit()?;
             }
             let mut applying = std::time::Duration::ZERO;
             while next < PARTITIONS {
@@ -869,19 +880,18 @@ impl Store {
         }
 
         // The index: every (hash, period) where an activity now is; none where none is.
-        index_add.sort_unstable();
-        index_remove.sort_unstable();
+        // Sorted by bucket, then entry: each bucket's changes are a run.
+        let by_bucket = |e: &(u64, u16)| (index_bucket(e.0), e.0, e.1);
+        index_add.sort_unstable_by_key(by_bucket);
+        index_remove.sort_unstable_by_key(by_bucket);
+        let run = |entries: &[(u64, u16)], ib: u8| {
+            let start = entries.partition_point(|e| index_bucket(e.0) < ib);
+            let end = entries.partition_point(|e| index_bucket(e.0) <= ib);
+            entries[start..end].to_vec()
+        };
         for (ib, entries) in &mut index {
-            let adds: Vec<(u64, u16)> = index_add
-                .iter()
-                .filter(|e| index_bucket(e.0) == *ib)
-                .copied()
-                .collect();
-            let removes: Vec<(u64, u16)> = index_remove
-                .iter()
-                .filter(|e| index_bucket(e.0) == *ib)
-                .copied()
-                .collect();
+            let adds = run(&index_add, *ib);
+            let removes = run(&index_remove, *ib);
             if adds.is_empty() && removes.is_empty() {
                 continue;
             }

@@ -322,7 +322,7 @@ pub fn for_each_activity<'a, E>(
             end += 1;
         }
         let run = &mut frames[start..end];
-        if run.iter().any(|f| f.id != run[0].id) {
+        if run[1..].iter().any(|f| f.id != run[0].id) {
             // A hash collision: the stable sort keeps each id's rows in line order.
             run.sort_by(|a, b| a.id.cmp(b.id));
         }
