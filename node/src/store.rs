@@ -1355,6 +1355,43 @@ mod tests {
         Ok(())
     }
 
+    /// A crash before the commit leaves a rows file, a records file or both: opening the store
+    /// deletes them and leaves the store as it was.
+    #[test]
+    fn staging_files_of_an_import_never_committed_are_deleted_on_open() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(tmp_err)?;
+        let path = dir.path().join("store");
+        let before = {
+            let store = Store::open(&path)?;
+            store.commit_import(stage(&store, FILE), record())?;
+            // Checked (both files written, the rows file deleted), then a rows file of another
+            // import cut short: as a crash would leave them.
+            let mut checked = stage(&store, &big_file(10, 0..50));
+            checked.committed = true;
+            drop(checked);
+            let mut staging = store.begin_import()?;
+            staging
+                .push(b"\x10\x00\x00\x00\x01\x02\x03\x04\x05\x06\x07\x08partial!")
+                .map_err(tmp_err)?;
+            staging.committed = true;
+            drop(staging);
+            store.flush()?;
+            store.stats()?
+        };
+        let staging_files = || -> Result<usize, StoreError> {
+            Ok(std::fs::read_dir(&path)
+                .map_err(tmp_err)?
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("staging-"))
+                .count())
+        };
+        assert!(staging_files()? >= 2);
+        let store = reopen(&path)?;
+        assert_eq!(staging_files()?, 0);
+        assert_eq!(store.stats()?, before);
+        Ok(())
+    }
+
     #[test]
     fn moving_an_activity_to_another_month_removes_it_from_the_first() -> Result<(), StoreError> {
         let dir = tempfile::tempdir().map_err(tmp_err)?;
