@@ -394,12 +394,22 @@ impl ImportStaging {
                     .map_err(|e| staging_error(&self.records_path, e))?;
             }
         };
+        let checked = std::sync::atomic::AtomicBool::new(false);
         let (a, b) = std::thread::scope(|scope| {
+            // Writes the records to disk as they come, so that the sync at commit has little
+            // left to do (it is what makes them durable; failures here are only retried there).
+            scope.spawn(|| {
+                while !checked.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = records.sync_data();
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            });
             let other = scope.spawn(worker);
             let mine = worker();
             let theirs = other
                 .join()
                 .unwrap_or_else(|_| Err(staging_error(&self.path, "a checking thread failed")));
+            checked.store(true, std::sync::atomic::Ordering::Relaxed);
             (mine, theirs)
         });
         let (a, b) = (a?, b?);

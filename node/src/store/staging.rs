@@ -222,6 +222,11 @@ impl RecordsWriter {
         Ok(())
     }
 
+    /// Writes what was written so far to disk (not the table: see [`RecordsWriter::finish`]).
+    pub fn sync_data(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+
     /// Writes the table and the trailer (not synced: see [`StagingFile::sync_all`]).
     pub fn finish(self) -> std::io::Result<StagingFile> {
         let state = self
