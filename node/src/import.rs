@@ -223,10 +223,93 @@ pub struct Reading {
     pub errors: Errors,
 }
 
-/// Records handed from the parsing thread to the checking one at a time.
-const BATCH_RECORDS: usize = 256;
+/// Records handed from the parsing thread to the checking one at a time (fewer when they are
+/// large: a batch holds about [`BATCH_BYTES`]).
+const BATCH_RECORDS: usize = 512;
+const BATCH_BYTES: usize = 128 * 1024;
 /// Batches in flight between the two threads (bounds the memory of the pipeline).
-const BATCHES: usize = 8;
+const BATCHES: usize = 6;
+
+/// Records handed from the parsing thread to the checking one: their cells end to end in one
+/// buffer, written and read in order (rather than one buffer per record, which the two threads
+/// would pass back and forth).
+#[derive(Debug, Default)]
+struct Batch {
+    /// Every cell of every record, end to end.
+    bytes: Vec<u8>,
+    /// Where each cell ends in `bytes`.
+    ends: Vec<usize>,
+    /// Per record: its line and byte offset in the file, and where its cells end in `ends`.
+    records: Vec<(u64, u64, usize)>,
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+        self.records.clear();
+    }
+
+    fn push(&mut self, record: &csv::ByteRecord) {
+        let (line, byte) = record.position().map_or((0, 0), |p| (p.line(), p.byte()));
+        let base = self.bytes.len();
+        self.bytes.extend_from_slice(record.as_slice());
+        let mut end = base;
+        for field in record {
+            end += field.len();
+            self.ends.push(end);
+        }
+        self.records.push((line, byte, self.ends.len()));
+    }
+
+    /// Each record: its line, byte offset and cells.
+    fn records(&self) -> impl Iterator<Item = (u64, u64, RecordCells<'_>)> {
+        let mut first_end = 0;
+        self.records.iter().map(move |&(line, byte, last_end)| {
+            let start = if first_end == 0 {
+                0
+            } else {
+                self.ends[first_end - 1]
+            };
+            let cells = RecordCells {
+                bytes: &self.bytes,
+                start,
+                ends: &self.ends[first_end..last_end],
+            };
+            first_end = last_end;
+            (line, byte, cells)
+        })
+    }
+}
+
+/// The cells of one record of a [`Batch`].
+#[derive(Debug, Clone, Copy)]
+struct RecordCells<'a> {
+    bytes: &'a [u8],
+    start: usize,
+    ends: &'a [usize],
+}
+
+impl<'a> RecordCells<'a> {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn iter(self) -> impl Iterator<Item = &'a [u8]> {
+        let mut start = self.start;
+        self.ends.iter().map(move |&end| {
+            let cell = self.bytes.get(start..end).unwrap_or_default();
+            start = end;
+            cell
+        })
+    }
+
+    /// All the cells' bytes, end to end.
+    fn as_slice(&self) -> &'a [u8] {
+        let end = self.ends.last().copied().unwrap_or(self.start);
+        self.bytes.get(self.start..end).unwrap_or_default()
+    }
+}
 
 /// Reads a whole activity-report file as a stream, checking every cell, and hands each valid
 /// row to `sink` as a frame (see [`crate::store::codec`]), in file order. Rows with invalid
@@ -258,22 +341,22 @@ pub fn read_rows(
     let columns = Columns::from_header(&header)?;
     let mut checker = RowChecker::new(&columns);
     std::thread::scope(|scope| {
-        // Filled batches (with how many records they hold) one way, emptied ones back.
-        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<
-            Result<(Vec<csv::ByteRecord>, usize), csv::Error>,
-        >(BATCHES + 1);
-        let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<csv::ByteRecord>>(BATCHES);
+        // Filled batches one way, emptied ones back.
+        let (full_tx, full_rx) =
+            std::sync::mpsc::sync_channel::<Result<Batch, csv::Error>>(BATCHES + 1);
+        let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Batch>(BATCHES);
         for _ in 0..BATCHES {
-            let _ = empty_tx.send(vec![csv::ByteRecord::new(); BATCH_RECORDS]);
+            let _ = empty_tx.send(Batch::default());
         }
         scope.spawn(move || {
+            let mut record = csv::ByteRecord::new();
             // Ends when the file does, on an error, or when the checker stops taking batches.
             while let Ok(mut batch) = empty_rx.recv() {
-                let mut n = 0;
+                batch.clear();
                 let mut done = false;
-                while n < batch.len() {
-                    match csv.read_byte_record(&mut batch[n]) {
-                        Ok(true) => n += 1,
+                while batch.records.len() < BATCH_RECORDS && batch.bytes.len() < BATCH_BYTES {
+                    match csv.read_byte_record(&mut record) {
+                        Ok(true) => batch.push(&record),
                         Ok(false) => {
                             done = true;
                             break;
@@ -284,16 +367,16 @@ pub fn read_rows(
                         }
                     }
                 }
-                if full_tx.send(Ok((batch, n))).is_err() || done {
+                if full_tx.send(Ok(batch)).is_err() || done {
                     return;
                 }
             }
         });
         // Dropping the receiver (returning early on an error) stops the reading thread.
         for message in full_rx {
-            let (batch, n) = message.map_err(csv_error)?;
-            for record in &batch[..n] {
-                checker.record(record, sink, progress)?;
+            let batch = message.map_err(csv_error)?;
+            for (line, byte, record) in batch.records() {
+                checker.record(line, byte, record, sink, progress)?;
             }
             let _ = empty_tx.send(batch);
         }
@@ -346,11 +429,12 @@ impl RowChecker {
 
     fn record(
         &mut self,
-        record: &csv::ByteRecord,
+        line: u64,
+        byte: u64,
+        record: RecordCells<'_>,
         sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
         progress: &mut dyn Progress,
     ) -> Result<(), ImportError> {
-        let (line, byte) = record.position().map_or((0, 0), |p| (p.line(), p.byte()));
         if line.is_multiple_of(1024) {
             progress.advance(byte);
         }
@@ -1449,6 +1533,28 @@ mod tests {
             other => panic!("expected an error, got {other:?}"),
         }
         Ok(())
+    }
+
+    /// Rows cross the reading batches whole, with their line numbers, however large a cell is
+    /// and however many rows there are.
+    #[test]
+    fn rows_keep_their_lines_across_reading_batches() {
+        let mut text = String::from("activite_id,date,type,duree,note\n");
+        let big = "x".repeat(3 * BATCH_BYTES);
+        for i in 0..(3 * BATCH_RECORDS) {
+            let note = if i % 500 == 7 { big.as_str() } else { "n" };
+            // Every 301st row has an invalid duration: its error names its line.
+            let duree = if i % 301 == 0 { "0" } else { "30" };
+            text.push_str(&format!("a{i},2026-10-01,individuel,{duree},\"{note}\"\n"));
+        }
+        let errors = row_errors(&text);
+        let expected: Vec<u64> = (0..(3 * BATCH_RECORDS) as u64)
+            .filter(|i| i % 301 == 0)
+            .map(|i| i + 2)
+            .collect();
+        let lines: Vec<u64> = errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, expected);
+        assert!(errors.iter().all(|e| e.column.as_deref() == Some("duree")));
     }
 
     #[test]
