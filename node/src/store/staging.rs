@@ -318,20 +318,22 @@ impl StagingFile {
 
     /// Reads every entry of partition `p`, in order, into `out` (replacing its content).
     pub fn read_partition(&self, p: u8, out: &mut Vec<u8>) -> Result<(), String> {
-        out.clear();
         let total: usize = self
             .blocks
             .iter()
             .filter(|b| b.partition == p)
             .map(|b| b.len as usize)
             .sum();
-        out.reserve_exact(total);
+        // Every byte is read over: only the part beyond the buffer's previous length is zeroed.
+        out.truncate(total);
+        out.resize(total, 0);
+        let mut start = 0;
         for b in self.blocks.iter().filter(|b| b.partition == p) {
-            let start = out.len();
-            out.resize(start + b.len as usize, 0);
+            let end = start + b.len as usize;
             self.file
-                .read_exact_at(&mut out[start..], b.offset)
+                .read_exact_at(&mut out[start..end], b.offset)
                 .map_err(|e| format!("{}: {e}", self.path.display()))?;
+            start = end;
         }
         Ok(())
     }
