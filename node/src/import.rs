@@ -223,10 +223,93 @@ pub struct Reading {
     pub errors: Errors,
 }
 
-/// Records handed from the parsing thread to the checking one at a time.
-const BATCH_RECORDS: usize = 1024;
+/// Records handed from the parsing thread to the checking one at a time (fewer when they are
+/// large: a batch holds about [`BATCH_BYTES`]).
+const BATCH_RECORDS: usize = 512;
+const BATCH_BYTES: usize = 128 * 1024;
 /// Batches in flight between the two threads (bounds the memory of the pipeline).
-const BATCHES: usize = 4;
+const BATCHES: usize = 6;
+
+/// Records handed from the parsing thread to the checking one: their cells end to end in one
+/// buffer, written and read in order (rather than one buffer per record, which the two threads
+/// would pass back and forth).
+#[derive(Debug, Default)]
+struct Batch {
+    /// Every cell of every record, end to end.
+    bytes: Vec<u8>,
+    /// Where each cell ends in `bytes`.
+    ends: Vec<usize>,
+    /// Per record: its line and byte offset in the file, and where its cells end in `ends`.
+    records: Vec<(u64, u64, usize)>,
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+        self.records.clear();
+    }
+
+    fn push(&mut self, record: &csv::ByteRecord) {
+        let (line, byte) = record.position().map_or((0, 0), |p| (p.line(), p.byte()));
+        let base = self.bytes.len();
+        self.bytes.extend_from_slice(record.as_slice());
+        let mut end = base;
+        for field in record {
+            end += field.len();
+            self.ends.push(end);
+        }
+        self.records.push((line, byte, self.ends.len()));
+    }
+
+    /// Each record: its line, byte offset and cells.
+    fn records(&self) -> impl Iterator<Item = (u64, u64, RecordCells<'_>)> {
+        let mut first_end = 0;
+        self.records.iter().map(move |&(line, byte, last_end)| {
+            let start = if first_end == 0 {
+                0
+            } else {
+                self.ends[first_end - 1]
+            };
+            let cells = RecordCells {
+                bytes: &self.bytes,
+                start,
+                ends: &self.ends[first_end..last_end],
+            };
+            first_end = last_end;
+            (line, byte, cells)
+        })
+    }
+}
+
+/// The cells of one record of a [`Batch`].
+#[derive(Debug, Clone, Copy)]
+struct RecordCells<'a> {
+    bytes: &'a [u8],
+    start: usize,
+    ends: &'a [usize],
+}
+
+impl<'a> RecordCells<'a> {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn iter(self) -> impl Iterator<Item = &'a [u8]> {
+        let mut start = self.start;
+        self.ends.iter().map(move |&end| {
+            let cell = self.bytes.get(start..end).unwrap_or_default();
+            start = end;
+            cell
+        })
+    }
+
+    /// All the cells' bytes, end to end.
+    fn as_slice(&self) -> &'a [u8] {
+        let end = self.ends.last().copied().unwrap_or(self.start);
+        self.bytes.get(self.start..end).unwrap_or_default()
+    }
+}
 
 /// Reads a whole activity-report file as a stream, checking every cell, and hands each valid
 /// row to `sink` as a frame (see [`crate::store::codec`]), in file order. Rows with invalid
@@ -258,22 +341,22 @@ pub fn read_rows(
     let columns = Columns::from_header(&header)?;
     let mut checker = RowChecker::new(&columns);
     std::thread::scope(|scope| {
-        // Filled batches (with how many records they hold) one way, emptied ones back.
-        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<
-            Result<(Vec<csv::ByteRecord>, usize), csv::Error>,
-        >(BATCHES + 1);
-        let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<csv::ByteRecord>>(BATCHES);
+        // Filled batches one way, emptied ones back.
+        let (full_tx, full_rx) =
+            std::sync::mpsc::sync_channel::<Result<Batch, csv::Error>>(BATCHES + 1);
+        let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Batch>(BATCHES);
         for _ in 0..BATCHES {
-            let _ = empty_tx.send(vec![csv::ByteRecord::new(); BATCH_RECORDS]);
+            let _ = empty_tx.send(Batch::default());
         }
         scope.spawn(move || {
+            let mut record = csv::ByteRecord::new();
             // Ends when the file does, on an error, or when the checker stops taking batches.
             while let Ok(mut batch) = empty_rx.recv() {
-                let mut n = 0;
+                batch.clear();
                 let mut done = false;
-                while n < batch.len() {
-                    match csv.read_byte_record(&mut batch[n]) {
-                        Ok(true) => n += 1,
+                while batch.records.len() < BATCH_RECORDS && batch.bytes.len() < BATCH_BYTES {
+                    match csv.read_byte_record(&mut record) {
+                        Ok(true) => batch.push(&record),
                         Ok(false) => {
                             done = true;
                             break;
@@ -284,16 +367,16 @@ pub fn read_rows(
                         }
                     }
                 }
-                if full_tx.send(Ok((batch, n))).is_err() || done {
+                if full_tx.send(Ok(batch)).is_err() || done {
                     return;
                 }
             }
         });
         // Dropping the receiver (returning early on an error) stops the reading thread.
         for message in full_rx {
-            let (batch, n) = message.map_err(csv_error)?;
-            for record in &batch[..n] {
-                checker.record(record, sink, progress)?;
+            let batch = message.map_err(csv_error)?;
+            for (line, byte, record) in batch.records() {
+                checker.record(line, byte, record, sink, progress)?;
             }
             let _ = empty_tx.send(batch);
         }
@@ -308,6 +391,7 @@ struct RowChecker {
     file_to_model: Vec<Option<usize>>,
     vocabs: Vocabs,
     communes: CommuneCache,
+    dates: DateCache,
     frame: FrameWriter,
     row_errors: Vec<RowError>,
     reading: Reading,
@@ -335,6 +419,7 @@ impl RowChecker {
             file_to_model,
             vocabs: Vocabs::new(),
             communes: CommuneCache::new(),
+            dates: DateCache::default(),
             frame: FrameWriter::default(),
             row_errors: Vec::new(),
             reading,
@@ -344,11 +429,12 @@ impl RowChecker {
 
     fn record(
         &mut self,
-        record: &csv::ByteRecord,
+        line: u64,
+        byte: u64,
+        record: RecordCells<'_>,
         sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
         progress: &mut dyn Progress,
     ) -> Result<(), ImportError> {
-        let (line, byte) = record.position().map_or((0, 0), |p| (p.line(), p.byte()));
         if line.is_multiple_of(1024) {
             progress.advance(byte);
         }
@@ -388,7 +474,10 @@ impl RowChecker {
         }
         let mut cells = Cells {
             cells,
+            // Every cell of an ASCII row is valid UTF-8: no cell needs checking on its own.
+            ascii: record.as_slice().is_ascii(),
             line,
+            dates: &mut self.dates,
             errors: &mut self.row_errors,
             vocabs: &self.vocabs,
             communes: &mut self.communes,
@@ -764,20 +853,25 @@ impl Columns {
 }
 
 /// Finds the code (position + 1) of a vocabulary's value from its bytes, without allocating:
-/// a small open-addressing table built once per file.
+/// a small open-addressing table built once per file. Values are compared through their
+/// first and last eight bytes as two words (the whole value up to 16 bytes), so that a lookup
+/// rarely calls `memcmp`.
 struct VocabTable {
     slots: [u8; 128],
-    codes: Vec<&'static [u8]>,
+    codes: Vec<(&'static [u8], (u64, u64))>,
 }
 
 impl VocabTable {
     fn new<V: Vocabulary>() -> Self {
         let mut table = Self {
             slots: [0; 128],
-            codes: V::ALL.iter().map(|v| v.code().as_bytes()).collect(),
+            codes: V::ALL
+                .iter()
+                .map(|v| (v.code().as_bytes(), words(v.code().as_bytes())))
+                .collect(),
         };
-        for (i, code) in table.codes.iter().enumerate() {
-            let mut h = Self::hash(code);
+        for (i, (code, _)) in table.codes.iter().enumerate() {
+            let mut h = Self::hash(code.len(), words(code));
             while table.slots[h] != 0 {
                 h = (h + 1) & 127;
             }
@@ -787,26 +881,42 @@ impl VocabTable {
         table
     }
 
-    fn hash(text: &[u8]) -> usize {
-        let (first, last) = match (text.first(), text.last()) {
-            (Some(f), Some(l)) => (usize::from(*f), usize::from(*l)),
-            _ => (0, 0),
-        };
-        let mid = usize::from(text.get(text.len() / 2).copied().unwrap_or(0));
-        (text.len() * 151 + first * 31 + last * 7 + mid * 131) & 127
+    fn hash(len: usize, (first, last): (u64, u64)) -> usize {
+        let mixed = (first ^ last.rotate_left(29) ^ len as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (mixed >> 57) as usize
     }
 
     fn get(&self, text: &[u8]) -> Option<u8> {
-        let mut h = Self::hash(text);
+        let key = words(text);
+        let mut h = Self::hash(text.len(), key);
         loop {
             let slot = self.slots[h];
             if slot == 0 {
                 return None;
             }
-            if self.codes[usize::from(slot) - 1] == text {
+            let (code, code_key) = self.codes[usize::from(slot) - 1];
+            if code.len() == text.len()
+                && code_key == key
+                && (text.len() <= 16 || code[8..code.len() - 8] == text[8..text.len() - 8])
+            {
                 return Some(slot);
             }
             h = (h + 1) & 127;
+        }
+    }
+}
+
+/// The first and the last eight bytes of `text` as little-endian words (the bytes of a shorter
+/// text, zero-padded, twice): equal texts of equal length up to 16 bytes have equal words.
+fn words(text: &[u8]) -> (u64, u64) {
+    match (text.first_chunk::<8>(), text.last_chunk::<8>()) {
+        (Some(first), Some(last)) => (u64::from_le_bytes(*first), u64::from_le_bytes(*last)),
+        _ => {
+            let word = text
+                .iter()
+                .rev()
+                .fold(0u64, |w, &b| (w << 8) | u64::from(b));
+            (word, word)
         }
     }
 }
@@ -885,11 +995,18 @@ impl CodeList {
     }
 }
 
+/// The last valid date cell read and its Julian day (rows often share their date).
+#[derive(Default)]
+struct DateCache(Option<([u8; 10], i32)>);
+
 /// Reads the cells of one row, recording every error instead of stopping at the first.
 struct Cells<'a, 'r> {
     /// The trimmed cell of each of [`COLUMNS`] (empty when the column is absent).
     cells: [&'r [u8]; COLUMNS.len()],
+    /// Whether the whole row is ASCII (then every cell is valid UTF-8).
+    ascii: bool,
     line: u64,
+    dates: &'a mut DateCache,
     errors: &'a mut Vec<RowError>,
     vocabs: &'a Vocabs,
     communes: &'a mut CommuneCache,
@@ -919,16 +1036,15 @@ impl<'r> Cells<'_, 'r> {
         Some(self.cells[column]).filter(|b| !b.is_empty())
     }
 
-    /// The text of a column; `None` when the column is absent, the cell empty or not UTF-8
-    /// (then an error is recorded).
-    fn text(&mut self, column: usize) -> Option<&'r str> {
+    /// The text of a column, as bytes that are valid UTF-8; `None` when the column is absent,
+    /// the cell empty or not UTF-8 (then an error is recorded).
+    fn text(&mut self, column: usize) -> Option<&'r [u8]> {
         let raw = self.bytes(column)?;
-        match std::str::from_utf8(raw) {
-            Ok(text) => Some(text),
-            Err(_) => {
-                self.utf8_error(column, raw);
-                None
-            }
+        if self.ascii || std::str::from_utf8(raw).is_ok() {
+            Some(raw)
+        } else {
+            self.utf8_error(column, raw);
+            None
         }
     }
 
@@ -953,11 +1069,11 @@ impl<'r> Cells<'_, 'r> {
         }
     }
 
-    /// An identifier (of an activity or a person), stored with a 16-bit length.
-    fn identifier(&mut self, text: Option<&'r str>, column: usize) -> Option<&'r str> {
+    /// An identifier (of an activity or a person, valid UTF-8), stored with a 16-bit length.
+    fn identifier(&mut self, text: Option<&'r [u8]>, column: usize) -> Option<&'r [u8]> {
         let text = text?;
         if text.len() > usize::from(u16::MAX) {
-            let shown: String = text.chars().take(40).collect();
+            let shown: String = String::from_utf8_lossy(text).chars().take(40).collect();
             self.error(
                 column,
                 &format!("{shown}…"),
@@ -1048,8 +1164,19 @@ impl<'r> Cells<'_, 'r> {
 
     fn date(&mut self) -> Option<i32> {
         let raw = self.required(DATE)?;
+        if let Some((text, day)) = self.dates.0
+            && raw == text
+        {
+            return Some(day);
+        }
         match parse_date(raw) {
-            Some(date) if (2000..=2999).contains(&date.year()) => Some(date.to_julian_day()),
+            Some(date) if (2000..=2999).contains(&date.year()) => {
+                let day = date.to_julian_day();
+                if let Ok(text) = <[u8; 10]>::try_from(raw) {
+                    self.dates.0 = Some((text, day));
+                }
+                Some(day)
+            }
             Some(_) => {
                 self.invalid(DATE, raw, || {
                     "expected a date from 2000-01-01 to 2999-12-31".into()
@@ -1156,10 +1283,7 @@ impl<'r> Cells<'_, 'r> {
             place_commune,
             level,
         };
-        if frame
-            .start(stable_hash(id.as_bytes()), self.line, id.as_bytes(), &facts)
-            .is_err()
-        {
+        if frame.start(stable_hash(id), self.line, id, &facts).is_err() {
             return false;
         }
         let out = &mut frame.buf;
@@ -1169,10 +1293,10 @@ impl<'r> Cells<'_, 'r> {
         out.extend_from_slice(&residence);
         themes.write(out);
         materiel.write(out);
-        let beneficiary = beneficiary.unwrap_or("");
+        let beneficiary = beneficiary.unwrap_or(b"");
         // Checked by `identifier`.
         out.extend_from_slice(&(beneficiary.len() as u16).to_le_bytes());
-        out.extend_from_slice(beneficiary.as_bytes());
+        out.extend_from_slice(beneficiary);
         true
     }
 }
@@ -1339,6 +1463,100 @@ mod tests {
         );
     }
 
+    /// A table finds exactly the codes of its vocabulary, whatever their length (the word
+    /// comparison covers up to 16 bytes, longer codes compare their middle too).
+    fn vocab_table_finds_exactly<V: Vocabulary>() {
+        let table = VocabTable::new::<V>();
+        for (i, v) in V::ALL.iter().enumerate() {
+            let code = v.code().as_bytes();
+            assert_eq!(table.get(code), Some(i as u8 + 1), "{}", v.code());
+            // Near misses: one byte changed anywhere, one byte more or less, other case.
+            for at in 0..code.len() {
+                let mut near = code.to_vec();
+                near[at] ^= 0x01;
+                assert_ne!(table.get(&near), Some(i as u8 + 1), "{near:?}");
+                let mut shorter = code.to_vec();
+                shorter.remove(at);
+                assert_ne!(table.get(&shorter), Some(i as u8 + 1), "{shorter:?}");
+            }
+            let mut longer = code.to_vec();
+            longer.push(b'_');
+            assert_eq!(table.get(&longer), None);
+            assert_eq!(table.get(&code.to_ascii_uppercase()), None);
+        }
+        assert_eq!(table.get(b""), None);
+    }
+
+    #[test]
+    fn vocab_tables_find_exactly_their_codes() {
+        vocab_table_finds_exactly::<ActivityType>();
+        vocab_table_finds_exactly::<PlaceType>();
+        vocab_table_finds_exactly::<Thematique>();
+        vocab_table_finds_exactly::<Materiel>();
+        vocab_table_finds_exactly::<Autonomie>();
+        vocab_table_finds_exactly::<OuiNon>();
+        vocab_table_finds_exactly::<NiveauAtelier>();
+        vocab_table_finds_exactly::<Genre>();
+        vocab_table_finds_exactly::<TrancheAge>();
+        vocab_table_finds_exactly::<StatutSocial>();
+    }
+
+    #[test]
+    fn non_ascii_rows_are_checked_cell_by_cell() -> Result<(), ImportError> {
+        // Valid UTF-8 beyond ASCII is accepted in identifiers, invalid UTF-8 is not, on rows
+        // next to ASCII rows (which skip the per-cell check).
+        let parsed = parse_str(
+            "activite_id,date,type,duree,beneficiaire_id
+             é1,2026-10-01,individuel,30,personne-ü
+             a2,2026-10-01,individuel,30,p
+",
+        )?;
+        assert_eq!(parsed.activities[0].id, "é1");
+        assert_eq!(
+            parsed.activities[0].participants[0].beneficiary.as_deref(),
+            Some("personne-ü")
+        );
+        let mut bytes = b"activite_id,date,type,duree,beneficiaire_id
+"
+        .to_vec();
+        bytes.extend_from_slice(
+            b"a,2026-10-01,individuel,30,ok\n\xc3\xa9\xff,2026-10-01,individuel,30,x\n",
+        );
+        match parse(&bytes, 1, &mut ()) {
+            Err(ImportError::Rows { errors, .. }) => {
+                assert_eq!(errors.len(), 1, "{errors:?}");
+                assert_eq!(
+                    (errors[0].line, errors[0].column.as_deref()),
+                    (3, Some("activite_id"))
+                );
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+        Ok(())
+    }
+
+    /// Rows cross the reading batches whole, with their line numbers, however large a cell is
+    /// and however many rows there are.
+    #[test]
+    fn rows_keep_their_lines_across_reading_batches() {
+        let mut text = String::from("activite_id,date,type,duree,note\n");
+        let big = "x".repeat(3 * BATCH_BYTES);
+        for i in 0..(3 * BATCH_RECORDS) {
+            let note = if i % 500 == 7 { big.as_str() } else { "n" };
+            // Every 301st row has an invalid duration: its error names its line.
+            let duree = if i % 301 == 0 { "0" } else { "30" };
+            text.push_str(&format!("a{i},2026-10-01,individuel,{duree},\"{note}\"\n"));
+        }
+        let errors = row_errors(&text);
+        let expected: Vec<u64> = (0..(3 * BATCH_RECORDS) as u64)
+            .filter(|i| i % 301 == 0)
+            .map(|i| i + 2)
+            .collect();
+        let lines: Vec<u64> = errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, expected);
+        assert!(errors.iter().all(|e| e.column.as_deref() == Some("duree")));
+    }
+
     #[test]
     fn workshop_level_only_for_collective() {
         let errors = row_errors(
@@ -1443,6 +1661,45 @@ mod tests {
             let mut input = b"activite_id,date,type,duree,thematiques,genre\n".to_vec();
             input.extend_from_slice(&bytes);
             let _ = parse(&input, 1, &mut ());
+        }
+
+        /// A date cell gives the same day or error whatever rows came before it (the last date
+        /// read is remembered).
+        #[test]
+        fn dates_do_not_depend_on_the_rows_before(
+            dates in proptest::collection::vec(proptest::sample::select(vec![
+                "2026-10-01", "2026-10-31", "2026-02-29", "2028-02-29", "2026-13-01",
+                "1999-12-31", "2026-1-01", "2026-10-01 ", "x",
+            ]), 1..12),
+        ) {
+            let mut text = String::from("activite_id,date,type,duree\n");
+            for (i, d) in dates.iter().enumerate() {
+                text.push_str(&format!("a{i},{d},individuel,30\n"));
+            }
+            let expected: Vec<Option<Date>> = dates
+                .iter()
+                .map(|d| parse_date(d.trim().as_bytes()).filter(|d| (2000..=2999).contains(&d.year())))
+                .collect();
+            match parse_str(&text) {
+                Ok(parsed) => {
+                    proptest::prop_assert!(expected.iter().all(Option::is_some));
+                    for a in &parsed.activities {
+                        let i: usize = a.id[1..].parse().expect("index");
+                        proptest::prop_assert_eq!(Some(a.date), expected[i]);
+                    }
+                }
+                Err(ImportError::Rows { errors, .. }) => {
+                    let bad: Vec<u64> = expected
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, d)| d.is_none())
+                        .map(|(i, _)| i as u64 + 2)
+                        .collect();
+                    let lines: Vec<u64> = errors.iter().map(|e| e.line).collect();
+                    proptest::prop_assert_eq!(lines, bad);
+                }
+                Err(other) => proptest::prop_assert!(false, "{other:?}"),
+            }
         }
 
         #[test]

@@ -132,18 +132,73 @@ pub struct Node {
     pub store: Store,
 }
 
-/// Computes the SHA-256 of what is read through it.
+/// Hands a copy of what is read through it to a thread that computes its SHA-256 (see
+/// [`hashing_thread`]), so that hashing does not slow the reading thread.
 struct HashingReader<R> {
     inner: R,
-    hash: Sha256,
+    /// What was read and not handed over yet.
+    pending: Vec<u8>,
+    full: std::sync::mpsc::SyncSender<Vec<u8>>,
+    empty: std::sync::mpsc::Receiver<Vec<u8>>,
 }
+
+/// Bytes handed to the hashing thread at a time, and buffers in flight.
+const HASH_CHUNK: usize = 256 * 1024;
+const HASH_BUFFERS: usize = 4;
 
 impl<R: std::io::Read> std::io::Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
+        self.pending.extend_from_slice(&buf[..n]);
+        if self.pending.len() >= HASH_CHUNK {
+            self.hand_over()?;
+        }
         Ok(n)
     }
+}
+
+impl<R> HashingReader<R> {
+    fn hand_over(&mut self) -> std::io::Result<()> {
+        let stopped = || std::io::Error::other("the hashing thread stopped");
+        let mut next = self.empty.recv().map_err(|_| stopped())?;
+        next.clear();
+        let full = std::mem::replace(&mut self.pending, next);
+        self.full.send(full).map_err(|_| stopped())
+    }
+
+    /// Hands over what is left; the hashing thread then returns the digest.
+    fn finish(mut self) -> std::io::Result<()> {
+        if !self.pending.is_empty() {
+            self.hand_over()?;
+        }
+        Ok(())
+    }
+}
+
+/// A [`HashingReader`] over `inner` and the body of its hashing thread, which returns the
+/// SHA-256 of everything read once the reader is finished (or dropped).
+fn hashing_reader<R>(inner: R) -> (HashingReader<R>, impl FnOnce() -> [u8; 32] + Send) {
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(HASH_BUFFERS);
+    let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(HASH_BUFFERS);
+    for _ in 0..HASH_BUFFERS {
+        let _ = empty_tx.send(Vec::with_capacity(HASH_CHUNK + (1 << 16)));
+    }
+    let reader = HashingReader {
+        inner,
+        pending: Vec::with_capacity(HASH_CHUNK + (1 << 16)),
+        full: full_tx,
+        empty: empty_rx,
+    };
+    let hash = move || {
+        let mut hash = Sha256::new();
+        for chunk in full_rx {
+            hash.update(&chunk);
+            // The reader may be gone already (finished or failed).
+            let _ = empty_tx.send(chunk);
+        }
+        hash.finalize().into()
+    };
+    (reader, hash)
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
@@ -319,10 +374,6 @@ impl Node {
     ) -> Result<(ImportSummary, Vec<String>), NodeError> {
         let shown = path.display().to_string();
         let file = fs::File::open(path).map_err(io_error(path))?;
-        let mut reader = HashingReader {
-            inner: std::io::BufReader::with_capacity(1 << 16, file),
-            hash: Sha256::new(),
-        };
         let mut staging = self
             .store
             .begin_import()
@@ -333,8 +384,24 @@ impl Node {
             source,
         };
         let t0 = std::time::Instant::now();
-        let reading = import::read_rows(&mut reader, &mut |frame| staging.push(frame), progress)
-            .map_err(import_error)?;
+        let (reader, hash) = hashing_reader(std::io::BufReader::with_capacity(1 << 16, file));
+        let (reading, sha256) = std::thread::scope(|scope| {
+            let hashing = scope.spawn(hash);
+            let mut reader = reader;
+            let reading =
+                import::read_rows(&mut reader, &mut |frame| staging.push(frame), progress)
+                    .and_then(|reading| Ok((reading, reader.finish()?)));
+            // The reader is finished or dropped: the hashing thread ends.
+            let sha256 = hashing.join();
+            match (reading, sha256) {
+                (Ok((reading, ())), Ok(sha256)) => Ok((reading, sha256)),
+                (Err(e), _) => Err(e),
+                (Ok(_), Err(_)) => Err(ImportError::Io(std::io::Error::other(
+                    "the hashing thread failed",
+                ))),
+            }
+        })
+        .map_err(import_error)?;
         tracing::debug!(elapsed = ?t0.elapsed(), "import: rows read, checked and staged");
         // The rows of each activity, checked together once every row is staged.
         let mut errors = reading.errors;
@@ -350,7 +417,7 @@ impl Node {
             file: path
                 .file_name()
                 .map_or_else(|| shown.clone(), |n| n.to_string_lossy().into_owned()),
-            sha256: hex::encode(reader.hash.finalize()),
+            sha256: hex::encode(sha256),
             at: OffsetDateTime::now_utc()
                 .format(&Rfc3339)
                 .unwrap_or_default(),
@@ -412,5 +479,44 @@ impl Node {
 
     fn store_path(&self) -> String {
         self.dir.join(STORE_DIR).display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The recorded SHA-256 is the file's, whether it is handed to the hashing thread in one
+    /// piece or in many.
+    #[test]
+    fn an_import_records_the_sha256_of_the_file() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let node = Node::init(
+            &dir.path().join("node"),
+            InitOptions {
+                role: Role::Structure,
+                name: "t".into(),
+                code_insee: None,
+                pivot: None,
+            },
+        )?;
+        let mut big = String::from("activite_id,date,type,duree,beneficiaire_id\n");
+        for i in 0..20_000 {
+            big.push_str(&format!(
+                "a{i},2026-10-{:02},individuel,30,p{i}\n",
+                i % 28 + 1
+            ));
+        }
+        assert!(big.len() > 2 * HASH_CHUNK);
+        let small = "activite_id,date,type,duree\nz,2026-10-01,individuel,5\n".to_owned();
+        for (name, text) in [("big.csv", &big), ("small.csv", &small)] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text)?;
+            node.import_file(&path, &mut ())?;
+            let last = node.store.imports()?.pop().ok_or("no import recorded")?;
+            assert_eq!(last.file, name);
+            assert_eq!(last.sha256, hex::encode(Sha256::digest(text.as_bytes())));
+        }
+        Ok(())
     }
 }

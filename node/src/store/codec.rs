@@ -281,7 +281,8 @@ impl FrameWriter {
 
 /// Splits a sequence of frames.
 pub fn frames(bytes: &[u8]) -> Result<Vec<FrameRef<'_>>, Bad> {
-    let mut out = Vec::new();
+    // A frame takes at least 4 + 8 + 8 + 2 + 14 + 13 bytes; most take about 80.
+    let mut out = Vec::with_capacity(bytes.len() / 64);
     let mut c = Cursor::new(bytes);
     while !c.is_empty() {
         let len = c.u32()? as usize;
@@ -322,7 +323,7 @@ pub fn for_each_activity<'a, E>(
             end += 1;
         }
         let run = &mut frames[start..end];
-        if run.iter().any(|f| f.id != run[0].id) {
+        if run[1..].iter().any(|f| f.id != run[0].id) {
             // A hash collision: the stable sort keeps each id's rows in line order.
             run.sort_by(|a, b| a.id.cmp(b.id));
         }
@@ -377,6 +378,8 @@ pub struct RecordRef<'a> {
     pub bytes: &'a [u8],
     /// How many persons (rows).
     pub persons: u32,
+    /// Where the record ends in the bytes given to [`records`].
+    pub end: usize,
 }
 
 impl RecordRef<'_> {
@@ -384,11 +387,67 @@ impl RecordRef<'_> {
     pub fn key(&self) -> (u64, &[u8]) {
         (self.hash, self.id)
     }
+
+    /// The [`period_code`] of the activity's day.
+    pub fn period_code(&self) -> Result<u16, Bad> {
+        Facts::read(&mut Cursor::new(self.content))?.period_code()
+    }
+}
+
+/// The records of one partition of an import, built from its activities taken in (id hash, id)
+/// order and kept sorted by (period, id hash, id): one buffer per period.
+#[derive(Debug, Default)]
+pub struct PeriodRecords {
+    /// (period code, records), by period; emptied buffers are kept for reuse.
+    periods: Vec<(u16, Vec<u8>)>,
+    rows: u64,
+}
+
+impl PeriodRecords {
+    /// Empties the buffers (keeping their memory).
+    pub fn clear(&mut self) {
+        for (_, bytes) in &mut self.periods {
+            bytes.clear();
+        }
+        self.rows = 0;
+    }
+
+    /// Appends the record of an activity made of `rows` (see [`write_record`]); activities
+    /// must come in (id hash, id) order.
+    pub fn push(&mut self, rows: &[FrameRef<'_>], batch: u64) -> Result<(), Bad> {
+        let first = rows.first().ok_or(Bad("an activity without rows"))?;
+        let period = first.facts.period_code()?;
+        let i = match self.periods.binary_search_by_key(&period, |(p, _)| *p) {
+            Ok(i) => i,
+            Err(i) => {
+                self.periods.insert(i, (period, Vec::new()));
+                i
+            }
+        };
+        write_record(rows, batch, &mut self.periods[i].1)?;
+        self.rows += rows.len() as u64;
+        Ok(())
+    }
+
+    /// The records, in order, in pieces.
+    pub fn pieces(&self) -> Vec<&[u8]> {
+        self.periods
+            .iter()
+            .map(|(_, bytes)| bytes.as_slice())
+            .filter(|b| !b.is_empty())
+            .collect()
+    }
+
+    /// Rows the records hold.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
 }
 
 /// Splits a sequence of records.
 pub fn records(bytes: &[u8]) -> Result<Vec<RecordRef<'_>>, Bad> {
-    let mut out = Vec::new();
+    // A record takes at least 8 + 2 + 4 + 18 + 13 + 16 bytes; most take about 130.
+    let mut out = Vec::with_capacity(bytes.len() / 96);
     let mut c = Cursor::new(bytes);
     while !c.is_empty() {
         out.push(record(&mut c, bytes)?);
@@ -415,6 +474,7 @@ fn record<'a>(c: &mut Cursor<'a>, bytes: &'a [u8]) -> Result<RecordRef<'a>, Bad>
         content,
         bytes: bytes.get(start..c.pos()).ok_or(Bad("truncated"))?,
         persons,
+        end: c.pos(),
     })
 }
 

@@ -1,12 +1,19 @@
-//! The staging file of an import: every validated row, written as the file is read, so that a
-//! large import never sits in memory and survives a crash between validation and storage.
+//! The staging files of an import, so that a large import never sits in memory and survives a
+//! crash between validation and storage.
 //!
-//! Rows (frames, see [`super::codec`]) are sorted into [`PARTITIONS`] partitions by the hash of
-//! their activity id, the same partitions as the store's segments, so that each partition can
-//! later be read alone: the file is a sequence of blocks, each holding frames of one partition
-//! in file order, then a table of the blocks and a trailer
-//! `[table offset: u64][blocks: u64][frames: u64][MAGIC]`. A file without its trailer was cut
-//! short and is never applied (it is only ever applied after it was synced and committed).
+//! Two kinds, with the same layout. A **rows** file holds every validated row (a frame, see
+//! [`super::codec`]), written as the file is read; a **records** file holds the import's
+//! activities as store records, written once the rows of each activity were checked together,
+//! each partition's records sorted by (period, id hash, id) so that applying them is a merge.
+//! Only a records file is ever committed and applied (older versions committed rows files:
+//! those are still applied, see `Store::recover`).
+//!
+//! Entries (frames or records) are sorted into [`PARTITIONS`] partitions by the hash of their
+//! activity id, the same partitions as the store's segments, so that each partition can be read
+//! alone: the file is a sequence of blocks, each holding entries of one partition (in order),
+//! then a table of the blocks and a trailer `[table offset: u64][blocks: u64][rows: u64]
+//! [magic]`, the magic naming the kind and `rows` counting the imported rows the file holds. A file without its trailer was cut short and is never
+//! applied (it is only ever applied after it was synced and committed).
 
 use std::fs::File;
 use std::io::Write;
@@ -17,7 +24,8 @@ use std::path::{Path, PathBuf};
 pub const PARTITIONS: u8 = 16;
 /// A partition's rows are written out in blocks of about this size.
 const BLOCK_BYTES: usize = 256 * 1024;
-const MAGIC: &[u8; 8] = b"MLGSTG01";
+const ROWS_MAGIC: &[u8; 8] = b"MLGSTG01";
+const RECORDS_MAGIC: &[u8; 8] = b"MLGREC01";
 const TRAILER_LEN: u64 = 32;
 const ENTRY_LEN: usize = 13;
 
@@ -25,6 +33,15 @@ const ENTRY_LEN: usize = 13;
 pub fn partition_of(hash: u64) -> u8 {
     // The remainder is below PARTITIONS, a u8.
     (hash % u64::from(PARTITIONS)) as u8
+}
+
+/// What a staging file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Frames, each partition's in the order of the imported file.
+    Rows,
+    /// Records, each partition's sorted by (period, id hash, id).
+    Records,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -100,29 +117,132 @@ impl StagingWriter {
         Ok(())
     }
 
-    /// Writes what is left, the table and the trailer, and waits until the file is on disk.
+    /// Writes what is left, the table and the trailer (not synced: a rows file is only read
+    /// back by this process, to check the rows and write the records file).
     pub fn finish(mut self) -> std::io::Result<StagingFile> {
         for p in 0..PARTITIONS {
             self.write_block(p)?;
         }
         self.buffers = Vec::new();
-        let mut table = Vec::with_capacity(self.blocks.len() * ENTRY_LEN + 32);
-        for b in &self.blocks {
-            table.push(b.partition);
-            table.extend_from_slice(&b.offset.to_le_bytes());
-            table.extend_from_slice(&b.len.to_le_bytes());
-        }
-        table.extend_from_slice(&self.offset.to_le_bytes());
-        table.extend_from_slice(&(self.blocks.len() as u64).to_le_bytes());
-        table.extend_from_slice(&self.frames.to_le_bytes());
-        table.extend_from_slice(MAGIC);
-        self.file.write_all(&table)?;
-        self.file.sync_all()?;
+        self.file
+            .write_all(&table(&self.blocks, self.offset, self.frames, ROWS_MAGIC))?;
         Ok(StagingFile {
             path: self.path,
             file: self.file,
+            kind: Kind::Rows,
             blocks: self.blocks,
-            frames: self.frames,
+            rows: self.frames,
+        })
+    }
+}
+
+/// The block table and the trailer.
+fn table(blocks: &[Block], offset: u64, entries: u64, magic: &[u8; 8]) -> Vec<u8> {
+    let mut table = Vec::with_capacity(blocks.len() * ENTRY_LEN + TRAILER_LEN as usize);
+    for b in blocks {
+        table.push(b.partition);
+        table.extend_from_slice(&b.offset.to_le_bytes());
+        table.extend_from_slice(&b.len.to_le_bytes());
+    }
+    table.extend_from_slice(&offset.to_le_bytes());
+    table.extend_from_slice(&(blocks.len() as u64).to_le_bytes());
+    table.extend_from_slice(&entries.to_le_bytes());
+    table.extend_from_slice(magic);
+    table
+}
+
+/// Writes a records file, a whole partition at a time, from several threads at once.
+#[derive(Debug)]
+pub struct RecordsWriter {
+    path: PathBuf,
+    file: File,
+    state: std::sync::Mutex<RecordsState>,
+}
+
+#[derive(Debug, Default)]
+struct RecordsState {
+    blocks: Vec<Block>,
+    offset: u64,
+    rows: u64,
+    written: [bool; PARTITIONS as usize],
+}
+
+impl RecordsWriter {
+    /// Creates the file (refusing to overwrite one).
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            state: std::sync::Mutex::new(RecordsState::default()),
+        })
+    }
+
+    /// Writes every record of partition `p` (in `pieces` taken in order, sorted by (period,
+    /// id hash, id), holding `rows` rows); each partition is written once.
+    pub fn write_partition(&self, p: u8, pieces: &[&[u8]], rows: u64) -> std::io::Result<()> {
+        let mut placed = Vec::new();
+        {
+            let mut state = self
+                .state
+                .lock()
+                .map_err(|_| std::io::Error::other("a staging thread failed"))?;
+            let slot = state
+                .written
+                .get_mut(usize::from(p))
+                .ok_or_else(|| std::io::Error::other("partition out of range"))?;
+            if std::mem::replace(slot, true) {
+                return Err(std::io::Error::other("partition written twice"));
+            }
+            // Blocks of at most BLOCK_BYTES bytes (a block's length is a u32); records may be
+            // cut between blocks, as the partition is read back whole.
+            for piece in pieces {
+                for part in piece.chunks(BLOCK_BYTES * 64) {
+                    let len = u32::try_from(part.len()).map_err(std::io::Error::other)?;
+                    let block = Block {
+                        partition: p,
+                        offset: state.offset,
+                        len,
+                    };
+                    state.offset += u64::from(len);
+                    state.blocks.push(block);
+                    placed.push((block.offset, part));
+                }
+            }
+            state.rows += rows;
+        }
+        // The space is reserved: write it without holding the lock.
+        for (offset, part) in placed {
+            self.file.write_all_at(part, offset)?;
+        }
+        Ok(())
+    }
+
+    /// Writes what was written so far to disk (not the table: see [`RecordsWriter::finish`]).
+    pub fn sync_data(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// Writes the table and the trailer (not synced: see [`StagingFile::sync_all`]).
+    pub fn finish(self) -> std::io::Result<StagingFile> {
+        let state = self
+            .state
+            .into_inner()
+            .map_err(|_| std::io::Error::other("a staging thread failed"))?;
+        self.file.write_all_at(
+            &table(&state.blocks, state.offset, state.rows, RECORDS_MAGIC),
+            state.offset,
+        )?;
+        Ok(StagingFile {
+            path: self.path,
+            file: self.file,
+            kind: Kind::Records,
+            blocks: state.blocks,
+            rows: state.rows,
         })
     }
 }
@@ -132,8 +252,9 @@ impl StagingWriter {
 pub struct StagingFile {
     path: PathBuf,
     file: File,
+    kind: Kind,
     blocks: Vec<Block>,
-    frames: u64,
+    rows: u64,
 }
 
 impl StagingFile {
@@ -152,10 +273,12 @@ impl StagingFile {
             w.copy_from_slice(&trailer[i * 8..i * 8 + 8]);
             u64::from_le_bytes(w)
         };
-        if &trailer[24..] != MAGIC {
-            return Err("truncated staging file (no trailer)".into());
-        }
-        let (table_offset, count, frames) = (word(0), word(1), word(2));
+        let kind = match &trailer[24..] {
+            m if m == ROWS_MAGIC => Kind::Rows,
+            m if m == RECORDS_MAGIC => Kind::Records,
+            _ => return Err("truncated staging file (no trailer)".into()),
+        };
+        let (table_offset, count, rows) = (word(0), word(1), word(2));
         let table_len = count
             .checked_mul(ENTRY_LEN as u64)
             .filter(|t| table_offset.checked_add(*t) == Some(len - TRAILER_LEN))
@@ -187,34 +310,47 @@ impl StagingFile {
         Ok(Self {
             path: path.to_path_buf(),
             file,
+            kind,
             blocks,
-            frames,
+            rows,
         })
     }
 
-    /// Reads every frame of partition `p`, in file order, into `out` (replacing its content).
+    /// Reads every entry of partition `p`, in order, into `out` (replacing its content).
     pub fn read_partition(&self, p: u8, out: &mut Vec<u8>) -> Result<(), String> {
-        out.clear();
         let total: usize = self
             .blocks
             .iter()
             .filter(|b| b.partition == p)
             .map(|b| b.len as usize)
             .sum();
-        out.reserve_exact(total);
+        // Every byte is read over: only the part beyond the buffer's previous length is zeroed.
+        out.truncate(total);
+        out.resize(total, 0);
+        let mut start = 0;
         for b in self.blocks.iter().filter(|b| b.partition == p) {
-            let start = out.len();
-            out.resize(start + b.len as usize, 0);
+            let end = start + b.len as usize;
             self.file
-                .read_exact_at(&mut out[start..], b.offset)
+                .read_exact_at(&mut out[start..end], b.offset)
                 .map_err(|e| format!("{}: {e}", self.path.display()))?;
+            start = end;
         }
         Ok(())
     }
 
-    /// Rows in the file.
-    pub fn frames(&self) -> u64 {
-        self.frames
+    /// Imported rows the file holds.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Waits until the file is on disk.
+    pub fn sync_all(&self) -> std::io::Result<()> {
+        self.file.sync_all()
+    }
+
+    /// What the file holds.
+    pub fn kind(&self) -> Kind {
+        self.kind
     }
 
     /// The file's path.
@@ -248,7 +384,7 @@ mod tests {
             w.push(&f)?;
         }
         let file = w.finish()?;
-        assert_eq!(file.frames(), 5000);
+        assert_eq!(file.rows(), 5000);
         let reopened = StagingFile::open(&path)?;
         let mut buf = Vec::new();
         for p in 0..PARTITIONS {
