@@ -103,15 +103,21 @@ fn structures_submit_over_libp2p_and_the_hub_logs_them() {
     assert!(served.stop(), "serve stops cleanly on SIGTERM");
 
     // The log survived the daemon: aggregate, export and audit it offline.
-    run_ok(&["aggregate", "--dir", &hub, "--period", "2026-09"]);
-    let bundle = tmp.path().join("bundle").display().to_string();
+    audit_hub(tmp.path(), &hub, 2);
+}
+
+/// Aggregates September at the hub in `hub`, exports its bundle and audits it: ok, with
+/// `releases` releases verified.
+fn audit_hub(tmp: &std::path::Path, hub: &str, releases: u32) {
+    run_ok(&["aggregate", "--dir", hub, "--period", "2026-09"]);
+    let bundle = tmp.join("bundle").display().to_string();
     run_ok(&[
-        "log", "export", "--dir", &hub, "--period", "2026-09", "--out", &bundle,
+        "log", "export", "--dir", hub, "--period", "2026-09", "--out", &bundle,
     ]);
     let out = run(&["audit", &bundle, "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("audit json");
     assert_eq!(report["ok"], json!(true), "{report}");
-    assert_eq!(report["releases_verified"], json!(2));
+    assert_eq!(report["releases_verified"], json!(releases));
 }
 
 /// Structures submitting at the same moment: the hub accepts the releases that arrive together
@@ -172,16 +178,7 @@ fn simultaneous_submissions_are_accepted_in_batches_each_with_its_receipt() {
     assert!((1..=u64::from(STRUCTURES)).contains(&batches), "{metrics}");
     eprintln!("{STRUCTURES} simultaneous submissions accepted in {batches} batches");
     assert!(served.stop());
-
-    run_ok(&["aggregate", "--dir", &hub, "--period", "2026-09"]);
-    let bundle = tmp.path().join("bundle").display().to_string();
-    run_ok(&[
-        "log", "export", "--dir", &hub, "--period", "2026-09", "--out", &bundle,
-    ]);
-    let out = run(&["audit", &bundle, "--json"]);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("audit json");
-    assert_eq!(report["ok"], json!(true), "{report}");
-    assert_eq!(report["releases_verified"], json!(STRUCTURES));
+    audit_hub(tmp.path(), &hub, STRUCTURES);
 }
 
 #[test]

@@ -1055,24 +1055,7 @@ impl<'a> Daemon<'a> {
                     if self.policy.take_chain_changed() {
                         self.refresh_admitted();
                     }
-                    self.metrics.request(
-                        kind,
-                        match &response {
-                            Response::Refused { .. } => "refused",
-                            Response::Error { .. } => "error",
-                            _ => "answered",
-                        },
-                    );
-                    if self
-                        .swarm
-                        .behaviour_mut()
-                        .request_response
-                        .send_response(channel, response)
-                        .is_err()
-                    {
-                        tracing::debug!(%peer, "response not sent: the requester went away");
-                    }
-                    return;
+                    return self.respond(peer, kind, channel, response);
                 }
                 let relay = self.role == Role::National
                     && matches!(&request, Request::Query { by: Some(_), .. })
@@ -1123,26 +1106,12 @@ impl<'a> Daemon<'a> {
                         }
                     },
                 };
-                let outcome = match &response {
-                    Response::Refused { .. } => "refused",
-                    Response::Error { .. } => "error",
-                    _ => "answered",
-                };
-                self.metrics.request(kind, outcome);
                 if let Some(hub) = &self.hub {
                     self.metrics.log_size.set(hub.log_size() as i64);
                 }
                 let announce =
                     kind == "submit_aggregate" && matches!(response, Response::Receipt { .. });
-                if self
-                    .swarm
-                    .behaviour_mut()
-                    .request_response
-                    .send_response(channel, response)
-                    .is_err()
-                {
-                    tracing::debug!(%peer, "response not sent: the requester went away");
-                }
+                self.respond(peer, kind, channel, response);
                 if announce {
                     self.announce_checkpoint();
                 }
