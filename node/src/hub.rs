@@ -11,8 +11,8 @@
 //! national node) are written there and synced before the batch's record enters sled. The rest
 //! lives in the node's sled database, in one tree `hub_state` whose keys start with a table's
 //! byte (so that a batch is one atomic `apply_batch`):
-//! - `B`: first leaf index of a batch (u64 BE) → the batch's record: the size of the checkpoint
-//!   that covers it and, per leaf, the contribution id (release id, or aggregate id at national
+//! - `B`: first leaf index (u64 BE) → a record of up to 64 leaves of a batch: the size of the
+//!   checkpoint that covers the batch and, per leaf, the contribution id (release id, or aggregate id at national
 //!   level; the leaf is `contribution_leaf_hash(id)`), its place in the file and signer ‖
 //!   `YYYY-MM`. Read back at open to rebuild the Merkle log and, in memory, the id index and the
 //!   latest contribution of each signer and period (one per member and period; at national
@@ -914,7 +914,9 @@ impl<'a> Hub<'a> {
             let t = &self.trees;
             let mut batch = sled::Batch::default();
             if let Some(staged) = &staged {
-                t.batches.put(&mut batch, staged.key(), &staged.record);
+                for (key, record) in &staged.records {
+                    t.batches.put(&mut batch, key, record);
+                }
             }
             if let Some(checkpoint) = &checkpoint {
                 t.checkpoints

@@ -1,13 +1,14 @@
 //! Where a hub keeps its contributions: their wire bytes in an append-only file beside the
-//! store, one record per ingested batch in sled, and the indexes in memory.
+//! store, the batches' records in sled (small ones: see `RECORD_LEAVES`), and the indexes in
+//! memory.
 //!
 //! Writing a batch is two steps, in this order:
 //! 1. the batch's wire bytes are written at the file's committed end and synced (`fdatasync`);
-//! 2. one sled record (`B`: first leaf index → the batch's leaves: id, place in the file,
-//!    signer ‖ period) goes into the same atomic sled batch as the batch's signed checkpoint,
+//! 2. the batch's sled records (`B`: first leaf index → up to 64 leaves: id, place in the file,
+//!    signer ‖ period) go into the same atomic sled batch as the batch's signed checkpoint,
 //!    and the store is flushed.
 //!
-//! A batch is in the log once its record is in sled. A crash between the two steps leaves bytes
+//! A batch is in the log once its records are in sled. A crash between the two steps leaves bytes
 //! after the committed end that no record names: they are never read, and the next batch
 //! overwrites them. At open the records are read back (a few dozen bytes per leaf) to rebuild
 //! the Merkle log and the indexes (id → leaf, signer ‖ period → latest id), so ingest reads
@@ -38,6 +39,12 @@ pub const CONTRIBUTIONS_FILE: &str = "contributions.bin";
 
 /// The version byte that starts a batch record.
 const RECORD_VERSION: u8 = 1;
+
+/// Leaves per sled record: a batch's leaves are recorded in parts of at most this many (~5 KiB
+/// each), so that a sled leaf node (up to 16 entries) stays far below the 128 KiB above which
+/// sled 0.34 writes a node to a blob file of its own — which it never fsyncs (spacejam/sled#1077),
+/// so that a power loss could lose a record `flush` had reported durable.
+const RECORD_LEAVES: usize = 64;
 
 /// Batches of at least this many bytes are written with direct I/O.
 const DIRECT_MIN: usize = 256 * 1024;
@@ -105,15 +112,9 @@ pub struct Staged {
     size: u64,
     leaves: Vec<(ReleaseId, Vec<u8>, u64, u32)>,
     end: u64,
-    /// The sled record to write with the batch's checkpoint.
-    pub record: Vec<u8>,
-}
-
-impl Staged {
-    /// The record's key in the `B` table.
-    pub fn key(&self) -> [u8; 8] {
-        self.first.to_be_bytes()
-    }
+    /// The sled records to write with the batch's checkpoint: (key in the `B` table, record),
+    /// one per [`RECORD_LEAVES`] leaves.
+    pub records: Vec<([u8; 8], Vec<u8>)>,
 }
 
 /// The contributions of a hub's log and their indexes.
@@ -392,14 +393,22 @@ impl Ledger {
         self.scratch.clear();
         self.scratch.resize(padded + ALIGN, 0);
         let pad = self.scratch.as_ptr().align_offset(ALIGN).min(ALIGN);
-        let mut record = Vec::with_capacity(13 + new.len() * (32 + 8 + 4 + 1 + 40));
-        record.push(RECORD_VERSION);
-        record.extend_from_slice(&size.to_be_bytes());
-        let count = u32::try_from(new.len()).map_err(|_| corrupt("a batch of 2³² leaves"))?;
-        record.extend_from_slice(&count.to_be_bytes());
+        let mut records = Vec::with_capacity(new.len().div_ceil(RECORD_LEAVES));
+        let mut record = Vec::new();
         let mut leaves = Vec::with_capacity(new.len());
         let mut at = 0usize;
-        for leaf in new {
+        for (n, leaf) in new.iter().enumerate() {
+            if n % RECORD_LEAVES == 0 {
+                if !record.is_empty() {
+                    records.push(std::mem::take(&mut record));
+                }
+                // In range: `RECORD_LEAVES` fits a u32.
+                let count = (new.len() - n).min(RECORD_LEAVES) as u32;
+                record.reserve(13 + count as usize * (32 + 8 + 4 + 1 + 40));
+                record.push(RECORD_VERSION);
+                record.extend_from_slice(&size.to_be_bytes());
+                record.extend_from_slice(&count.to_be_bytes());
+            }
             let offset = start + at as u64;
             let len = u32::try_from(leaf.bytes.len())
                 .map_err(|_| corrupt(format!("a contribution of {} bytes", leaf.bytes.len())))?;
@@ -446,12 +455,21 @@ impl Ledger {
         if self.scratch.capacity() > 64 << 20 {
             self.scratch = Vec::new();
         }
+        records.push(record);
+        let records = records
+            .into_iter()
+            .enumerate()
+            .map(|(part, record)| {
+                let first_leaf = first + (part * RECORD_LEAVES) as u64;
+                (first_leaf.to_be_bytes(), record)
+            })
+            .collect();
         Ok(Staged {
             first,
             size,
             leaves,
             end: start + total as u64,
-            record,
+            records,
         })
     }
 

@@ -322,6 +322,16 @@ fn large_batches_use_direct_io_and_mix_with_small_ones() -> Result {
     for (index, bytes) in sent.iter().enumerate() {
         assert_eq!(&hub.contribution_wire(index as u64)?.1, bytes);
     }
+    // The batches' records are small sled values (120 leaves: two records), so that no sled
+    // node becomes a blob file (which sled does not fsync).
+    let records: Vec<usize> = hub
+        .trees
+        .batches
+        .iter()
+        .map(|e| e.map(|(_, v)| v.len()))
+        .collect::<sled::Result<_>>()?;
+    assert_eq!(records.len(), 2 + 1 + 2, "{records:?}");
+    assert!(records.iter().all(|&len| len < 8 * 1024), "{records:?}");
     let before = snapshot(&hub)?;
     drop(hub);
     drop(node);
