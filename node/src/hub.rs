@@ -111,6 +111,16 @@ pub enum Refusal {
     /// Not a well-formed, correctly signed release.
     #[error("invalid release: {0}")]
     Invalid(String),
+    /// A member sent a release signed by another key.
+    #[error(
+        "a member may only submit its own releases: this one was sent by {sender} and signed by {signer}"
+    )]
+    NotTheSender {
+        /// The member that sent it, hex.
+        sender: String,
+        /// The release's signer, hex.
+        signer: String,
+    },
     /// The signer is not a member of this hub.
     #[error(
         "signer {signer} is not a member of this hub; ask the hub to add your key (maillage members add)"
@@ -487,11 +497,6 @@ impl<'a> Hub<'a> {
         Ok(())
     }
 
-    /// The members' keys, decoded once.
-    pub fn signer_keys(&self) -> &SignerKeys {
-        &self.member_keys
-    }
-
     /// The member list.
     pub fn members(&self) -> &Members {
         &self.members
@@ -519,6 +524,17 @@ impl<'a> Hub<'a> {
     pub fn accept_batch(
         &mut self,
         submissions: &[Vec<u8>],
+        now: u64,
+    ) -> Result<Vec<Outcome>, HubError> {
+        self.accept_from(submissions, None, now)
+    }
+
+    /// [`Hub::accept_batch`] for releases sent by members over the network: `senders[i]` sent
+    /// `submissions[i]`, which is refused ([`Refusal::NotTheSender`]) unless its signer.
+    pub fn accept_from(
+        &mut self,
+        submissions: &[Vec<u8>],
+        senders: Option<&[VerifyingKey]>,
         now: u64,
     ) -> Result<Vec<Outcome>, HubError> {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; submissions.len()];
@@ -609,9 +625,16 @@ impl<'a> Hub<'a> {
                 maillage_privacy::release::Mechanism::DiscreteLaplace => "laplace",
                 maillage_privacy::release::Mechanism::DiscreteGaussian => "gaussian",
             };
-            let refusal = match self.members.get(&r.signer) {
-                Some(m) if m.role == Role::Structure => None,
-                _ => Some(Refusal::NotMember { signer: signer() }),
+            let sender = senders
+                .and_then(|s| s.get(i))
+                .filter(|sender| **sender != r.signer);
+            let refusal = match (sender, self.members.get(&r.signer)) {
+                (Some(sender), _) => Some(Refusal::NotTheSender {
+                    sender: hex::encode(sender.as_bytes()),
+                    signer: signer(),
+                }),
+                (None, Some(m)) if m.role == Role::Structure => None,
+                (None, _) => Some(Refusal::NotMember { signer: signer() }),
             }
             .or(policy_refusal)
             .or_else(|| {
@@ -896,7 +919,7 @@ impl<'a> Hub<'a> {
                 .iter()
                 .map(|a| NewLeaf {
                     id: a.id,
-                    key: a.key.clone(),
+                    key: &a.key,
                     bytes: &a.bytes,
                 })
                 .collect();

@@ -302,7 +302,6 @@ pub struct Governance {
     adopted_at: BTreeMap<u64, u64>,
     /// When the chain file last changed (for adoptions without a recorded time).
     chain_changed: u64,
-    stamp: Option<(u64, std::time::SystemTime)>,
 }
 
 const DAY: u64 = 86_400;
@@ -337,13 +336,7 @@ impl Governance {
             chain,
             adopted_at: files.adopted_at()?,
             chain_changed,
-            stamp,
         }))
-    }
-
-    /// Reloads from `node_dir` if its chain file changed since this was loaded.
-    pub fn is_stale(&self, node_dir: &Path) -> bool {
-        PolicyFiles::of_node(node_dir).chain_stamp() != self.stamp
     }
 
     /// The adoption chain.
@@ -1123,7 +1116,6 @@ mod tests {
         let t0 = 1_900_000_000;
         testing::set_adopted_at(dir.path(), 2, t0)?;
         let g = Governance::load(dir.path())?.context("adopted")?;
-        assert!(!g.is_stale(dir.path()));
         let (params, label) = g.release_params()?;
         assert_eq!(label, v2);
         assert!((params.budget - 0.5).abs() < 1e-12, "{params:?}");
@@ -1153,8 +1145,6 @@ mod tests {
 
         // Two versions later, the first is refused even at once.
         let v3 = testing::adopt_with(dir.path(), &key, |p| p.privacy.budget_micro = 400_000)?;
-        // The chain file grew: a hub reloads it before its next batch.
-        assert!(g.is_stale(dir.path()));
         let g = Governance::load(dir.path())?.context("adopted")?;
         assert_eq!(g.current()?.hash().to_hex(), v3);
         let old = g.check(&v1, t0).err().context("old")?.to_string();

@@ -1028,8 +1028,8 @@ impl SignerKeys {
 
     /// The key of these bytes: the one kept, or decoded now (and not kept).
     pub fn decode(&self, bytes: &[u8; 32]) -> Result<VerifyingKey, ReleaseError> {
-        if let Some(key) = self.keys.get(bytes) {
-            return Ok(*key);
+        if let Some(key) = self.kept(bytes) {
+            return Ok(key);
         }
         VerifyingKey::from_bytes(bytes).map_err(|_| ReleaseError::InvalidSigner {
             value: hex::encode(bytes),

@@ -100,7 +100,7 @@ pub struct NewLeaf<'b> {
     /// Its id (the leaf is `contribution_leaf_hash(id)`).
     pub id: ReleaseId,
     /// signer ‖ `YYYY-MM`
-    pub key: Vec<u8>,
+    pub key: &'b [u8],
     /// Its wire bytes.
     pub bytes: &'b [u8],
 }
@@ -340,21 +340,18 @@ impl Ledger {
         match leaf.location {
             Location::File { offset, len } => {
                 let mut bytes = vec![0; len as usize];
-                let read = self
+                let mut file = self
                     .file
                     .lock()
-                    .map_err(|_| corrupt("the contribution file's lock is poisoned"))
-                    .and_then(|mut file| {
-                        file.seek(SeekFrom::Start(offset))
-                            .and_then(|_| file.read_exact(&mut bytes))
-                            .map_err(|source| self.file_error(source))
-                    });
-                read.map_err(|e| match e {
-                    HubError::File { path, source } => HubError::Corrupt(format!(
-                        "leaf {index} ({id}): {len} bytes at offset {offset} of {path}: {source}"
-                    )),
-                    other => other,
-                })?;
+                    .map_err(|_| corrupt("the contribution file's lock is poisoned"))?;
+                file.seek(SeekFrom::Start(offset))
+                    .and_then(|_| file.read_exact(&mut bytes))
+                    .map_err(|e| {
+                        corrupt(format!(
+                            "leaf {index} ({id}): {len} bytes at offset {offset} of {}: {e}",
+                            self.path.display()
+                        ))
+                    })?;
                 Ok((id, bytes))
             }
             Location::Sled => {
@@ -421,24 +418,24 @@ impl Ledger {
             record.extend_from_slice(&offset.to_be_bytes());
             record.extend_from_slice(&len.to_be_bytes());
             record.push(key_len);
-            record.extend_from_slice(&leaf.key);
-            leaves.push((leaf.id, leaf.key.clone(), offset, len));
+            record.extend_from_slice(leaf.key);
+            leaves.push((leaf.id, leaf.key.to_vec(), offset, len));
         }
-        let written = if direct {
-            self.write_direct(start, pad, padded)
-        } else {
-            Err(None)
-        };
-        if let Err(failure) = written {
-            if let Some(e) = failure {
+        let written_directly = direct
+            && match self.write_direct(start, pad, padded) {
+                Ok(()) => true,
                 // EINVAL: the file system does not take direct I/O (or not at this alignment).
-                if e.kind() == std::io::ErrorKind::InvalidInput {
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
                     tracing::warn!(file = %self.path.display(), error = %e, "direct writes refused; writing through the page cache from now on");
                     self.direct = None;
-                } else {
-                    tracing::warn!(file = %self.path.display(), error = %e, "direct write failed; writing the batch through the page cache");
+                    false
                 }
-            }
+                Err(e) => {
+                    tracing::warn!(file = %self.path.display(), error = %e, "direct write failed; writing the batch through the page cache");
+                    false
+                }
+            };
+        if !written_directly {
             let bytes = &self.scratch[pad..pad + total];
             let mut file = self
                 .file
@@ -447,10 +444,7 @@ impl Ledger {
             file.seek(SeekFrom::Start(start))
                 .and_then(|_| file.write_all(bytes))
                 .and_then(|()| file.sync_data())
-                .map_err(|source| HubError::File {
-                    path: self.path.display().to_string(),
-                    source,
-                })?;
+                .map_err(|source| self.file_error(source))?;
         }
         if self.scratch.capacity() > 64 << 20 {
             self.scratch = Vec::new();
@@ -473,24 +467,18 @@ impl Ledger {
         })
     }
 
-    /// Writes `scratch[pad..pad + padded]` at `start` with direct I/O and syncs it; `Err(None)`
-    /// when there is no direct handle, `Err(Some(e))` when the write failed (the caller writes
-    /// the same bytes through the page cache).
-    fn write_direct(
-        &mut self,
-        start: u64,
-        pad: usize,
-        padded: usize,
-    ) -> Result<(), Option<std::io::Error>> {
-        let Some(direct) = self.direct.as_mut() else {
-            return Err(None);
+    /// Writes `scratch[pad..pad + padded]` at `start` with direct I/O and syncs it (an
+    /// `InvalidInput` error without a direct handle; on any error the caller writes the same
+    /// bytes through the page cache).
+    fn write_direct(&mut self, start: u64, pad: usize, padded: usize) -> std::io::Result<()> {
+        let (Some(direct), Some(bytes)) =
+            (self.direct.as_mut(), self.scratch.get(pad..pad + padded))
+        else {
+            return Err(std::io::ErrorKind::InvalidInput.into());
         };
-        let bytes = self.scratch.get(pad..pad + padded).ok_or(None)?;
-        direct
-            .seek(SeekFrom::Start(start))
-            .and_then(|_| direct.write_all(bytes))
-            .and_then(|()| direct.sync_data())
-            .map_err(Some)
+        direct.seek(SeekFrom::Start(start))?;
+        direct.write_all(bytes)?;
+        direct.sync_data()
     }
 
     /// Step 2 of a batch, once its record is durably in sled: the leaves enter the indexes.

@@ -155,7 +155,7 @@ fn bytes_of_a_batch_whose_record_never_reached_the_store_are_never_read() -> Res
         let orphan = release(1, march(), 2)?;
         let leaf = NewLeaf {
             id: ReleaseId::from_bytes([7; 32]),
-            key: vec![1; 39],
+            key: &[1; 39],
             bytes: &orphan,
         };
         hub.ledger.stage(1, 2, &[leaf])?;
@@ -339,5 +339,52 @@ fn large_batches_use_direct_io_and_mix_with_small_ones() -> Result {
     let hub = Hub::open(&node)?;
     assert_eq!(hub.log_size(), sent.len() as u64);
     assert_eq!(snapshot(&hub)?, before);
+    Ok(())
+}
+
+#[test]
+fn a_member_added_while_the_hub_is_open_is_admitted_at_the_next_batch() -> Result {
+    let dir = tempfile::tempdir()?;
+    let node = hub_node(dir.path(), 2)?;
+    let mut hub = Hub::open(&node)?;
+    let outcomes = hub.accept_batch(&[release(2, march(), 1)?], NOW)?;
+    assert!(
+        matches!(&outcomes[0], Err(Refusal::NotMember { .. })),
+        "{outcomes:?}"
+    );
+    // Another process (`maillage members add`) rewrites members.json.
+    Members::load(node.dir())?.add(Member {
+        key: structure(2).public_hex(),
+        name: "Structure 2".into(),
+        role: Role::Structure,
+        code_insee: None,
+    })?;
+    accepted(&hub.accept_batch(&[release(2, march(), 1)?], NOW + 1)?)?;
+    assert_eq!(hub.log_size(), 1);
+    Ok(())
+}
+
+#[test]
+fn a_member_may_only_send_its_own_releases() -> Result {
+    let dir = tempfile::tempdir()?;
+    let node = hub_node(dir.path(), 2)?;
+    let mut hub = Hub::open(&node)?;
+    let theirs = release(1, march(), 1)?;
+    let mine = release(0, march(), 2)?;
+    let sender = structure(0).public();
+    let outcomes = hub.accept_from(&[theirs, mine], Some(&[sender, sender]), NOW)?;
+    match &outcomes[0] {
+        Err(e @ Refusal::NotTheSender { sender: s, signer }) => {
+            assert_eq!(s, &structure(0).public_hex());
+            assert_eq!(signer, &structure(1).public_hex());
+            assert!(
+                e.to_string().contains("only submit its own releases"),
+                "{e}"
+            );
+        }
+        other => return Err(format!("{other:?}").into()),
+    }
+    assert!(matches!(&outcomes[1], Ok(a) if a.new));
+    assert_eq!(hub.log_size(), 1);
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! How a hub or national node answers the requests of its admitted members.
 
 use maillage_protocol::network::{Request, Response, Totals, TotalsRow};
-use maillage_protocol::{Indicator, Period, SignedRelease};
+use maillage_protocol::{Indicator, Period};
 
 use crate::config::Role;
 use crate::hub::Hub;
@@ -10,29 +10,16 @@ fn unix_now() -> u64 {
     u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0)
 }
 
-/// Why a structure's submitted release is refused before it reaches the log (`None`: it is
-/// well-formed and signed by the member that sent it, see [`submit_releases`]).
-pub fn own_release(
-    hub: &Hub<'_>,
-    member: &ed25519_dalek::VerifyingKey,
-    release: &[u8],
-) -> Option<Response> {
-    match SignedRelease::check_with(release, hub.signer_keys()) {
-        Ok((head, _)) if head.signer != *member => Some(Response::Refused {
-            reason: "a member may only submit its own releases".into(),
-        }),
-        Err(e) => Some(Response::Refused {
-            reason: format!("invalid release: {e}"),
-        }),
-        Ok(_) => None,
-    }
-}
-
-/// Accepts releases that passed [`own_release`] as one batch (one checkpoint, one sync), and
-/// answers each: its receipt, or why it was refused.
-pub fn submit_releases(hub: &mut Hub<'_>, releases: Vec<Vec<u8>>) -> Vec<Response> {
+/// Accepts releases sent by members (`senders[i]` sent `releases[i]`; a member may only send
+/// its own) as one batch (one checkpoint, one sync), and answers each: its receipt, or why it
+/// was refused.
+pub fn submit_releases(
+    hub: &mut Hub<'_>,
+    releases: &[Vec<u8>],
+    senders: &[ed25519_dalek::VerifyingKey],
+) -> Vec<Response> {
     let count = releases.len();
-    match hub.accept_batch(&releases, unix_now()) {
+    match hub.accept_from(releases, Some(senders), unix_now()) {
         Ok(outcomes) => outcomes
             .into_iter()
             .map(|outcome| match outcome {
@@ -79,14 +66,11 @@ pub fn answer(
                 ),
             }
         }
-        Request::SubmitRelease { release } => match own_release(hub, member, &release) {
-            Some(refused) => refused,
-            None => submit_releases(hub, vec![release])
-                .pop()
-                .unwrap_or(Response::Error {
-                    message: "no outcome".into(),
-                }),
-        },
+        Request::SubmitRelease { release } => submit_releases(hub, &[release], &[*member])
+            .pop()
+            .unwrap_or(Response::Error {
+                message: "no outcome".into(),
+            }),
         Request::PolicySync { .. } | Request::FetchAdoptions { .. } => Response::Error {
             message: "policy requests are answered by the daemon's policy sync".into(),
         },

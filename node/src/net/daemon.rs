@@ -320,6 +320,8 @@ struct Daemon<'a> {
 /// A member's release waiting for its batch.
 struct Submission {
     peer: PeerId,
+    /// The member's key.
+    member: VerifyingKey,
     channel: request_response::ResponseChannel<Response>,
     release: Vec<u8>,
 }
@@ -950,8 +952,8 @@ impl<'a> Daemon<'a> {
         }
     }
 
-    /// A release from an admitted structure: refused at once if it is malformed, not its own
-    /// or over the rate limit; otherwise kept for [`Daemon::flush_submissions`].
+    /// A release from an admitted structure: refused at once over the rate limit, otherwise
+    /// kept for [`Daemon::flush_submissions`].
     fn on_submission(
         &mut self,
         peer: PeerId,
@@ -959,19 +961,16 @@ impl<'a> Daemon<'a> {
         channel: request_response::ResponseChannel<Response>,
         release: Vec<u8>,
     ) {
-        let refused = match (self.limiter.check(&peer, Instant::now()), &self.hub) {
-            (Err(limited), _) => Some(Response::Refused {
-                reason: limited.to_string(),
-            }),
-            (Ok(()), Some(hub)) => super::answer::own_release(hub, &member, &release),
-            (Ok(()), None) => Some(Response::Refused {
-                reason: format!("this node is a {} and serves no requests", self.role),
-            }),
-        };
-        match refused {
-            Some(response) => self.respond(peer, "submit_release", channel, response),
-            None => self.submissions.push(Submission {
+        match self.limiter.check(&peer, Instant::now()) {
+            Err(limited) => {
+                let response = Response::Refused {
+                    reason: limited.to_string(),
+                };
+                self.respond(peer, "submit_release", channel, response);
+            }
+            Ok(()) => self.submissions.push(Submission {
                 peer,
+                member,
                 channel,
                 release,
             }),
@@ -987,12 +986,16 @@ impl<'a> Daemon<'a> {
         let Some(hub) = self.hub.as_mut() else {
             return;
         };
-        let (waiting, releases): (Vec<_>, Vec<_>) = submissions
-            .into_iter()
-            .map(|s| ((s.peer, s.channel), s.release))
-            .unzip();
+        let mut waiting = Vec::with_capacity(submissions.len());
+        let mut releases = Vec::with_capacity(submissions.len());
+        let mut senders = Vec::with_capacity(submissions.len());
+        for s in submissions {
+            waiting.push((s.peer, s.channel));
+            releases.push(s.release);
+            senders.push(s.member);
+        }
         tracing::debug!(releases = releases.len(), "accepting a batch of releases");
-        let responses = super::answer::submit_releases(hub, releases);
+        let responses = super::answer::submit_releases(hub, &releases, &senders);
         self.metrics.ingest_batches.inc();
         self.metrics.log_size.set(hub.log_size() as i64);
         for ((peer, channel), response) in waiting.into_iter().zip(responses) {
