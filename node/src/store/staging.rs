@@ -62,14 +62,19 @@ pub struct StagingWriter {
     frames: u64,
 }
 
+/// A new staging file, read-write; an existing one is not overwritten.
+fn create_new(path: &Path) -> std::io::Result<File> {
+    File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+}
+
 impl StagingWriter {
     /// Creates the file (refusing to overwrite one).
     pub fn create(path: &Path) -> std::io::Result<Self> {
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)?;
+        let file = create_new(path)?;
         Ok(Self {
             path: path.to_path_buf(),
             file,
@@ -170,11 +175,7 @@ struct RecordsState {
 impl RecordsWriter {
     /// Creates the file (refusing to overwrite one).
     pub fn create(path: &Path) -> std::io::Result<Self> {
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)?;
+        let file = create_new(path)?;
         Ok(Self {
             path: path.to_path_buf(),
             file,
