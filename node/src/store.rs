@@ -1,19 +1,24 @@
-//! The node's embedded store (sled): activity records, imports, releases and the budget ledger.
+//! The node's embedded store (sled, and its own synced files for the bulk): activity records,
+//! imports, releases and the budget ledger.
 //!
 //! Trees:
 //! - `data`: the activity records, in compact binary records (see [`codec`]):
-//!   - `s` + `YYYY-MM` + bucket (u8) + chunk (u16 BE) → records of that period's activities whose
-//!     id hashes to the bucket, sorted by (hash, id), cut into chunks of about
-//!     [`CHUNK_BYTES`] so that no sled value is large. A month is read with one prefix scan.
-//!   - `c` + `YYYY-MM` + bucket → (activities, rows, chunks) of that segment.
-//!   - `i` + index bucket (u8) → sorted (id hash, period) pairs: every period where an activity
-//!     with that id hash is stored (a superset: a hash collision only costs a look), so that an
-//!     activity whose date moved to another month is removed from the old one.
+//!   - `S` + `YYYY-MM` + bucket (u8) → where that period's activities whose id hashes to the
+//!     bucket are (a [`BlobRef`] into a segment file: the records sorted by (hash, id)), and
+//!     how many activities and rows they are. A month is one prefix scan and 16 file reads.
+//!   - `I` + index bucket (u8) → where the bucket's sorted (id hash, period) pairs are: every
+//!     period where an activity with that id hash is stored (a superset: a hash collision only
+//!     costs a look), so that an activity whose date moved to another month is removed from
+//!     the old one.
 //!   - `p` → how far the import being applied has gone (see below).
 //! - `imports`: batch id (big-endian u64) → [`ImportRecord`] (postcard)
 //! - `releases`: `YYYY-MM` → the signed release of that period, in its wire bytes
 //! - `ledger`: `YYYY-MM` → [`LedgerEntry`], the budget that release spent (postcard)
 //! - `meta`: `schema` → the format version; `pending_import` → the import being applied
+//!
+//! The records and index entries themselves are in files of the `segments/` folder (see
+//! [`segments`]), synced before any sled record names them: sled 0.34 never fsyncs the files
+//! it puts large values in, so every sled value here is small.
 //!
 //! Ids hash ([`stable_hash`]) into 16 buckets (partitions) and 256 index buckets, the index
 //! bucket refining the partition: everything about the activities of one partition (their
@@ -21,15 +26,19 @@
 //!
 //! An import is all or nothing without holding the file in memory: the rows are validated and
 //! written to a staging file, partitioned, as the file is read; the rows of each activity are
-//! then checked together, a partition at a time. Only a file that passed every check is
-//! committed, by recording it as `pending_import` (one durable write). Applying it is done a
-//! partition at a time, each in one atomic batch that also records the progress (`p`); if the
-//! process dies in between, opening the store finishes the job from there (roll forward), and
-//! a staging file never committed is deleted. A release and its budget spend are written in one
-//! transaction, and never overwritten: a period is released once.
+//! then checked together, a partition at a time, and written as records to the import's
+//! records file (`segments/N.recs`). Only a file that passed every check is committed, by
+//! recording it as `pending_import` (one durable write). Applying it is done a partition at a
+//! time, each in one atomic batch that also records the progress (`p`); if the process dies in
+//! between, opening the store finishes the job from there (roll forward), and a staging file
+//! never committed is deleted. Segments that did not exist are named where they are in the
+//! records file; merged ones are written to `segments/N.seg`; files no record names any more
+//! are deleted. A release and its budget spend are written in one transaction, and never
+//! overwritten: a period is released once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use maillage_privacy::Activity;
 use maillage_privacy::exact::{Indicators, Tally};
@@ -40,24 +49,21 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 pub mod codec;
+mod segments;
 mod staging;
 
 pub use codec::stable_hash;
 use codec::{Bad, FrameRef, PeriodRecords, RecordRef};
+use segments::{Appender, BlobRef, FileId, FileKind, SegmentFiles};
 use staging::{Kind, PARTITIONS, RecordsWriter, StagingFile, StagingWriter};
 
-const SCHEMA_VERSION: u64 = 4;
-
-/// A segment is stored in chunks of about this many bytes (whole records; a record larger than
-/// this is a chunk by itself), so that a small import rewrites little and no single value is
-/// large. Measured on a million rows: 6 KiB chunks made sled hold ~165 MB while applying (many
-/// node rewrites), 32 KiB ones ~90 MB and less CPU; 96 KiB ones cut sled's share of the import
-/// (~0.3 s to ~0.23 s) for a few MB more (sled writes a message of more than 128 KiB, a quarter
-/// of its 512 KiB segment, to a file of its own: a chunk stays below that); the month read is one
-/// prefix scan either way.
-pub const CHUNK_BYTES: usize = 96 * 1024;
+/// 5: segments and index buckets in files named by sled records (4: in sled, in chunks).
+const SCHEMA_VERSION: u64 = 5;
 /// sled's page cache.
 const SLED_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+/// A segment file is compacted once it holds at least this many unused bytes (and more unused
+/// than used ones).
+const COMPACT_MIN_DEAD: u64 = 1 << 20;
 /// The key of the import progress record in `data`.
 const PROGRESS_KEY: &[u8] = b"p";
 
@@ -78,6 +84,26 @@ pub enum StoreError {
         /// The key, shown lossily.
         key: String,
         /// The decoder's message.
+        reason: String,
+    },
+    /// A segment file (stored activities) is missing or damaged.
+    #[error(
+        "segment file {path} cannot be read: {reason}; the store is damaged: restore the node's folder from a backup"
+    )]
+    Segment {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A file of the store could not be written.
+    #[error(
+        "cannot write {path}: {reason} (check the free disk space and the folder's permissions)"
+    )]
+    Write {
+        /// The file or folder.
+        path: String,
+        /// What went wrong.
         reason: String,
     },
     /// The staging file of an import could not be written or read.
@@ -177,6 +203,26 @@ pub struct Store {
     releases: sled::Tree,
     ledger: sled::Tree,
     meta: sled::Tree,
+    files: SegmentFiles,
+    /// Batches of the imports begun and not yet finished: their files are not garbage.
+    imports_in_progress: Arc<Mutex<BTreeSet<u64>>>,
+    /// Held while an import is applied: one at a time.
+    applying: Arc<Mutex<()>>,
+}
+
+/// Marks an import's batch as in progress while it lives.
+#[derive(Debug)]
+struct InProgress {
+    batch: u64,
+    set: Arc<Mutex<BTreeSet<u64>>>,
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.remove(&self.batch);
+        }
+    }
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -206,35 +252,23 @@ fn corrupt(key: &[u8]) -> impl FnOnce(Bad) -> StoreError + '_ {
     }
 }
 
-/// `s` + period: the prefix of a month's segments.
+/// `S` + period: the prefix of a month's segments.
 fn month_prefix(period: Period) -> Vec<u8> {
     let mut key = Vec::with_capacity(11);
-    key.push(b's');
+    key.push(b'S');
     key.extend_from_slice(period.to_string().as_bytes());
     key
 }
 
-/// `s` + period + bucket: the prefix of a segment's chunks.
-fn segment_prefix(period: Period, bucket: u8) -> Vec<u8> {
+/// `S` + period + bucket: a segment.
+fn segment_key(period: Period, bucket: u8) -> Vec<u8> {
     let mut key = month_prefix(period);
     key.push(bucket);
     key
 }
 
-fn chunk_key(period: Period, bucket: u8, chunk: u16) -> Vec<u8> {
-    let mut key = segment_prefix(period, bucket);
-    key.extend_from_slice(&chunk.to_be_bytes());
-    key
-}
-
-fn stats_key(period: Period, bucket: u8) -> Vec<u8> {
-    let mut key = segment_prefix(period, bucket);
-    key[0] = b'c';
-    key
-}
-
 fn index_key(bucket: u8) -> [u8; 2] {
-    [b'i', bucket]
+    [b'I', bucket]
 }
 
 /// The index bucket of an id hash; its low four bits are the hash's partition.
@@ -242,31 +276,51 @@ fn index_bucket(hash: u64) -> u8 {
     (hash & 0xff) as u8
 }
 
-/// (activities, rows, chunks) of a segment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct SegmentStats {
+/// A stored segment: where its records are, and how many activities and rows they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Segment {
+    blob: BlobRef,
     activities: u64,
     rows: u64,
-    chunks: u16,
 }
 
-impl SegmentStats {
-    fn to_bytes(self) -> [u8; 18] {
-        let mut b = [0u8; 18];
-        b[..8].copy_from_slice(&self.activities.to_le_bytes());
-        b[8..16].copy_from_slice(&self.rows.to_le_bytes());
-        b[16..].copy_from_slice(&self.chunks.to_le_bytes());
+impl Segment {
+    fn to_bytes(self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(segments::BLOB_REF_LEN + 16);
+        self.blob.write(&mut b);
+        b.extend_from_slice(&self.activities.to_le_bytes());
+        b.extend_from_slice(&self.rows.to_le_bytes());
         b
     }
 
     fn from_bytes(bytes: &[u8]) -> Result<Self, Bad> {
         let mut c = codec::Cursor::new(bytes);
-        Ok(Self {
+        let segment = Self {
+            blob: BlobRef::read(&mut c)?,
             activities: c.u64()?,
             rows: c.u64()?,
-            chunks: c.u16()?,
-        })
+        };
+        if !c.is_empty() {
+            return Err(Bad("trailing bytes"));
+        }
+        Ok(segment)
     }
+}
+
+/// The [`BlobRef`] of an index bucket record.
+fn index_ref_from_bytes(bytes: &[u8]) -> Result<BlobRef, Bad> {
+    let mut c = codec::Cursor::new(bytes);
+    let blob = BlobRef::read(&mut c)?;
+    if !c.is_empty() {
+        return Err(Bad("trailing bytes"));
+    }
+    Ok(blob)
+}
+
+fn blob_to_bytes(blob: &BlobRef) -> Vec<u8> {
+    let mut b = Vec::with_capacity(segments::BLOB_REF_LEN);
+    blob.write(&mut b);
+    b
 }
 
 fn index_from_bytes(bytes: &[u8]) -> Result<Vec<(u64, u16)>, Bad> {
@@ -314,6 +368,20 @@ fn progress_from_bytes(bytes: &[u8]) -> Result<(u64, u8, ImportSummary), Bad> {
     ))
 }
 
+fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |e| StoreError::Write {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+fn segment_error(e: segments::ReadError) -> StoreError {
+    StoreError::Segment {
+        path: e.path.display().to_string(),
+        reason: e.reason,
+    }
+}
+
 fn staging_error(path: &Path, reason: impl ToString) -> StoreError {
     StoreError::Staging {
         path: path.display().to_string(),
@@ -335,6 +403,7 @@ pub struct ImportStaging {
     file: Option<StagingFile>,
     /// Whether the records file belongs to a committed import (then it must stay).
     committed: bool,
+    _in_progress: InProgress,
 }
 
 impl ImportStaging {
@@ -455,6 +524,7 @@ impl Store {
             .mode(sled::Mode::LowSpace)
             .cache_capacity(SLED_CACHE_BYTES)
             .open()?;
+        let files = SegmentFiles::open(path).map_err(write_error(&path.join(segments::FOLDER)))?;
         let store = Self {
             dir: path.to_path_buf(),
             data: db.open_tree("data")?,
@@ -463,6 +533,9 @@ impl Store {
             ledger: db.open_tree("ledger")?,
             meta: db.open_tree("meta")?,
             db,
+            files,
+            imports_in_progress: Arc::default(),
+            applying: Arc::default(),
         };
         match store.meta.get("schema")? {
             None => {
@@ -473,7 +546,9 @@ impl Store {
                 let found = <[u8; 8]>::try_from(v.as_ref())
                     .map(u64::from_be_bytes)
                     .unwrap_or(0);
-                if found != SCHEMA_VERSION {
+                if found == 4 {
+                    store.migrate_from_4()?;
+                } else if found != SCHEMA_VERSION {
                     return Err(StoreError::Version { found });
                 }
             }
@@ -482,7 +557,78 @@ impl Store {
         Ok(store)
     }
 
-    /// Rolls a committed import forward and deletes staging files never committed.
+    /// Moves the segments and index buckets of a version-4 store (in sled, segments cut into
+    /// chunks) into a segment file, in one atomic batch; run again if interrupted, it finds
+    /// nothing left to move and only records the version.
+    fn migrate_from_4(&self) -> Result<(), StoreError> {
+        let batch_id = self.db.generate_id()?;
+        let appender = Appender::new(&self.files, batch_id);
+        let append = |bytes: &[u8]| {
+            appender
+                .append(bytes)
+                .map_err(write_error(&self.files.path(FileId {
+                    batch: batch_id,
+                    kind: FileKind::Segments,
+                })))
+        };
+        let mut batch = sled::Batch::default();
+        let mut moved = 0u64;
+        // `c` + period + bucket → (activities: u64, rows: u64, chunks: u16), the segment's
+        // chunks under `s` + period + bucket + chunk (u16, big-endian).
+        for entry in self.data.scan_prefix(b"c") {
+            let (key, stats) = entry?;
+            let mut c = codec::Cursor::new(&stats);
+            let (activities, rows) = c
+                .u64()
+                .and_then(|a| Ok((a, c.u64()?)))
+                .map_err(corrupt(&key))?;
+            let mut prefix = key.to_vec();
+            prefix[0] = b's';
+            let mut bytes = Vec::new();
+            for chunk in self.data.scan_prefix(&prefix) {
+                let (chunk_key, chunk) = chunk?;
+                bytes.extend_from_slice(&chunk);
+                batch.remove(chunk_key);
+            }
+            codec::records(&bytes).map_err(corrupt(&prefix))?;
+            let blob = append(&bytes)?;
+            let mut new_key = key.to_vec();
+            new_key[0] = b'S';
+            batch.insert(
+                new_key,
+                Segment {
+                    blob,
+                    activities,
+                    rows,
+                }
+                .to_bytes(),
+            );
+            batch.remove(key);
+            moved += 1;
+        }
+        for entry in self.data.scan_prefix(b"i") {
+            let (key, entries) = entry?;
+            let [b'i', bucket] = key.as_ref() else {
+                continue;
+            };
+            index_from_bytes(&entries).map_err(corrupt(&key))?;
+            let blob = append(&entries)?;
+            batch.insert(index_key(*bucket).to_vec(), blob_to_bytes(&blob));
+            batch.remove(key);
+        }
+        appender.sync().map_err(write_error(self.files.dir()))?;
+        self.data.apply_batch(batch)?;
+        self.meta.insert("schema", &SCHEMA_VERSION.to_be_bytes())?;
+        self.db.flush()?;
+        tracing::info!(
+            segments = moved,
+            "store moved to format version {SCHEMA_VERSION}"
+        );
+        Ok(())
+    }
+
+    /// Rolls a committed import forward and deletes staging files never committed and segment
+    /// files no record names.
     fn recover(&self) -> Result<(), StoreError> {
         let pending: Option<PendingImport> = match self.meta.get("pending_import")? {
             Some(bytes) => Some(decode("meta", b"pending_import", &bytes)?),
@@ -492,6 +638,7 @@ impl Store {
             tracing::warn!(batch = pending.batch, file = %pending.record.file, "finishing an import interrupted by a crash");
             let path = self.dir.join(&pending.staging);
             let file = StagingFile::open(&path).map_err(|e| staging_error(&path, e))?;
+            let _applying = self.applying.lock();
             self.apply(pending, &file, None)?;
         }
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
@@ -504,14 +651,69 @@ impl Store {
                 }
             }
         }
+        self.collect_garbage();
         Ok(())
+    }
+
+    /// Every segment file a record names.
+    fn referenced_files(&self) -> Result<BTreeSet<FileId>, StoreError> {
+        let mut files = BTreeSet::new();
+        for entry in self.data.scan_prefix(b"S") {
+            let (key, value) = entry?;
+            files.insert(
+                Segment::from_bytes(&value)
+                    .map_err(corrupt(&key))?
+                    .blob
+                    .file,
+            );
+        }
+        for entry in self.data.scan_prefix(b"I") {
+            let (key, value) = entry?;
+            files.insert(index_ref_from_bytes(&value).map_err(corrupt(&key))?.file);
+        }
+        Ok(files)
+    }
+
+    /// Deletes the segment files that no record names, except those of imports in progress.
+    /// A failure only leaves files behind (the next run deletes them): it is logged.
+    fn collect_garbage(&self) {
+        let keep = self.referenced_files().map(|mut keep| {
+            if let Ok(active) = self.imports_in_progress.lock() {
+                for &batch in active.iter() {
+                    for kind in [FileKind::Records, FileKind::Segments] {
+                        keep.insert(FileId { batch, kind });
+                    }
+                }
+                Some(keep)
+            } else {
+                None
+            }
+        });
+        match keep {
+            Ok(Some(keep)) => {
+                let removed = self.files.remove_unreferenced(&keep);
+                tracing::debug!(removed, "segment files no longer used deleted");
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "unused segment files not deleted"),
+        }
     }
 
     /// Starts an import: a new batch number and an empty rows file.
     pub fn begin_import(&self) -> Result<ImportStaging, StoreError> {
         let batch = self.db.generate_id()?;
         let path = self.dir.join(format!("staging-{batch}.rows"));
-        let records_path = self.dir.join(format!("staging-{batch}.recs"));
+        let records_path = self.files.path(FileId {
+            batch,
+            kind: FileKind::Records,
+        });
+        if let Ok(mut active) = self.imports_in_progress.lock() {
+            active.insert(batch);
+        }
+        let in_progress = InProgress {
+            batch,
+            set: Arc::clone(&self.imports_in_progress),
+        };
         let writer = StagingWriter::create(&path).map_err(|e| staging_error(&path, e))?;
         Ok(ImportStaging {
             batch,
@@ -520,6 +722,7 @@ impl Store {
             writer: Some(writer),
             file: None,
             committed: false,
+            _in_progress: in_progress,
         })
     }
 
@@ -545,7 +748,7 @@ impl Store {
         staging.committed = true;
         let name = staging
             .records_path
-            .file_name()
+            .strip_prefix(&self.dir)
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let pending = PendingImport {
@@ -554,30 +757,108 @@ impl Store {
             record,
         };
         // Done by `apply` while its first partitions are being prepared (nothing is written to
-        // the store before): the records file and its name in the folder must be on disk before
-        // the commit names it.
+        // sled before): the records file and its name in the folder must be on disk before the
+        // commit names it.
         let commit = || -> Result<(), StoreError> {
             file.sync_all()
                 .map_err(|e| staging_error(&staging.records_path, e))?;
-            std::fs::File::open(&self.dir)
-                .and_then(|dir| dir.sync_all())
-                .map_err(|e| staging_error(&self.dir, e))?;
+            segments::sync_dir(self.files.dir()).map_err(write_error(self.files.dir()))?;
             self.meta.insert("pending_import", encode(&pending))?;
             self.db.flush()?;
             tracing::debug!(elapsed = ?t0.elapsed(), "import: records synced, committed");
             Ok(())
         };
+        let _applying = self.applying.lock();
         let summary = self.apply(&pending, &file, Some(&commit))?;
         tracing::debug!(elapsed = ?t0.elapsed(), "import: applied");
         drop(file);
-        let _ = std::fs::remove_file(&staging.records_path);
+        drop(staging);
+        // The import is done and durable: tidying up can only fail to save space.
+        if let Err(e) = self.compact(pending.batch) {
+            tracing::warn!(error = %e, "segment files not compacted");
+        }
+        self.collect_garbage();
         Ok(summary)
+    }
+
+    /// Copies what is still used of the segment files that are mostly unused (more than half
+    /// of their bytes, and at least [`COMPACT_MIN_DEAD`]) to batch `batch`'s segment file, in
+    /// one atomic batch, so that [`Store::collect_garbage`] can delete them: the store never
+    /// takes much more than twice the room of what it holds. Interrupted, it leaves either the
+    /// old references or the new ones (and some unused bytes).
+    fn compact(&self, batch: u64) -> Result<(), StoreError> {
+        let mut refs: Vec<(sled::IVec, Option<Segment>, BlobRef)> = Vec::new();
+        for entry in self.data.scan_prefix(b"S") {
+            let (key, value) = entry?;
+            let segment = Segment::from_bytes(&value).map_err(corrupt(&key))?;
+            refs.push((key, Some(segment), segment.blob));
+        }
+        for entry in self.data.scan_prefix(b"I") {
+            let (key, value) = entry?;
+            let blob = index_ref_from_bytes(&value).map_err(corrupt(&key))?;
+            refs.push((key, None, blob));
+        }
+        let mut live: BTreeMap<FileId, u64> = BTreeMap::new();
+        for (_, _, blob) in &refs {
+            *live.entry(blob.file).or_default() += blob.len;
+        }
+        let current = FileId {
+            batch,
+            kind: FileKind::Segments,
+        };
+        let victims: BTreeSet<FileId> = self
+            .files
+            .sizes()
+            .into_iter()
+            .filter(|(file, size)| {
+                let used = live.get(file).copied().unwrap_or(0);
+                *file != current
+                    && used > 0
+                    && size.saturating_sub(used) >= COMPACT_MIN_DEAD.max(used)
+            })
+            .map(|(file, _)| file)
+            .collect();
+        if victims.is_empty() {
+            return Ok(());
+        }
+        let appender = Appender::new(&self.files, batch);
+        let mut out = sled::Batch::default();
+        let mut bytes = Vec::new();
+        let mut copied = 0u64;
+        for (key, segment, blob) in refs {
+            if !victims.contains(&blob.file) {
+                continue;
+            }
+            self.read_blob(&blob, &mut bytes)?;
+            let moved = appender
+                .append(&bytes)
+                .map_err(write_error(&self.files.path(current)))?;
+            copied += moved.len;
+            out.insert(
+                key,
+                match segment {
+                    Some(segment) => Segment {
+                        blob: moved,
+                        ..segment
+                    }
+                    .to_bytes(),
+                    None => blob_to_bytes(&moved),
+                },
+            );
+        }
+        appender
+            .sync()
+            .map_err(write_error(&self.files.path(current)))?;
+        self.data.apply_batch(out)?;
+        self.db.flush()?;
+        tracing::debug!(files = victims.len(), copied, "segment files compacted");
+        Ok(())
     }
 
     /// Applies a committed import, a partition at a time, each in one atomic batch that records
     /// how far it has gone; after a crash it resumes where it stopped. `commit`, when given, is
-    /// done before anything is written (while the first partitions are being prepared): it
-    /// commits the import.
+    /// done before anything is written to sled (while the first partitions are being
+    /// prepared): it commits the import.
     fn apply(
         &self,
         pending: &PendingImport,
@@ -597,27 +878,44 @@ impl Store {
             None => (0, ImportSummary::default()),
         };
         let ta = std::time::Instant::now();
-        // Two threads prepare the partitions' batches (reading the staged rows and the stored
-        // segments they touch), one taking every other partition, while this one applies them
-        // in order: partitions touch disjoint keys, so preparing one does not depend on applying
-        // another. Each preparing thread holds at most one batch ready, so memory stays bounded.
+        // A segment that did not exist is named where it is in the records file, when that is
+        // this import's own (not a rows file, nor a records file an older version committed
+        // outside the segments folder): no copy.
+        let own = FileId {
+            batch: pending.batch,
+            kind: FileKind::Records,
+        };
+        let in_place = file.kind() == Kind::Records && file.path() == self.files.path(own);
+        let appender = Appender::new(&self.files, pending.batch);
+        // Two threads prepare the partitions (reading the staged records and the stored
+        // segments they touch, writing merged segments and index buckets to the segment file),
+        // one taking every other partition; partitions touch disjoint keys, so preparing one
+        // does not depend on applying another. Their sled batches are small (references), so
+        // all are kept until every partition is prepared; then the segment file is synced and
+        // the batches applied in order.
         std::thread::scope(|scope| -> Result<(), StoreError> {
             type Prepared = Result<(sled::Batch, ImportSummary), StoreError>;
             let first = next;
             let mut ready = Vec::new();
             for lane in 0..2u8 {
-                let (tx, rx) = std::sync::mpsc::sync_channel::<Prepared>(1);
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Prepared>(usize::from(PARTITIONS));
                 ready.push(rx);
+                let appender = &appender;
                 scope.spawn(move || {
                     let mut bytes = Vec::new();
                     let mut built = Vec::new();
                     let started = std::time::Instant::now();
                     for p in (first + lane..PARTITIONS).step_by(2) {
+                        let place = if in_place {
+                            file.partition_start(p).map(|start| (own, start))
+                        } else {
+                            None
+                        };
                         let prepared = partition_records(file, p, pending.batch, &mut bytes, &mut built)
                             .and_then(|records| {
                                 let mut delta = ImportSummary::default();
                                 let mut batch = sled::Batch::default();
-                                self.apply_partition(p, records, &mut delta, &mut batch)
+                                self.apply_partition(p, records, place, appender, &mut delta, &mut batch)
                                     .map_err(|e| match e {
                                         ApplyError::Staging(bad) => staging_error(file.path(), bad),
                                         ApplyError::Store(e) => e,
@@ -635,11 +933,23 @@ impl Store {
             if let Some(commit) = commit {
                 commit()?;
             }
-            let mut applying = std::time::Duration::ZERO;
-            while next < PARTITIONS {
-                let (mut batch, delta) = ready[usize::from((next - first) % 2)]
-                    .recv()
-                    .map_err(|_| staging_error(file.path(), "a preparing thread stopped"))??;
+            let mut prepared = Vec::with_capacity(usize::from(PARTITIONS - first));
+            for p in first..PARTITIONS {
+                prepared.push(
+                    ready[usize::from((p - first) % 2)]
+                        .recv()
+                        .map_err(|_| staging_error(file.path(), "a preparing thread stopped"))??,
+                );
+            }
+            let t = std::time::Instant::now();
+            appender
+                .sync()
+                .map_err(write_error(&self.files.path(FileId {
+                    batch: pending.batch,
+                    kind: FileKind::Segments,
+                })))?;
+            let synced = t.elapsed();
+            for (mut batch, delta) in prepared {
                 summary.added += delta.added;
                 summary.replaced += delta.replaced;
                 summary.unchanged += delta.unchanged;
@@ -648,11 +958,9 @@ impl Store {
                     PROGRESS_KEY,
                     progress_to_bytes(pending.batch, next, &summary),
                 );
-                let t = std::time::Instant::now();
                 self.data.apply_batch(batch)?;
-                applying += t.elapsed();
             }
-            tracing::debug!(?applying, "import: partitions written");
+            tracing::debug!(?synced, applied = ?t.elapsed(), "import: segment file synced, partitions recorded");
             Ok(())
         })?;
         tracing::debug!(elapsed = ?ta.elapsed(), "import: partitions merged");
@@ -668,12 +976,30 @@ impl Store {
         Ok(summary)
     }
 
+    /// Reads a segment file's bytes (see [`SegmentFiles::read`]).
+    fn read_blob(&self, blob: &BlobRef, out: &mut Vec<u8>) -> Result<(), StoreError> {
+        self.files.read(blob, out).map_err(segment_error)
+    }
+
+    /// The stored segment of a period and partition, if any.
+    fn segment(&self, period: Period, p: u8) -> Result<Option<Segment>, StoreError> {
+        let key = segment_key(period, p);
+        match self.data.get(&key)? {
+            Some(bytes) => Ok(Some(Segment::from_bytes(&bytes).map_err(corrupt(&key))?)),
+            None => Ok(None),
+        }
+    }
+
     /// Merges the staged records of partition `p` (sorted by (period, id hash, id)) into the
-    /// stored segments and index, writing the changes into `out`.
+    /// stored segments and index, writing new segments and index buckets to the segment file
+    /// through `appender` (or naming them in place, at `place`: the file and offset where
+    /// `staged` starts) and the records naming them into `out`.
     fn apply_partition(
         &self,
         p: u8,
         staged: &[u8],
+        place: Option<(FileId, u64)>,
+        appender: &Appender,
         summary: &mut ImportSummary,
         out: &mut sled::Batch,
     ) -> Result<(), ApplyError> {
@@ -681,6 +1007,14 @@ impl Store {
         if incoming.is_empty() {
             return Ok(());
         }
+        let append = |bytes: &[u8]| -> Result<BlobRef, ApplyError> {
+            appender.append(bytes).map_err(|e| {
+                ApplyError::Store(StoreError::Write {
+                    path: self.files.dir().display().to_string(),
+                    reason: e.to_string(),
+                })
+            })
+        };
         // Each activity's period: the records come in (period, hash, id) order, so each period's
         // are a run. The order is checked, as the merge below relies on it.
         let mut periods: Vec<u16> = Vec::with_capacity(incoming.len());
@@ -704,11 +1038,16 @@ impl Store {
 
         // The index buckets of this partition.
         let mut index: BTreeMap<u8, Vec<(u64, u16)>> = BTreeMap::new();
+        let mut bytes = Vec::new();
         for ib in (u16::from(p)..256).step_by(usize::from(PARTITIONS)) {
             let ib = ib as u8;
             let key = index_key(ib);
             let entries = match self.data.get(key)? {
-                Some(bytes) => index_from_bytes(&bytes).map_err(corrupt(&key))?,
+                Some(value) => {
+                    let blob = index_ref_from_bytes(&value).map_err(corrupt(&key))?;
+                    self.read_blob(&blob, &mut bytes)?;
+                    index_from_bytes(&bytes).map_err(corrupt(&key))?
+                }
                 None => Vec::new(),
             };
             index.insert(ib, entries);
@@ -744,27 +1083,19 @@ impl Store {
         let mut index_add: Vec<(u64, u16)> = Vec::with_capacity(incoming.len());
         let mut index_remove: Vec<(u64, u16)> = Vec::new();
         let mut merged = Vec::new();
-        let mut ends = Vec::new();
+        let mut old_bytes = Vec::new();
         for code in touched {
             let period = codec::period_of_code(code).ok_or(Bad("period out of range"))?;
-            let stats_key = stats_key(period, p);
-            let old_stats = match self.data.get(&stats_key)? {
-                Some(b) => SegmentStats::from_bytes(&b).map_err(corrupt(&stats_key))?,
-                None => SegmentStats::default(),
-            };
-            let old_chunks: Vec<sled::IVec> = self
-                .data
-                .scan_prefix(segment_prefix(period, p))
-                .values()
-                .collect::<Result<_, _>>()?;
+            let key = segment_key(period, p);
+            let old_segment = self.segment(period, p)?;
             let ins = runs
                 .binary_search_by_key(&code, |(c, _)| *c)
                 .map_or(0..0, |k| runs[k].1.clone());
             let rem = out_of.get(&code).map_or(&[][..], Vec::as_slice);
 
-            ends.clear();
-            let mut stats = SegmentStats::default();
-            let segment: &[u8] = if old_chunks.is_empty() && rem.is_empty() {
+            let mut activities = 0u64;
+            let mut rows = 0u64;
+            let blob = if old_segment.is_none() && rem.is_empty() {
                 // A new segment: the run of staged records as it is.
                 let Some(first) = incoming.get(ins.start) else {
                     continue;
@@ -773,17 +1104,23 @@ impl Store {
                 for n in ins.clone() {
                     let r = &incoming[n];
                     outcome[n] = Outcome::Added;
-                    ends.push(r.end - start);
-                    stats.activities += 1;
-                    stats.rows += u64::from(r.persons);
+                    activities += 1;
+                    rows += u64::from(r.persons);
                     index_add.push((r.hash, code));
                 }
-                staged
+                let run = staged
                     .get(start..incoming[ins.end - 1].end)
-                    .ok_or(Bad("truncated"))?
+                    .ok_or(Bad("truncated"))?;
+                match place {
+                    Some((file, base)) => BlobRef::of(file, base + start as u64, run),
+                    None => append(run)?,
+                }
             } else {
-                let old_bytes = old_chunks.concat();
-                let old = codec::records(&old_bytes).map_err(corrupt(&stats_key))?;
+                old_bytes.clear();
+                if let Some(old) = &old_segment {
+                    self.read_blob(&old.blob, &mut old_bytes)?;
+                }
+                let old = codec::records(&old_bytes).map_err(corrupt(&key))?;
                 let key_of = |i: usize| incoming[i].key();
                 merged.clear();
                 let mut changed = false;
@@ -809,9 +1146,8 @@ impl Store {
                                     n_rec
                                 };
                                 merged.extend_from_slice(keep.bytes);
-                                ends.push(merged.len());
-                                stats.activities += 1;
-                                stats.rows += u64::from(keep.persons);
+                                activities += 1;
+                                rows += u64::from(keep.persons);
                                 index_add.push((n_rec.hash, code));
                                 i += 1;
                                 j += 1;
@@ -831,9 +1167,8 @@ impl Store {
                             k += 1;
                         } else {
                             merged.extend_from_slice(o.bytes);
-                            ends.push(merged.len());
-                            stats.activities += 1;
-                            stats.rows += u64::from(o.persons);
+                            activities += 1;
+                            rows += u64::from(o.persons);
                         }
                         i += 1;
                     } else {
@@ -841,9 +1176,8 @@ impl Store {
                         outcome[j] = Outcome::Added;
                         changed = true;
                         merged.extend_from_slice(n_rec.bytes);
-                        ends.push(merged.len());
-                        stats.activities += 1;
-                        stats.rows += u64::from(n_rec.persons);
+                        activities += 1;
+                        rows += u64::from(n_rec.persons);
                         index_add.push((n_rec.hash, code));
                         j += 1;
                     }
@@ -859,37 +1193,21 @@ impl Store {
                 if !changed {
                     continue;
                 }
-                &merged
+                if merged.is_empty() {
+                    out.remove(key);
+                    continue;
+                }
+                append(&merged)?
             };
-            // Cut into chunks of whole records, rewriting only the chunks that changed.
-            let mut start = 0;
-            let mut chunk: u16 = 0;
-            let mut e = 0;
-            while start < segment.len() {
-                let mut end = ends[e];
-                e += 1;
-                while e < ends.len() && ends[e] - start <= CHUNK_BYTES {
-                    end = ends[e];
-                    e += 1;
+            out.insert(
+                key,
+                Segment {
+                    blob,
+                    activities,
+                    rows,
                 }
-                let bytes = &segment[start..end];
-                if old_chunks.get(usize::from(chunk)).map(|c| c.as_ref()) != Some(bytes) {
-                    out.insert(chunk_key(period, p, chunk), bytes);
-                }
-                chunk = chunk
-                    .checked_add(1)
-                    .ok_or(Bad("a segment of more than 65,535 chunks"))?;
-                start = end;
-            }
-            for stale in chunk..old_stats.chunks.max(old_chunks.len() as u16) {
-                out.remove(chunk_key(period, p, stale));
-            }
-            stats.chunks = chunk;
-            if stats.activities == 0 {
-                out.remove(stats_key);
-            } else {
-                out.insert(stats_key, stats.to_bytes().to_vec());
-            }
+                .to_bytes(),
+            );
         }
 
         // The index: every (hash, period) where an activity now is; none where none is.
@@ -918,7 +1236,8 @@ impl Store {
                 if updated.is_empty() {
                     out.remove(index_key(*ib).to_vec());
                 } else {
-                    out.insert(index_key(*ib).to_vec(), index_to_bytes(&updated));
+                    let blob = append(&index_to_bytes(&updated))?;
+                    out.insert(index_key(*ib).to_vec(), blob_to_bytes(&blob));
                 }
             }
         }
@@ -938,14 +1257,37 @@ impl Store {
     /// Every activity of a period, in id order.
     pub fn activities_in(&self, period: Period) -> Result<Vec<Activity>, StoreError> {
         let mut out = Vec::new();
-        for entry in self.data.scan_prefix(month_prefix(period)) {
-            let (key, bytes) = entry?;
+        for (key, bytes) in self.month(period)? {
             for record in codec::records(&bytes).map_err(corrupt(&key))? {
                 out.push(codec::activity(&record).map_err(corrupt(&key))?);
             }
         }
         out.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
+    }
+
+    /// The records of every segment of a period, with their keys. A file that disappears
+    /// between reading its reference and opening it was replaced by an import that just
+    /// finished: the references are read again.
+    fn month(&self, period: Period) -> Result<Vec<(sled::IVec, Vec<u8>)>, StoreError> {
+        let mut attempts = 0;
+        'again: loop {
+            let mut out = Vec::new();
+            for entry in self.data.scan_prefix(month_prefix(period)) {
+                let (key, value) = entry?;
+                let segment = Segment::from_bytes(&value).map_err(corrupt(&key))?;
+                let mut bytes = Vec::new();
+                match self.files.read(&segment.blob, &mut bytes) {
+                    Ok(()) => out.push((key, bytes)),
+                    Err(e) if e.missing && attempts < 3 => {
+                        attempts += 1;
+                        continue 'again;
+                    }
+                    Err(e) => return Err(segment_error(e)),
+                }
+            }
+            return Ok(out);
+        }
     }
 
     /// The exact indicators of a period, computed straight from the stored records (no
@@ -956,12 +1298,9 @@ impl Store {
         period: Period,
         which: &[Indicator],
     ) -> Result<Indicators, StoreError> {
-        let chunks: Vec<(sled::IVec, sled::IVec)> = self
-            .data
-            .scan_prefix(month_prefix(period))
-            .collect::<Result<_, _>>()?;
+        let month = self.month(period)?;
         let mut tally = Tally::new(period);
-        for (key, bytes) in &chunks {
+        for (key, bytes) in &month {
             codec::tally_records(bytes, &mut tally).map_err(corrupt(key))?;
         }
         Ok(tally.finish(which))
@@ -973,9 +1312,9 @@ impl Store {
             imports: self.imports.len() as u64,
             ..Default::default()
         };
-        for entry in self.data.scan_prefix(b"c") {
+        for entry in self.data.scan_prefix(b"S") {
             let (key, bytes) = entry?;
-            let segment = SegmentStats::from_bytes(&bytes).map_err(corrupt(&key))?;
+            let segment = Segment::from_bytes(&bytes).map_err(corrupt(&key))?;
             let period: Period = std::str::from_utf8(key.get(1..8).unwrap_or_default())
                 .ok()
                 .and_then(|k| k.parse().ok())
@@ -1173,6 +1512,15 @@ mod tests {
         }
     }
 
+    /// The names of the files in a store's segments folder.
+    fn segment_files(store: &Path) -> Result<BTreeSet<String>, StoreError> {
+        Ok(std::fs::read_dir(store.join(segments::FOLDER))
+            .map_err(tmp_err)?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect())
+    }
+
     fn tmp_err(e: std::io::Error) -> StoreError {
         staging_error(Path::new("tmp"), e)
     }
@@ -1212,7 +1560,7 @@ mod tests {
         let pending = PendingImport {
             batch: batch_id,
             staging: path
-                .file_name()
+                .strip_prefix(&store.dir)
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             record: record(),
@@ -1221,11 +1569,19 @@ mod tests {
         store.db.flush()?;
         let mut summary = ImportSummary::default();
         let (mut bytes, mut built) = (Vec::new(), Vec::new());
+        let appender = Appender::new(&store.files, batch_id);
+        let own = FileId {
+            batch: batch_id,
+            kind: FileKind::Records,
+        };
         for p in 0..partitions {
             let records = partition_records(&file, p, batch_id, &mut bytes, &mut built)?;
             let mut batch = sled::Batch::default();
+            let place = (kind == Kind::Records)
+                .then(|| file.partition_start(p).map(|start| (own, start)))
+                .flatten();
             store
-                .apply_partition(p, records, &mut summary, &mut batch)
+                .apply_partition(p, records, place, &appender, &mut summary, &mut batch)
                 .map_err(|e| match e {
                     ApplyError::Staging(b) => staging_error(file.path(), b),
                     ApplyError::Store(e) => e,
@@ -1234,6 +1590,7 @@ mod tests {
                 PROGRESS_KEY,
                 progress_to_bytes(pending.batch, p + 1, &summary),
             );
+            appender.sync().map_err(tmp_err)?;
             store.data.apply_batch(batch)?;
         }
         store.db.flush()?;
@@ -1354,8 +1711,14 @@ mod tests {
             &store,
             "activite_id,date,type,duree\nz,2026-10-09,individuel,5\n",
         );
+        let files = segment_files(&path)?;
         drop(staging);
         assert_eq!(store.stats()?, before);
+        assert_eq!(
+            segment_files(&path)?.len(),
+            files.len() - 1,
+            "the records file is deleted"
+        );
         let leftovers = std::fs::read_dir(&path)
             .map_err(tmp_err)?
             .flatten()
@@ -1371,9 +1734,10 @@ mod tests {
     fn staging_files_of_an_import_never_committed_are_deleted_on_open() -> Result<(), StoreError> {
         let dir = tempfile::tempdir().map_err(tmp_err)?;
         let path = dir.path().join("store");
-        let before = {
+        let (before, kept) = {
             let store = Store::open(&path)?;
             store.commit_import(stage(&store, FILE), record())?;
+            let kept = segment_files(&path)?;
             // Checked (both files written, the rows file deleted), then a rows file of another
             // import cut short: as a crash would leave them.
             let mut checked = stage(&store, &big_file(10, 0..50));
@@ -1386,18 +1750,20 @@ mod tests {
             staging.committed = true;
             drop(staging);
             store.flush()?;
-            store.stats()?
+            (store.stats()?, kept)
         };
         let staging_files = || -> Result<usize, StoreError> {
-            Ok(std::fs::read_dir(&path)
+            let staged = std::fs::read_dir(&path)
                 .map_err(tmp_err)?
                 .flatten()
                 .filter(|e| e.file_name().to_string_lossy().starts_with("staging-"))
-                .count())
+                .count();
+            Ok(staged + segment_files(&path)?.difference(&kept).count())
         };
         assert!(staging_files()? >= 2);
         let store = reopen(&path)?;
         assert_eq!(staging_files()?, 0);
+        assert_eq!(segment_files(&path)?, kept);
         assert_eq!(store.stats()?, before);
         Ok(())
     }
@@ -1450,23 +1816,230 @@ mod tests {
         Ok(())
     }
 
+    /// Every sled value stays small, so that sled never writes a blob file (which it never
+    /// syncs): the bulk is in the segment files, which hold exactly what the records name.
     #[test]
-    fn large_segments_are_cut_into_small_chunks_and_read_back_whole() -> Result<(), StoreError> {
+    fn segments_are_in_synced_files_and_sled_values_stay_small() -> Result<(), StoreError> {
         let dir = tempfile::tempdir().map_err(tmp_err)?;
-        let store = Store::open(&dir.path().join("store"))?;
-        let text = big_file(10, 0..36_000);
-        store.commit_import(stage(&store, &text), record())?;
-        let mut chunks = 0;
-        for entry in store.data.scan_prefix(b"s") {
-            let (_, value) = entry?;
-            chunks += 1;
-            assert!(value.len() <= CHUNK_BYTES + 200, "{}", value.len());
+        let path = dir.path().join("store");
+        let store = Store::open(&path)?;
+        store.commit_import(stage(&store, &big_file(10, 0..36_000)), record())?;
+        // Half the activities change (merged segments, a new index), and November comes.
+        store.commit_import(
+            stage(
+                &store,
+                &big_file(10, 0..18_000).replace("collectif,30", "collectif,45"),
+            ),
+            record(),
+        )?;
+        store.commit_import(stage(&store, &big_file(11, 50_000..51_000)), record())?;
+        store.flush()?;
+        for tree in store.db.tree_names() {
+            for entry in store.db.open_tree(&tree)?.iter() {
+                let (key, value) = entry?;
+                assert!(value.len() <= 256, "{key:?}: {} bytes", value.len());
+            }
         }
-        assert!(chunks > usize::from(PARTITIONS), "{chunks}");
+        let blobs = std::fs::read_dir(path.join("blobs"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(blobs, 0, "sled wrote blob files");
+        // Only files a record names are left: the first import's records were all replaced
+        // or merged, so its file is gone.
+        let named: BTreeSet<String> = store
+            .referenced_files()?
+            .into_iter()
+            .map(FileId::name)
+            .collect();
+        assert_eq!(segment_files(&path)?, named);
         let month = store.activities_in(period("2026-10"))?;
         assert_eq!(month.len(), 36_000);
         assert!(month.windows(2).all(|w| w[0].id < w[1].id));
-        assert_eq!(store.stats()?.rows, 72_000);
+        assert_eq!(
+            month.iter().filter(|a| a.duration_min == 45).count(),
+            18_000
+        );
+        assert_eq!(store.stats()?.rows, 74_000);
+        drop(store);
+        let store = reopen(&path)?;
+        assert_eq!(store.activities_in(period("2026-10"))?, month);
+        Ok(())
+    }
+
+    /// A damaged or missing segment file is an error naming it, never a panic nor wrong
+    /// figures.
+    /// A file that is mostly unused (an import of two months, one of which was then
+    /// replaced) is compacted: what is still used is copied, the file deleted.
+    #[test]
+    fn mostly_unused_segment_files_are_compacted() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(tmp_err)?;
+        let path = dir.path().join("store");
+        let store = Store::open(&path)?;
+        let october = big_file(10, 10_000..30_000);
+        let both = big_file(9, 0..10_000) + &october[44..];
+        store.commit_import(stage(&store, &both), record())?;
+        let first = segment_files(&path)?;
+        let september = store.activities_in(period("2026-09"))?;
+        store.commit_import(
+            stage(&store, &october.replace("collectif,30", "collectif,50")),
+            record(),
+        )?;
+        let after = segment_files(&path)?;
+        // The first import's records file held both months, October's now unused; its index
+        // buckets (in its segment file) did not change.
+        let records: Vec<&String> = first.iter().filter(|f| f.ends_with(".recs")).collect();
+        assert_eq!(records.len(), 1);
+        assert!(
+            !after.contains(records[0]),
+            "the first import's records file was compacted away: {first:?} {after:?}"
+        );
+        assert_eq!(store.activities_in(period("2026-09"))?, september);
+        assert!(
+            store
+                .activities_in(period("2026-10"))?
+                .iter()
+                .all(|a| a.duration_min == 50)
+        );
+        // The folder holds about what is used: the records of both months and the index.
+        let used: u64 = store
+            .data
+            .scan_prefix(b"S")
+            .chain(store.data.scan_prefix(b"I"))
+            .map(|e| {
+                let (_, v) = e?;
+                Ok(BlobRef::read(&mut codec::Cursor::new(&v)).map_or(0, |b| b.len))
+            })
+            .sum::<Result<u64, StoreError>>()?;
+        let on_disk: u64 = store.files.sizes().iter().map(|(_, size)| size).sum();
+        assert!(
+            on_disk <= used + used / 2 + COMPACT_MIN_DEAD,
+            "{on_disk} bytes on disk for {used} used"
+        );
+        drop(store);
+        let store = reopen(&path)?;
+        assert_eq!(store.activities_in(period("2026-09"))?, september);
+        Ok(())
+    }
+
+    #[test]
+    fn a_damaged_segment_file_is_reported_with_its_path() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(tmp_err)?;
+        let path = dir.path().join("store");
+        let store = Store::open(&path)?;
+        store.commit_import(stage(&store, FILE), record())?;
+        let file = path.join(segments::FOLDER).join(
+            segment_files(&path)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| tmp_err(std::io::Error::other("no file")))?,
+        );
+        let mut bytes = std::fs::read(&file).map_err(tmp_err)?;
+        for b in bytes.iter_mut().take(40) {
+            *b ^= 0x55;
+        }
+        std::fs::write(&file, &bytes).map_err(tmp_err)?;
+        let err = store.indicators(period("2026-10"), Indicator::COMMON_CORE);
+        match err {
+            Err(StoreError::Segment { path: p, reason }) => {
+                assert_eq!(p, file.display().to_string());
+                assert!(reason.contains("checksum"), "{reason}");
+            }
+            other => panic!("unexpected: {other:?}"),
+        }
+        std::fs::remove_file(&file).map_err(tmp_err)?;
+        assert!(matches!(
+            store.activities_in(period("2026-10")),
+            Err(StoreError::Segment { .. })
+        ));
+        Ok(())
+    }
+
+    /// A store of format version 4 (segments in sled, in chunks; the index in sled) is moved to
+    /// segment files when opened, and reads back the same.
+    #[test]
+    fn a_version_4_store_is_moved_to_segment_files() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(tmp_err)?;
+        let (new_path, old_path) = (dir.path().join("new"), dir.path().join("old"));
+        let text = big_file(9, 0..3000) + &big_file(10, 3000..5000)[44..];
+        let store = Store::open(&new_path)?;
+        store.commit_import(stage(&store, &text), record())?;
+        let expected = (
+            store.activities_in(period("2026-09"))?,
+            store.activities_in(period("2026-10"))?,
+            store.stats()?,
+            store.indicators(period("2026-10"), Indicator::COMMON_CORE)?,
+        );
+        // The same content, as version 4 kept it.
+        {
+            let db = sled::open(&old_path)?;
+            let data = db.open_tree("data")?;
+            let mut bytes = Vec::new();
+            for entry in store.data.scan_prefix(b"S") {
+                let (key, value) = entry?;
+                let segment = Segment::from_bytes(&value).map_err(corrupt(&key))?;
+                store.read_blob(&segment.blob, &mut bytes)?;
+                let records = codec::records(&bytes).map_err(corrupt(&key))?;
+                let mut chunk = 0u16;
+                for part in records.chunks(100) {
+                    let start = part[0].end - part[0].bytes.len();
+                    let mut chunk_key = key.to_vec();
+                    chunk_key[0] = b's';
+                    chunk_key.extend_from_slice(&chunk.to_be_bytes());
+                    data.insert(chunk_key, &bytes[start..part[part.len() - 1].end])?;
+                    chunk += 1;
+                }
+                let mut stats_key = key.to_vec();
+                stats_key[0] = b'c';
+                let mut stats = Vec::new();
+                stats.extend_from_slice(&segment.activities.to_le_bytes());
+                stats.extend_from_slice(&segment.rows.to_le_bytes());
+                stats.extend_from_slice(&chunk.to_le_bytes());
+                data.insert(stats_key, stats)?;
+            }
+            for entry in store.data.scan_prefix(b"I") {
+                let (key, value) = entry?;
+                let blob = index_ref_from_bytes(&value).map_err(corrupt(&key))?;
+                store.read_blob(&blob, &mut bytes)?;
+                data.insert([b'i', key[1]], bytes.clone())?;
+            }
+            let imports = db.open_tree("imports")?;
+            for entry in store.imports.iter() {
+                let (key, value) = entry?;
+                imports.insert(key, value)?;
+            }
+            db.open_tree("meta")?
+                .insert("schema", &4u64.to_be_bytes())?;
+            db.flush()?;
+        }
+        let migrated = reopen(&old_path)?;
+        assert_eq!(
+            (
+                migrated.activities_in(period("2026-09"))?,
+                migrated.activities_in(period("2026-10"))?,
+                migrated.stats()?,
+                migrated.indicators(period("2026-10"), Indicator::COMMON_CORE)?,
+            ),
+            expected
+        );
+        assert_eq!(migrated.data.scan_prefix(b"s").count(), 0);
+        assert_eq!(migrated.data.scan_prefix(b"c").count(), 0);
+        assert_eq!(migrated.data.scan_prefix(b"i").count(), 0);
+        // And it takes imports as any store does: the index came along (a moved activity is
+        // removed from its old month).
+        let moved = migrated.commit_import(
+            stage(
+                &migrated,
+                "activite_id,date,type,duree\na1,2026-10-05,individuel,30\n",
+            ),
+            record(),
+        )?;
+        assert_eq!((moved.added, moved.replaced), (0, 1));
+        assert!(
+            migrated
+                .activities_in(period("2026-09"))?
+                .iter()
+                .all(|a| a.id != "a1")
+        );
         Ok(())
     }
 }

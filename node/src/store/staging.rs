@@ -339,6 +339,21 @@ impl StagingFile {
         Ok(())
     }
 
+    /// Where partition `p`'s entries start in the file, when they are all in one run of
+    /// consecutive blocks (as a records file writes them); `None` otherwise or when it has none.
+    pub fn partition_start(&self, p: u8) -> Option<u64> {
+        let mut blocks = self.blocks.iter().filter(|b| b.partition == p);
+        let first = blocks.next()?;
+        let mut end = first.offset + u64::from(first.len);
+        for b in blocks {
+            if b.offset != end {
+                return None;
+            }
+            end += u64::from(b.len);
+        }
+        Some(first.offset)
+    }
+
     /// Imported rows the file holds.
     pub fn rows(&self) -> u64 {
         self.rows
