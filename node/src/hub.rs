@@ -24,7 +24,8 @@
 //!   still read, never written.
 //!
 //! and in the tree `hub_aggregates`: `YYYY-MM` ‖ tree size (u64 BE) → this node's signed
-//! aggregate.
+//! aggregate, in parts of at most 4 KiB (`store::insert_parts`: a hub's aggregate lists every
+//! member and may exceed what sled keeps durable in one value).
 //!
 //! # Ingest
 //!
@@ -62,7 +63,7 @@ use crate::config::Role;
 use crate::members::{Members, MembersError};
 use crate::node::{FileStamp, Node, file_stamp};
 use crate::policy::Governance;
-use crate::store::StoreError;
+use crate::store::{StoreError, get_parts, insert_parts};
 pub use ledger::CONTRIBUTIONS_FILE;
 use ledger::{Ledger, NewLeaf};
 
@@ -1316,7 +1317,7 @@ impl Hub<'_> {
     pub fn aggregate(&mut self, period: Period, now: u64) -> Result<SignedAggregate, HubError> {
         let checkpoint = self.checkpoint(now)?;
         let size = checkpoint.checkpoint().tree_size;
-        if let Some(bytes) = self.aggregates.get(aggregate_key(period, size))? {
+        if let Some(bytes) = get_parts(&self.aggregates, &aggregate_key(period, size))? {
             return SignedAggregate::decode(&bytes)
                 .map_err(|e| HubError::Corrupt(format!("aggregate: {e}")));
         }
@@ -1414,8 +1415,11 @@ impl Hub<'_> {
         }
         .sign(self.node.identity.signing_key())
         .map_err(|e| HubError::Sign(e.to_string()))?;
-        self.aggregates
-            .insert(aggregate_key(period, size), aggregate.to_bytes())?;
+        insert_parts(
+            &self.aggregates,
+            &aggregate_key(period, size),
+            &aggregate.to_bytes(),
+        )?;
         self.node.store.flush()?;
         tracing::info!(%period, size, id = %aggregate.id(), "aggregate signed");
         Ok(aggregate)
@@ -1424,13 +1428,20 @@ impl Hub<'_> {
     /// The latest aggregate signed for a period.
     pub fn latest_aggregate(&self, period: Period) -> Result<Option<SignedAggregate>, HubError> {
         let prefix = period.to_string();
-        match self.aggregates.scan_prefix(prefix.as_bytes()).next_back() {
-            Some(entry) => {
-                let (_, bytes) = entry?;
-                SignedAggregate::decode(&bytes)
-                    .map(Some)
-                    .map_err(|e| HubError::Corrupt(format!("aggregate: {e}")))
-            }
+        let Some(last) = self
+            .aggregates
+            .scan_prefix(prefix.as_bytes())
+            .keys()
+            .next_back()
+        else {
+            return Ok(None);
+        };
+        let key = last?;
+        let base = key.get(..AGGREGATE_KEY_LEN).unwrap_or(&key);
+        match get_parts(&self.aggregates, base)? {
+            Some(bytes) => SignedAggregate::decode(&bytes)
+                .map(Some)
+                .map_err(|e| HubError::Corrupt(format!("aggregate: {e}"))),
             None => Ok(None),
         }
     }
@@ -1443,6 +1454,9 @@ pub fn structures_of(aggregate: &Aggregate) -> u64 {
         .structures
         .unwrap_or(aggregate.contributed.len() as u64)
 }
+
+/// `YYYY-MM` ‖ tree size (u64 BE).
+const AGGREGATE_KEY_LEN: usize = 15;
 
 fn aggregate_key(period: Period, size: u64) -> Vec<u8> {
     let mut key = period.to_string().into_bytes();

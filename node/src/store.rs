@@ -1406,6 +1406,40 @@ impl Store {
     }
 }
 
+/// The largest part of a value stored with [`insert_parts`].
+pub const PART_BYTES: usize = 4096;
+
+/// Stores `value` under `key` in parts of at most [`PART_BYTES`] (keys `key` ‖ part number as
+/// u32 big-endian), replacing what was stored there, in one atomic batch. sled 0.34 writes a
+/// node larger than 128 KiB to a blob file it never syncs (spacejam/sled#1077), so a value
+/// that may be large (a hub's signed aggregate lists every member) must not be one sled value.
+/// Keys sharing `key` as a prefix must all be of this form.
+pub fn insert_parts(tree: &sled::Tree, key: &[u8], value: &[u8]) -> Result<(), sled::Error> {
+    let mut batch = sled::Batch::default();
+    for old in tree.scan_prefix(key).keys() {
+        batch.remove(old?);
+    }
+    for (n, part) in (0u32..).zip(value.chunks(PART_BYTES)) {
+        let mut part_key = key.to_vec();
+        part_key.extend_from_slice(&n.to_be_bytes());
+        batch.insert(part_key, part);
+    }
+    tree.apply_batch(batch)
+}
+
+/// The value [`insert_parts`] stored under `key`, or one stored whole under exactly `key`
+/// (as versions before stored them); `None` if there is none.
+pub fn get_parts(tree: &sled::Tree, key: &[u8]) -> Result<Option<Vec<u8>>, sled::Error> {
+    let mut value: Option<Vec<u8>> = None;
+    for entry in tree.scan_prefix(key) {
+        let (k, part) = entry?;
+        if k.len() == key.len() || k.len() == key.len() + 4 {
+            value.get_or_insert_with(Vec::new).extend_from_slice(&part);
+        }
+    }
+    Ok(value)
+}
+
 /// The records of partition `p` of a committed staging file, sorted by (period, id hash, id): as
 /// they are in a records file; built from the rows in a rows file (which versions before the
 /// records file committed), into `built`.
@@ -1863,6 +1897,36 @@ mod tests {
         drop(store);
         let store = reopen(&path)?;
         assert_eq!(store.activities_in(period("2026-10"))?, month);
+        Ok(())
+    }
+
+    /// Large values are stored in small parts (no sled blob file) and read back whole; a value
+    /// stored whole by an older version is still read.
+    #[test]
+    fn large_values_are_stored_in_small_parts() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(tmp_err)?;
+        let path = dir.path().join("store");
+        let store = Store::open(&path)?;
+        let tree = store.tree("parts")?;
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for n in 0..8u8 {
+            insert_parts(&tree, &[b'k', n], &big[usize::from(n)..])?;
+        }
+        insert_parts(&tree, b"k\x03", b"replaced")?;
+        tree.insert(b"old", &big[..1000])?;
+        store.flush()?;
+        for entry in tree.iter() {
+            let (_, v) = entry?;
+            assert!(v.len() <= PART_BYTES);
+        }
+        let blobs = std::fs::read_dir(path.join("blobs"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(blobs, 0, "sled wrote blob files");
+        assert_eq!(get_parts(&tree, b"k\x05")?, Some(big[5..].to_vec()));
+        assert_eq!(get_parts(&tree, b"k\x03")?, Some(b"replaced".to_vec()));
+        assert_eq!(get_parts(&tree, b"old")?, Some(big[..1000].to_vec()));
+        assert_eq!(get_parts(&tree, b"k\x09")?, None);
         Ok(())
     }
 
