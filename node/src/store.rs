@@ -1394,6 +1394,14 @@ impl Store {
         Ok(())
     }
 
+    /// How many blob files sled wrote (files it never syncs: there should be none).
+    #[cfg(test)]
+    pub(crate) fn blob_files(&self) -> usize {
+        std::fs::read_dir(self.dir.join("blobs"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
     /// Every import, oldest first.
     pub fn imports(&self) -> Result<Vec<ImportRecord>, StoreError> {
         self.imports
@@ -1874,10 +1882,7 @@ mod tests {
                 assert!(value.len() <= 256, "{key:?}: {} bytes", value.len());
             }
         }
-        let blobs = std::fs::read_dir(path.join("blobs"))
-            .map(|d| d.count())
-            .unwrap_or(0);
-        assert_eq!(blobs, 0, "sled wrote blob files");
+        assert_eq!(store.blob_files(), 0, "sled wrote blob files");
         // Only files a record names are left: the first import's records were all replaced
         // or merged, so its file is gone.
         let named: BTreeSet<String> = store
@@ -1919,10 +1924,7 @@ mod tests {
             let (_, v) = entry?;
             assert!(v.len() <= PART_BYTES);
         }
-        let blobs = std::fs::read_dir(path.join("blobs"))
-            .map(|d| d.count())
-            .unwrap_or(0);
-        assert_eq!(blobs, 0, "sled wrote blob files");
+        assert_eq!(store.blob_files(), 0, "sled wrote blob files");
         assert_eq!(get_parts(&tree, b"k\x05")?, Some(big[5..].to_vec()));
         assert_eq!(get_parts(&tree, b"k\x03")?, Some(b"replaced".to_vec()));
         assert_eq!(get_parts(&tree, b"old")?, Some(big[..1000].to_vec()));

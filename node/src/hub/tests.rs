@@ -409,10 +409,7 @@ fn a_large_aggregate_is_stored_in_small_parts() -> Result {
         aggregate.to_bytes()
     };
     node.store.flush()?;
-    let blobs = std::fs::read_dir(node.dir().join(crate::node::STORE_DIR).join("blobs"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    assert_eq!(blobs, 0, "sled wrote blob files");
+    assert_eq!(node.store.blob_files(), 0, "sled wrote blob files");
     drop(node);
     let node = Node::open(&dir.path().join("hub"))?;
     let mut hub = Hub::open(&node)?;
