@@ -308,9 +308,8 @@ fn read_rows_split<R: Read + Send>(
     let mut collected = Collected::new(&columns);
     let source = std::sync::Mutex::new(source);
     std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<ChunkOut, ImportError>>(
-            split.workers,
-        );
+        let (tx, rx) =
+            std::sync::mpsc::sync_channel::<Result<ChunkOut, ImportError>>(split.workers);
         for _ in 0..split.workers.max(1) {
             let tx = tx.clone();
             let (source, columns) = (&source, &columns);
@@ -340,7 +339,9 @@ fn read_rows_split<R: Read + Send>(
 
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A worker that panicked is reported by the scope; its state is not needed any more.
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A worker: takes chunks from `source` until there are none, parsing and checking them.
@@ -1927,13 +1928,17 @@ mod tests {
         let parsed = parse_str(ok).expect("valid");
         assert_eq!(
             parsed.warnings,
-            ["line 3 is empty and was skipped", "line 4 is empty and was skipped"]
+            [
+                "line 3 is empty and was skipped",
+                "line 4 is empty and was skipped"
+            ]
         );
     }
 
     #[test]
     fn a_quote_never_closed_is_an_error_not_a_huge_row() {
-        let mut text = String::from("activite_id,date,type,duree,note\na,2026-10-01,individuel,30,\"x\n");
+        let mut text =
+            String::from("activite_id,date,type,duree,note\na,2026-10-01,individuel,30,\"x\n");
         for i in 0..4000 {
             text.push_str(&format!("b{i},2026-10-01,individuel,30,y\n"));
         }
@@ -2114,7 +2119,6 @@ mod tests {
             .map(|r| r.expect("csv").iter().map(<[u8]>::to_vec).collect())
             .collect()
     }
-
 
     #[test]
     fn workshop_level_only_for_collective() {
