@@ -223,70 +223,33 @@ pub struct Reading {
     pub errors: Errors,
 }
 
-/// Records handed from the parsing thread to the checking one at a time (fewer when they are
-/// large: a batch holds about [`BATCH_BYTES`]).
-const BATCH_RECORDS: usize = 512;
-const BATCH_BYTES: usize = 128 * 1024;
-/// Batches in flight between the two threads (bounds the memory of the pipeline).
-const BATCHES: usize = 6;
+/// Bytes of the file handed to a worker thread at a time, cut at the end of a record.
+const CHUNK_BYTES: usize = 1 << 20;
+/// Threads that parse and check chunks; the calling thread stages what they find.
+const WORKERS: usize = 2;
+/// The longest record read. A spreadsheet cell holds at most 32,767 characters: a longer
+/// record is a quote that is never closed, which would otherwise make the rest of the file one
+/// record held in memory.
+const MAX_RECORD_BYTES: usize = 16 << 20;
 
-/// Records handed from the parsing thread to the checking one: their cells end to end in one
-/// buffer, written and read in order (rather than one buffer per record, which the two threads
-/// would pass back and forth).
-#[derive(Debug, Default)]
-struct Batch {
-    /// Every cell of every record, end to end.
-    bytes: Vec<u8>,
-    /// Where each cell ends in `bytes`.
-    ends: Vec<usize>,
-    /// Per record: its line and byte offset in the file, and where its cells end in `ends`.
-    records: Vec<(u64, u64, usize)>,
+/// How a file is cut into chunks (fixed, but for tests).
+#[derive(Debug, Clone, Copy)]
+struct Split {
+    chunk_bytes: usize,
+    max_record_bytes: usize,
+    workers: usize,
 }
 
-impl Batch {
-    fn clear(&mut self) {
-        self.bytes.clear();
-        self.ends.clear();
-        self.records.clear();
-    }
+const SPLIT: Split = Split {
+    chunk_bytes: CHUNK_BYTES,
+    max_record_bytes: MAX_RECORD_BYTES,
+    workers: WORKERS,
+};
 
-    fn push(&mut self, record: &csv::ByteRecord) {
-        let (line, byte) = record.position().map_or((0, 0), |p| (p.line(), p.byte()));
-        let base = self.bytes.len();
-        self.bytes.extend_from_slice(record.as_slice());
-        let mut end = base;
-        for field in record {
-            end += field.len();
-            self.ends.push(end);
-        }
-        self.records.push((line, byte, self.ends.len()));
-    }
-
-    /// Each record: its line, byte offset and cells.
-    fn records(&self) -> impl Iterator<Item = (u64, u64, RecordCells<'_>)> {
-        let mut first_end = 0;
-        self.records.iter().map(move |&(line, byte, last_end)| {
-            let start = if first_end == 0 {
-                0
-            } else {
-                self.ends[first_end - 1]
-            };
-            let cells = RecordCells {
-                bytes: &self.bytes,
-                start,
-                ends: &self.ends[first_end..last_end],
-            };
-            first_end = last_end;
-            (line, byte, cells)
-        })
-    }
-}
-
-/// The cells of one record of a [`Batch`].
+/// The cells of one record (as csv_core writes them: end to end, with where each ends).
 #[derive(Debug, Clone, Copy)]
 struct RecordCells<'a> {
     bytes: &'a [u8],
-    start: usize,
     ends: &'a [usize],
 }
 
@@ -296,7 +259,7 @@ impl<'a> RecordCells<'a> {
     }
 
     fn iter(self) -> impl Iterator<Item = &'a [u8]> {
-        let mut start = self.start;
+        let mut start = 0;
         self.ends.iter().map(move |&end| {
             let cell = self.bytes.get(start..end).unwrap_or_default();
             start = end;
@@ -306,86 +269,588 @@ impl<'a> RecordCells<'a> {
 
     /// All the cells' bytes, end to end.
     fn as_slice(&self) -> &'a [u8] {
-        let end = self.ends.last().copied().unwrap_or(self.start);
-        self.bytes.get(self.start..end).unwrap_or_default()
+        let end = self.ends.last().copied().unwrap_or(0);
+        self.bytes.get(..end).unwrap_or_default()
     }
 }
 
 /// Reads a whole activity-report file as a stream, checking every cell, and hands each valid
-/// row to `sink` as a frame (see [`crate::store::codec`]), in file order. Rows with invalid
-/// cells are recorded in [`Reading::errors`] and not handed on; the file is read to its end so
-/// that every error is listed. Whether the rows of each activity agree is checked afterwards,
-/// on the grouped frames, by [`check_activity`]. Only a problem with the file as a whole (no
-/// header, a bad header, unreadable bytes) is an `Err`.
+/// row to `sink` as a frame (see [`crate::store::codec`]), in no particular order (each frame
+/// holds its line). Rows with invalid cells are recorded in [`Reading::errors`] and not handed
+/// on; the file is read to its end so that every error is listed. Whether the rows of each
+/// activity agree is checked afterwards, on the grouped frames, by [`check_activity`]. Only a
+/// problem with the file as a whole (no header, a bad header, unreadable bytes) is an `Err`.
 ///
-/// Two threads share the work: one reads and splits the CSV (and whatever `reader` does, such
-/// as hashing), the calling one checks the cells and calls `sink`; they exchange batches of
-/// records through a small fixed set of buffers, so memory stays bounded.
+/// The file is read in chunks of about [`CHUNK_BYTES`], each cut just after a line end that is
+/// outside quoted cells (so that it holds whole records); worker threads take the chunks in
+/// turn (reading the next one from `reader`, which may hash what it reads), parse and check
+/// them, and hand their frames back to the calling thread, which calls `sink`. A few chunks
+/// are in flight at a time, so memory stays bounded. Line numbers are those of the file (a
+/// line ends with LF, CRLF or a lone CR); a record's line is the one where it starts.
 pub fn read_rows(
     reader: impl Read + Send,
     sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
     progress: &mut dyn Progress,
 ) -> Result<Reading, ImportError> {
-    // The csv crate reports line numbers one short after CRLF line ends; with LF only they are
-    // exact, and error messages must name the right line.
-    let mut csv = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .trim(csv::Trim::None)
-        .buffer_capacity(1 << 16)
-        .from_reader(CrlfToLf::new(reader));
-    let mut header = csv::ByteRecord::new();
-    if !csv.read_byte_record(&mut header).map_err(csv_error)? {
-        return Err(ImportError::Empty);
-    }
+    read_rows_split(reader, sink, progress, SPLIT)
+}
+
+fn read_rows_split<R: Read + Send>(
+    reader: R,
+    sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    progress: &mut dyn Progress,
+    split: Split,
+) -> Result<Reading, ImportError> {
+    let mut source = Source::new(reader, split);
+    let header = source.header()?;
+    let header: Vec<&[u8]> = header.iter().map(Vec::as_slice).collect();
     let columns = Columns::from_header(&header)?;
-    let mut checker = RowChecker::new(&columns);
+    let mut collected = Collected::new(&columns);
+    let source = std::sync::Mutex::new(source);
     std::thread::scope(|scope| {
-        // Filled batches one way, emptied ones back.
-        let (full_tx, full_rx) =
-            std::sync::mpsc::sync_channel::<Result<Batch, csv::Error>>(BATCHES + 1);
-        let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Batch>(BATCHES);
-        for _ in 0..BATCHES {
-            let _ = empty_tx.send(Batch::default());
+        let (tx, rx) =
+            std::sync::mpsc::sync_channel::<Result<ChunkOut, ImportError>>(split.workers);
+        for _ in 0..split.workers.max(1) {
+            let tx = tx.clone();
+            let (source, columns) = (&source, &columns);
+            scope.spawn(move || work(source, columns, &tx));
         }
-        scope.spawn(move || {
-            let mut record = csv::ByteRecord::new();
-            // Ends when the file does, on an error, or when the checker stops taking batches.
-            while let Ok(mut batch) = empty_rx.recv() {
-                batch.clear();
-                let mut done = false;
-                while batch.records.len() < BATCH_RECORDS && batch.bytes.len() < BATCH_BYTES {
-                    match csv.read_byte_record(&mut record) {
-                        Ok(true) => batch.push(&record),
-                        Ok(false) => {
-                            done = true;
-                            break;
-                        }
-                        Err(e) => {
-                            let _ = full_tx.send(Err(e));
-                            return;
-                        }
-                    }
+        drop(tx);
+        // Returning early drops `rx`: the workers stop at their next chunk.
+        for message in &rx {
+            let out = match message {
+                Ok(out) => out,
+                Err(e) => {
+                    lock(&source).done = true;
+                    return Err(e);
                 }
-                if full_tx.send(Ok(batch)).is_err() || done {
+            };
+            let mut out = out;
+            if let Err(e) = collected.add(&mut out, sink, progress) {
+                lock(&source).done = true;
+                return Err(e);
+            }
+            lock(&source).recycle(out);
+        }
+        Ok(())
+    })?;
+    Ok(collected.finish())
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A worker that panicked is reported by the scope; its state is not needed any more.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A worker: takes chunks from `source` until there are none, parsing and checking them.
+fn work<R: Read>(
+    source: &std::sync::Mutex<Source<R>>,
+    columns: &Columns,
+    results: &std::sync::mpsc::SyncSender<Result<ChunkOut, ImportError>>,
+) {
+    let mut worker = Worker::new(columns);
+    let mut buf = Vec::new();
+    loop {
+        let (chunk, out) = {
+            let mut source = lock(source);
+            match source.next_chunk(&mut buf) {
+                Ok(Some(chunk)) => (chunk, source.take_out()),
+                Ok(None) => return,
+                Err(e) => {
+                    source.done = true;
+                    let _ = results.send(Err(e));
                     return;
                 }
             }
-        });
-        // Dropping the receiver (returning early on an error) stops the reading thread.
-        for message in full_rx {
-            let batch = message.map_err(csv_error)?;
-            for (line, byte, record) in batch.records() {
-                checker.record(line, byte, record, sink, progress)?;
-            }
-            let _ = empty_tx.send(batch);
+        };
+        let result = worker.chunk(&mut buf[..chunk.len], &chunk, out);
+        let failed = result.is_err();
+        if results.send(result).is_err() || failed {
+            return;
         }
-        Ok::<(), ImportError>(())
-    })?;
-    Ok(checker.finish())
+    }
 }
 
-/// Checks the records of a file one at a time (what [`read_rows`] does on its calling thread).
+/// A chunk handed to a worker: the first `len` bytes of its buffer.
+#[derive(Debug)]
+struct Chunk {
+    len: usize,
+    /// Where it starts in the file, and on which line.
+    offset: u64,
+    line: u64,
+    /// Whether the file ends with it (its last record may have no line end).
+    last: bool,
+}
+
+/// What a worker found in one chunk.
+#[derive(Debug, Default)]
+struct ChunkOut {
+    /// Frames of the valid rows, end to end.
+    frames: Vec<u8>,
+    /// Data rows read (empty rows excluded), valid or not.
+    rows: u64,
+    errors: Errors,
+    /// The first lines of the chunk that are empty rows, and how many more there are.
+    empty: Vec<u64>,
+    empty_unlisted: u64,
+    /// Where the chunk ends in the file.
+    end: u64,
+}
+
+/// The file being read, shared by the workers (behind a lock): each takes the next chunk.
+struct Source<R> {
+    reader: R,
+    split: Split,
+    /// Bytes read and not handed out yet; they start at a record boundary.
+    carry: Vec<u8>,
+    /// Where `carry` starts in the file, and its line.
+    offset: u64,
+    line: u64,
+    eof: bool,
+    /// No more chunks are handed out (the end of the file, or an error).
+    done: bool,
+    /// Outputs given back by the calling thread, to reuse their buffers.
+    spare: Vec<ChunkOut>,
+}
+
+impl<R: Read> Source<R> {
+    fn new(reader: R, split: Split) -> Self {
+        Self {
+            reader,
+            split,
+            carry: Vec::new(),
+            offset: 0,
+            line: 1,
+            eof: false,
+            done: false,
+            spare: Vec::new(),
+        }
+    }
+
+    /// Reads into `buf[filled..]` until it is full or the file ends; the new `filled`.
+    fn fill(&mut self, buf: &mut [u8], mut filled: usize) -> Result<usize, ImportError> {
+        while filled < buf.len() && !self.eof {
+            match self.reader.read(&mut buf[filled..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ImportError::Io(e)),
+            }
+        }
+        Ok(filled)
+    }
+
+    /// Reads the header row (skipping empty lines before it); the data rows follow in
+    /// `carry`.
+    fn header(&mut self) -> Result<Vec<Vec<u8>>, ImportError> {
+        let mut buf = Vec::new();
+        let mut filled = 0;
+        // More than a BOM: csv_core skips one at the start of its first input, and would take
+        // an input left empty for the end of the file.
+        let mut target = self.split.chunk_bytes.max(4);
+        let mut core = csv_core::Reader::new();
+        let mut out = vec![0; 1024];
+        let mut ends = vec![0; 64];
+        loop {
+            buf.resize(target, 0);
+            filled = self.fill(&mut buf, filled)?;
+            // From the start each time (a header is read once): csv_core skips a BOM.
+            core.reset();
+            let input = &buf[..filled];
+            let (mut pos, mut nout, mut nend) = (0, 0, 0);
+            let mut flushed = false;
+            let complete = loop {
+                let (res, nin, o, e) =
+                    core.read_record(&input[pos..], &mut out[nout..], &mut ends[nend..]);
+                (pos, nout, nend) = (pos + nin, nout + o, nend + e);
+                match res {
+                    csv_core::ReadRecordResult::InputEmpty if self.eof && !flushed => {
+                        flushed = true;
+                    }
+                    csv_core::ReadRecordResult::InputEmpty => break false,
+                    csv_core::ReadRecordResult::OutputFull => out.resize(out.len() * 2, 0),
+                    csv_core::ReadRecordResult::OutputEndsFull => ends.resize(ends.len() * 2, 0),
+                    csv_core::ReadRecordResult::Record => break true,
+                    csv_core::ReadRecordResult::End => return Err(ImportError::Empty),
+                }
+            };
+            // The byte after the header is needed too (whether a CR ending it is one of a CRLF).
+            if !complete || (pos == filled && !self.eof) {
+                if filled >= self.split.max_record_bytes {
+                    return Err(ImportError::Header(format!(
+                        "the header row is longer than {} MiB: a quote is probably never closed",
+                        self.split.max_record_bytes >> 20
+                    )));
+                }
+                target *= 2;
+                continue;
+            }
+            let mut start = 0;
+            let cells = ends[..nend]
+                .iter()
+                .map(|&end| {
+                    let cell = out.get(start..end).unwrap_or_default();
+                    start = end;
+                    // As the rows' cells: CRLF in a quoted cell reads as LF.
+                    let mut cell = cell.to_vec();
+                    let len = crlf_to_lf(&mut cell);
+                    cell.truncate(len);
+                    cell
+                })
+                .collect();
+            self.line = 1 + line_breaks(&buf[..pos], buf[..filled].get(pos).copied());
+            self.offset = pos as u64;
+            self.carry = buf[pos..filled].to_vec();
+            return Ok(cells);
+        }
+    }
+
+    /// Reads the next chunk into `buf`, cut just after the last line end outside quotes
+    /// (keeping the rest for the next chunk); `None` at the end of the file.
+    fn next_chunk(&mut self, buf: &mut Vec<u8>) -> Result<Option<Chunk>, ImportError> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut target = self.split.chunk_bytes.max(self.carry.len() + 1);
+        if buf.len() < target {
+            buf.resize(target, 0);
+        }
+        let mut filled = self.carry.len();
+        buf[..filled].copy_from_slice(&self.carry);
+        self.carry.clear();
+        let len = loop {
+            filled = self.fill(&mut buf[..target], filled)?;
+            if self.eof {
+                break filled;
+            }
+            if let Some(end) = last_record_end(&buf[..filled]) {
+                break end;
+            }
+            // No record ends in the chunk: one longer than it starts it.
+            if filled >= self.split.max_record_bytes {
+                self.done = true;
+                let skipped = buf[..filled]
+                    .iter()
+                    .take_while(|&&b| b == b'\n' || b == b'\r')
+                    .count();
+                let line =
+                    self.line + line_breaks(&buf[..skipped], buf[..filled].get(skipped).copied());
+                return Err(ImportError::Rows {
+                    errors: vec![RowError {
+                        line,
+                        column: None,
+                        value: None,
+                        message: format!(
+                            "this row is longer than {} MiB: a quoted cell is probably never closed (a cell that contains a quote must be quoted and its quote doubled: \"a \"\"b\"\" c\")",
+                            self.split.max_record_bytes >> 20
+                        ),
+                    }],
+                    unlisted: 0,
+                });
+            }
+            target = (target * 2).min(self.split.max_record_bytes.max(filled + 1));
+            if buf.len() < target {
+                buf.resize(target, 0);
+            }
+        };
+        self.carry.extend_from_slice(&buf[len..filled]);
+        if len == 0 {
+            self.done = true;
+            return Ok(None);
+        }
+        let chunk = Chunk {
+            len,
+            offset: self.offset,
+            line: self.line,
+            last: self.eof,
+        };
+        self.done = self.eof;
+        self.offset += len as u64;
+        self.line += line_breaks(&buf[..len], self.carry.first().copied());
+        Ok(Some(chunk))
+    }
+
+    /// An output to fill, with the buffers of one given back if there is one.
+    fn take_out(&mut self) -> ChunkOut {
+        self.spare.pop().unwrap_or_default()
+    }
+
+    /// Gives back an output the calling thread is done with.
+    fn recycle(&mut self, out: ChunkOut) {
+        if self.spare.len() < 2 * self.split.workers {
+            let (mut frames, mut empty) = (out.frames, out.empty);
+            frames.clear();
+            empty.clear();
+            self.spare.push(ChunkOut {
+                frames,
+                empty,
+                ..ChunkOut::default()
+            });
+        }
+    }
+}
+
+/// How many lines end in `bytes` (at LF, at CR not followed by LF, `next` being the byte after
+/// `bytes`).
+fn line_breaks(bytes: &[u8], next: Option<u8>) -> u64 {
+    let lf = memchr::memchr_iter(b'\n', bytes).count() as u64;
+    let lone_cr = memchr::memchr_iter(b'\r', bytes)
+        .filter(|&i| bytes.get(i + 1).copied().or(next) != Some(b'\n'))
+        .count() as u64;
+    lf + lone_cr
+}
+
+/// Where the last record of `bytes` that ends with a line end finishes (just after the LF),
+/// `bytes` starting at the start of a record; `None` when no record ends with a LF in it.
+///
+/// It follows csv_core's reading of quotes (with the reader's default settings): a quote
+/// opens a quoted cell only at the start of a cell (after a comma, a line end, or at the start
+/// of a record); in a quoted cell two quotes stand for one and a single one ends the quoting;
+/// any other quote is a character of its cell. Line ends in quoted cells do not end records.
+fn last_record_end(bytes: &[u8]) -> Option<usize> {
+    let mut last = None;
+    // The start of the current stretch outside quoted cells, and where to look for a quote.
+    let mut outside = 0;
+    let mut from = 0;
+    loop {
+        let Some(quote) = memchr::memchr(b'"', &bytes[from..]).map(|i| from + i) else {
+            return memchr::memrchr(b'\n', &bytes[outside..])
+                .map(|i| outside + i + 1)
+                .or(last);
+        };
+        let opens = quote == 0 || matches!(bytes[quote - 1], b',' | b'\n' | b'\r');
+        if !opens {
+            from = quote + 1;
+            continue;
+        }
+        if let Some(i) = memchr::memrchr(b'\n', &bytes[outside..quote]) {
+            last = Some(outside + i + 1);
+        }
+        // The quote that closes the cell.
+        let mut at = quote + 1;
+        loop {
+            let Some(i) = memchr::memchr(b'"', &bytes[at..]) else {
+                // Quoted to the end of the chunk.
+                return last;
+            };
+            let close = at + i;
+            match bytes.get(close + 1) {
+                Some(b'"') => at = close + 2,
+                Some(_) => {
+                    outside = close + 1;
+                    from = close + 1;
+                    break;
+                }
+                // Whether it closes the cell depends on the next byte: no record ends after.
+                None => return last,
+            }
+        }
+    }
+}
+
+/// Drops each CR that a LF follows, in place; the new length. (csv_core would end a record at
+/// the CR and leave the LF for the next; with LF alone a cell's text is as a spreadsheet
+/// shows it and lines are counted once.)
+fn crlf_to_lf(bytes: &mut [u8]) -> usize {
+    let Some(first) = memchr::memchr(b'\r', bytes) else {
+        return bytes.len();
+    };
+    let mut write = first;
+    let mut read = first;
+    while let Some(i) = memchr::memchr(b'\r', &bytes[read..]) {
+        let cr = read + i;
+        bytes.copy_within(read..cr, write);
+        write += cr - read;
+        if bytes.get(cr + 1) != Some(&b'\n') {
+            bytes[write] = b'\r';
+            write += 1;
+        }
+        read = cr + 1;
+    }
+    bytes.copy_within(read.., write);
+    write + (bytes.len() - read)
+}
+
+/// Parses and checks chunks (one per worker thread).
+struct Worker {
+    core: csv_core::Reader,
+    out: Vec<u8>,
+    ends: Vec<usize>,
+    checker: RowChecker,
+}
+
+impl Worker {
+    fn new(columns: &Columns) -> Self {
+        Self {
+            core: csv_core::Reader::new(),
+            out: vec![0; 1 << 16],
+            ends: vec![0; 64],
+            checker: RowChecker::new(columns),
+        }
+    }
+
+    /// Parses the records of a chunk and checks them into `out`.
+    fn chunk(
+        &mut self,
+        bytes: &mut [u8],
+        chunk: &Chunk,
+        mut out: ChunkOut,
+    ) -> Result<ChunkOut, ImportError> {
+        out.end = chunk.offset + bytes.len() as u64;
+        let len = crlf_to_lf(bytes);
+        let bytes = &bytes[..len];
+        // Only lone CRs are left: each ends a line (in or out of a cell).
+        let lone_cr = memchr::memchr(b'\r', bytes).is_some();
+        self.core.reset();
+        // A first read, so that csv_core does not take a BOM at the start of the chunk for the
+        // file's (the header's was).
+        let _ = self.core.read_record(b"\n", &mut self.out, &mut self.ends);
+        let mut pos = 0;
+        let mut line = chunk.line;
+        loop {
+            // Empty lines (csv_core skips them too).
+            while let Some(b'\n' | b'\r') = bytes.get(pos) {
+                line += 1;
+                pos += 1;
+            }
+            if pos == bytes.len() {
+                return Ok(out);
+            }
+            let start = pos;
+            self.core.set_line(0);
+            let (mut nout, mut nend) = (0, 0);
+            let mut flushed = false;
+            loop {
+                let (res, nin, o, e) = self.core.read_record(
+                    &bytes[pos..],
+                    &mut self.out[nout..],
+                    &mut self.ends[nend..],
+                );
+                (pos, nout, nend) = (pos + nin, nout + o, nend + e);
+                match res {
+                    csv_core::ReadRecordResult::Record => break,
+                    csv_core::ReadRecordResult::OutputFull => {
+                        self.out.resize(self.out.len() * 2, 0);
+                    }
+                    csv_core::ReadRecordResult::OutputEndsFull => {
+                        self.ends.resize(self.ends.len() * 2, 0);
+                    }
+                    // The file's last record, without a line end: csv_core ends it when told
+                    // that the input has ended.
+                    csv_core::ReadRecordResult::InputEmpty if chunk.last && !flushed => {
+                        flushed = true;
+                    }
+                    csv_core::ReadRecordResult::InputEmpty | csv_core::ReadRecordResult::End => {
+                        // The chunk was cut inside a record: `last_record_end` and csv_core
+                        // disagree (a bug; nothing is imported).
+                        return Err(ImportError::Io(std::io::Error::other(format!(
+                            "internal error: the record of line {line} could not be read whole; nothing was imported (please report this, with the file if possible)"
+                        ))));
+                    }
+                }
+            }
+            let cells = RecordCells {
+                bytes: &self.out[..nout],
+                ends: &self.ends[..nend],
+            };
+            self.checker.record(line, cells, &mut out)?;
+            line += self.core.line();
+            if lone_cr {
+                line += memchr::memchr_iter(b'\r', &bytes[start..pos]).count() as u64;
+            }
+        }
+    }
+}
+
+/// What the calling thread gathers from the workers' chunks.
+struct Collected {
+    rows: u64,
+    errors: Errors,
+    warnings: Vec<String>,
+    /// Empty rows: the first ones' lines (at most as many as are shown), how many more.
+    empty: Vec<u64>,
+    empty_unlisted: u64,
+    progress: u64,
+}
+
+impl Collected {
+    fn new(columns: &Columns) -> Self {
+        let mut warnings = Vec::new();
+        if !columns.unknown.is_empty() {
+            warnings.push(format!(
+                "unknown column(s) ignored: {} (the model's columns are: {})",
+                columns.unknown.join(", "),
+                COLUMNS.join(", ")
+            ));
+        }
+        Self {
+            rows: 0,
+            errors: Errors::default(),
+            warnings,
+            empty: Vec::new(),
+            empty_unlisted: 0,
+            progress: 0,
+        }
+    }
+
+    /// How many empty rows are named in a warning each.
+    fn shown_empty(&self) -> usize {
+        MAX_WARNINGS.saturating_sub(self.warnings.len())
+    }
+
+    fn add(
+        &mut self,
+        out: &mut ChunkOut,
+        sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+        progress: &mut dyn Progress,
+    ) -> Result<(), ImportError> {
+        let mut frames = out.frames.as_slice();
+        while let Some(len) = frames.first_chunk::<4>() {
+            let len = 4 + u32::from_le_bytes(*len) as usize;
+            let (frame, rest) = frames.split_at(len.min(frames.len()));
+            sink(frame).map_err(|e| ImportError::Stage(e.to_string()))?;
+            frames = rest;
+        }
+        self.rows += out.rows;
+        self.errors.merge(std::mem::take(&mut out.errors));
+        self.empty.extend_from_slice(&out.empty);
+        self.empty_unlisted += out.empty_unlisted;
+        let shown = self.shown_empty();
+        if self.empty.len() > shown {
+            self.empty.sort_unstable();
+            self.empty_unlisted += (self.empty.len() - shown) as u64;
+            self.empty.truncate(shown);
+        }
+        if out.end > self.progress {
+            self.progress = out.end;
+            progress.advance(out.end);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Reading {
+        self.empty.sort_unstable();
+        for line in &self.empty {
+            self.warnings
+                .push(format!("line {line} is empty and was skipped"));
+        }
+        if self.empty_unlisted > 0 {
+            self.warnings.push(format!(
+                "{} more empty line(s) were skipped",
+                self.empty_unlisted
+            ));
+        }
+        Reading {
+            rows: self.rows,
+            warnings: self.warnings,
+            errors: self.errors,
+        }
+    }
+}
+
+/// Checks the records of a file one at a time (each worker has its own).
 struct RowChecker {
     count: usize,
     file_to_model: Vec<Option<usize>>,
@@ -394,20 +859,10 @@ struct RowChecker {
     dates: DateCache,
     frame: FrameWriter,
     row_errors: Vec<RowError>,
-    reading: Reading,
-    dropped_warnings: u64,
 }
 
 impl RowChecker {
     fn new(columns: &Columns) -> Self {
-        let mut reading = Reading::default();
-        if !columns.unknown.is_empty() {
-            reading.warnings.push(format!(
-                "unknown column(s) ignored: {} (the model's columns are: {})",
-                columns.unknown.join(", "),
-                COLUMNS.join(", ")
-            ));
-        }
         let mut file_to_model = vec![None; columns.count];
         for (model, file) in columns.index.iter().enumerate() {
             if let Some(file) = file {
@@ -422,22 +877,15 @@ impl RowChecker {
             dates: DateCache::default(),
             frame: FrameWriter::default(),
             row_errors: Vec::new(),
-            reading,
-            dropped_warnings: 0,
         }
     }
 
     fn record(
         &mut self,
         line: u64,
-        byte: u64,
         record: RecordCells<'_>,
-        sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
-        progress: &mut dyn Progress,
+        out: &mut ChunkOut,
     ) -> Result<(), ImportError> {
-        if line.is_multiple_of(1024) {
-            progress.advance(byte);
-        }
         let mut cells: [&[u8]; COLUMNS.len()] = [&[]; COLUMNS.len()];
         let mut all_empty = true;
         for (i, field) in record.iter().enumerate() {
@@ -447,20 +895,17 @@ impl RowChecker {
                 cells[*model] = field;
             }
         }
-        let reading = &mut self.reading;
         if all_empty {
-            if reading.warnings.len() < MAX_WARNINGS {
-                reading
-                    .warnings
-                    .push(format!("line {line} is empty and was skipped"));
+            if out.empty.len() < MAX_WARNINGS {
+                out.empty.push(line);
             } else {
-                self.dropped_warnings += 1;
+                out.empty_unlisted += 1;
             }
             return Ok(());
         }
-        reading.rows += 1;
+        out.rows += 1;
         if record.len() != self.count {
-            reading.errors.push(RowError {
+            out.errors.push(RowError {
                 line,
                 column: None,
                 value: None,
@@ -485,7 +930,7 @@ impl RowChecker {
         let valid = cells.row(&mut self.frame);
         if !self.row_errors.is_empty() {
             for e in self.row_errors.drain(..) {
-                reading.errors.push(e);
+                out.errors.push(e);
             }
             return Ok(());
         }
@@ -494,19 +939,9 @@ impl RowChecker {
                 .frame
                 .end()
                 .map_err(|e| ImportError::Stage(e.to_string()))?;
-            sink(bytes).map_err(|e| ImportError::Stage(e.to_string()))?;
+            out.frames.extend_from_slice(bytes);
         }
         Ok(())
-    }
-
-    fn finish(mut self) -> Reading {
-        if self.dropped_warnings > 0 {
-            self.reading.warnings.push(format!(
-                "{} more empty line(s) were skipped",
-                self.dropped_warnings
-            ));
-        }
-        self.reading
     }
 }
 
@@ -629,142 +1064,6 @@ pub fn parse(
     })
 }
 
-/// Turns CRLF line ends into LF as bytes stream through (a lone CR is kept), in place in the
-/// reader's buffer.
-struct CrlfToLf<R> {
-    inner: R,
-    /// A CR ended the last chunk: whether a LF follows is not known yet.
-    pending_cr: bool,
-    /// A byte read ahead, to give before reading on.
-    carry: Option<u8>,
-}
-
-impl<R: Read> CrlfToLf<R> {
-    fn new(inner: R) -> Self {
-        Self {
-            inner,
-            pending_cr: false,
-            carry: None,
-        }
-    }
-}
-
-/// The position of the first CR, eight bytes at a time.
-fn find_cr(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let mut chunks = bytes.chunks_exact(8);
-    let mut offset = 0;
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let v = u64::from_le_bytes(word) ^ (ONES * u64::from(b'\r'));
-        if v.wrapping_sub(ONES) & !v & HIGHS != 0 {
-            return chunk.iter().position(|&b| b == b'\r').map(|i| offset + i);
-        }
-        offset += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| b == b'\r')
-        .map(|i| offset + i)
-}
-
-impl<R: Read> Read for CrlfToLf<R> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if out.is_empty() {
-            return Ok(0);
-        }
-        loop {
-            let total = if self.pending_cr {
-                // The CR held back from the last chunk goes first; whether a LF follows is
-                // decided with the rest of this chunk below.
-                self.pending_cr = false;
-                out[0] = b'\r';
-                if out.len() == 1 {
-                    // No room to look ahead in `out`: look at one byte.
-                    let mut next = [0u8; 1];
-                    return match self.inner.read(&mut next)? {
-                        0 => Ok(1),
-                        _ if next[0] == b'\n' => {
-                            out[0] = b'\n';
-                            Ok(1)
-                        }
-                        _ if next[0] == b'\r' => {
-                            self.pending_cr = true;
-                            Ok(1)
-                        }
-                        _ => {
-                            self.carry = Some(next[0]);
-                            Ok(1)
-                        }
-                    };
-                }
-                let n = self.inner.read(&mut out[1..])?;
-                if n == 0 {
-                    return Ok(1);
-                }
-                n + 1
-            } else if let Some(byte) = self.carry.take() {
-                out[0] = byte;
-                if byte == b'\r' {
-                    self.pending_cr = true;
-                    continue;
-                }
-                return Ok(1);
-            } else {
-                let n = self.inner.read(out)?;
-                if n == 0 {
-                    return Ok(0);
-                }
-                n
-            };
-            let chunk = &mut out[..total];
-            // Drop each CR that a LF follows, compacting in place.
-            let Some(first) = find_cr(chunk) else {
-                return Ok(total);
-            };
-            let mut write = first;
-            let mut read = first;
-            while read < total {
-                match find_cr(&chunk[read..]) {
-                    None => {
-                        chunk.copy_within(read..total, write);
-                        write += total - read;
-                        break;
-                    }
-                    Some(i) => {
-                        let cr = read + i;
-                        chunk.copy_within(read..cr, write);
-                        write += cr - read;
-                        match chunk.get(cr + 1) {
-                            Some(b'\n') => {}
-                            Some(_) => {
-                                chunk[write] = b'\r';
-                                write += 1;
-                            }
-                            None => self.pending_cr = true,
-                        }
-                        read = cr + 1;
-                    }
-                }
-            }
-            if write > 0 {
-                return Ok(write);
-            }
-            // The chunk was a lone CR, held back: read on.
-        }
-    }
-}
-
-fn csv_error(err: csv::Error) -> ImportError {
-    match err.into_kind() {
-        csv::ErrorKind::Io(io) => ImportError::Io(io),
-        other => ImportError::Header(format!("unreadable CSV: {other:?}")),
-    }
-}
-
 fn trim_bytes(bytes: &[u8]) -> &[u8] {
     bytes.trim_ascii()
 }
@@ -797,10 +1096,10 @@ struct Columns {
 }
 
 impl Columns {
-    fn from_header(header: &csv::ByteRecord) -> Result<Self, ImportError> {
+    fn from_header(header: &[&[u8]]) -> Result<Self, ImportError> {
         let mut index = [None; COLUMNS.len()];
         let mut unknown = Vec::new();
-        for (i, raw) in header.iter().enumerate() {
+        for (i, raw) in header.iter().copied().enumerate() {
             let raw = if i == 0 {
                 raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw)
             } else {
@@ -1535,26 +1834,290 @@ mod tests {
         Ok(())
     }
 
-    /// Rows cross the reading batches whole, with their line numbers, however large a cell is
-    /// and however many rows there are.
+    /// Rows cross the chunks whole, with their line numbers, however large a cell is and
+    /// however many rows there are.
     #[test]
-    fn rows_keep_their_lines_across_reading_batches() {
+    fn rows_keep_their_lines_across_chunks() {
         let mut text = String::from("activite_id,date,type,duree,note\n");
-        let big = "x".repeat(3 * BATCH_BYTES);
-        for i in 0..(3 * BATCH_RECORDS) {
+        let big = "x".repeat(3 * 4096);
+        let rows = 1500;
+        for i in 0..rows {
             let note = if i % 500 == 7 { big.as_str() } else { "n" };
             // Every 301st row has an invalid duration: its error names its line.
             let duree = if i % 301 == 0 { "0" } else { "30" };
             text.push_str(&format!("a{i},2026-10-01,individuel,{duree},\"{note}\"\n"));
         }
-        let errors = row_errors(&text);
-        let expected: Vec<u64> = (0..(3 * BATCH_RECORDS) as u64)
+        let split = Split {
+            chunk_bytes: 4096,
+            max_record_bytes: 1 << 20,
+            workers: 2,
+        };
+        let (_, found) = read_split(text.as_bytes(), split, 4096);
+        let errors = found.expect("read").errors;
+        let expected: Vec<u64> = (0..rows as u64)
             .filter(|i| i % 301 == 0)
             .map(|i| i + 2)
             .collect();
         let lines: Vec<u64> = errors.iter().map(|e| e.line).collect();
         assert_eq!(lines, expected);
         assert!(errors.iter().all(|e| e.column.as_deref() == Some("duree")));
+    }
+
+    /// What [`read_split`] found: rows, warnings, the errors listed and how many more.
+    #[derive(Debug)]
+    struct Found {
+        rows: u64,
+        warnings: Vec<String>,
+        errors: Vec<RowError>,
+        unlisted: u64,
+    }
+
+    /// Reads `bytes` (with reads of at most `read` bytes) cut as `split` says: the frames
+    /// (sorted), then what was found.
+    fn read_split(
+        bytes: &[u8],
+        split: Split,
+        read: usize,
+    ) -> (Vec<Vec<u8>>, Result<Found, ImportError>) {
+        let mut frames = Vec::new();
+        let reading = read_rows_split(
+            Trickle(bytes, read),
+            &mut |frame| {
+                frames.push(frame.to_vec());
+                Ok(())
+            },
+            &mut (),
+            split,
+        );
+        frames.sort();
+        let found = reading.and_then(|r| {
+            let (errors, unlisted) = match r.errors.finish() {
+                Ok(()) => (Vec::new(), 0),
+                Err(ImportError::Rows { errors, unlisted }) => (errors, unlisted),
+                Err(other) => return Err(other),
+            };
+            Ok(Found {
+                rows: r.rows,
+                warnings: r.warnings,
+                errors,
+                unlisted,
+            })
+        });
+        (frames, found)
+    }
+
+    /// The same outcome, compared as text (`ImportError` is not `PartialEq`).
+    fn shown(outcome: &(Vec<Vec<u8>>, Result<Found, ImportError>)) -> String {
+        format!("{:?}\n{:?}", outcome.0, outcome.1)
+    }
+
+    #[test]
+    fn empty_lines_and_line_ends_give_the_lines_of_the_file() {
+        // Line 2 and 3 are empty, 5 is a CRLF, c and d are lone-CR lines.
+        let text = "activite_id,date,type,duree\n\n\na,2026-10-01,individuel,0\n\r\nb,2026-10-01,individuel,0\r\n\r\nc,2026-10-01,individuel,0\rd,2026-10-01,individuel,0\n,,,\n";
+        let errors = match parse_str(text) {
+            Err(ImportError::Rows { errors, .. }) => errors,
+            other => panic!("{other:?}"),
+        };
+        let lines: Vec<u64> = errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [4, 6, 8, 9]);
+        let (_, found) = read_split(text.as_bytes(), SPLIT, 7);
+        let lines: Vec<u64> = found.expect("read").errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [4, 6, 8, 9]);
+        let ok = "activite_id,date,type,duree\n\n,,,\r\n,,,\n";
+        let parsed = parse_str(ok).expect("valid");
+        assert_eq!(
+            parsed.warnings,
+            [
+                "line 3 is empty and was skipped",
+                "line 4 is empty and was skipped"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_quote_never_closed_is_an_error_not_a_huge_row() {
+        let mut text =
+            String::from("activite_id,date,type,duree,note\na,2026-10-01,individuel,30,\"x\n");
+        for i in 0..4000 {
+            text.push_str(&format!("b{i},2026-10-01,individuel,30,y\n"));
+        }
+        let split = Split {
+            chunk_bytes: 1024,
+            max_record_bytes: 16 * 1024,
+            workers: 2,
+        };
+        match read_split(text.as_bytes(), split, 1000).1 {
+            Err(ImportError::Rows { errors, .. }) => {
+                assert_eq!(errors.len(), 1, "{errors:?}");
+                assert_eq!(errors[0].line, 2);
+                assert!(errors[0].message.contains("never closed"), "{errors:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Within the limit: one row (whose note holds the rest of the file).
+        let split = Split {
+            max_record_bytes: 1 << 20,
+            ..split
+        };
+        let (frames, found) = read_split(text.as_bytes(), split, 1000);
+        assert_eq!(frames.len(), 1);
+        assert!(
+            matches!(&found, Ok(f) if f.rows == 1 && f.errors.is_empty()),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn the_last_record_may_have_no_line_end() {
+        for text in [
+            "activite_id,date,type,duree\na,2026-10-01,individuel,30",
+            "activite_id,date,type,duree\na,2026-10-01,individuel,\"30\"",
+            "activite_id,date,type,duree\r\na,2026-10-01,individuel,30\r",
+        ] {
+            for chunk_bytes in [1, 5, 1 << 20] {
+                let split = Split {
+                    chunk_bytes,
+                    max_record_bytes: 1 << 20,
+                    workers: 2,
+                };
+                let (frames, found) = read_split(text.as_bytes(), split, 3);
+                assert_eq!(frames.len(), 1, "{text:?}");
+                assert!(
+                    matches!(&found, Ok(f) if f.rows == 1 && f.errors.is_empty()),
+                    "{found:?}"
+                );
+            }
+        }
+    }
+
+    /// Independent of the code under test: lines end at LF, CRLF or a lone CR.
+    fn lines_before(bytes: &[u8]) -> u64 {
+        let mut lines = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            if b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n')) {
+                lines += 1;
+            }
+        }
+        lines
+    }
+
+    /// One cell as a generator writes it: its text and how it is written.
+    #[derive(Debug, Clone)]
+    enum Written {
+        Plain(String),
+        Quoted(String),
+        /// A quoted part, then more (csv_core reads on in the cell, quotes included).
+        QuotedThen(String, String),
+    }
+
+    fn cell_strategy() -> impl proptest::strategy::Strategy<Value = Written> {
+        use proptest::prelude::*;
+        prop_oneof![
+            // A quote inside an unquoted cell is one of its characters.
+            "([a-z]{1,3}(\"[a-z ]{0,2})?)?".prop_map(Written::Plain),
+            "[a-z,\"\n ]{0,6}(\r\n|\r)?[a-z,\"]{0,3}".prop_map(Written::Quoted),
+            ("[a-z,\n]{0,3}", "[a-z][a-z\"]{0,3}").prop_map(|(a, b)| Written::QuotedThen(a, b)),
+        ]
+    }
+
+    fn write_cell(cell: &Written, out: &mut Vec<u8>) {
+        match cell {
+            Written::Plain(text) => out.extend_from_slice(text.as_bytes()),
+            Written::Quoted(text) => {
+                out.push(b'"');
+                out.extend_from_slice(text.replace('"', "\"\"").as_bytes());
+                out.push(b'"');
+            }
+            Written::QuotedThen(text, more) => {
+                out.push(b'"');
+                out.extend_from_slice(text.replace('"', "\"\"").as_bytes());
+                out.push(b'"');
+                out.extend_from_slice(more.as_bytes());
+            }
+        }
+    }
+
+    /// A generated row: its kind, its note and beneficiary cells, its line end.
+    type GeneratedRow = (u8, Written, Written, &'static str, bool);
+
+    fn row_strategy() -> impl proptest::strategy::Strategy<Value = GeneratedRow> {
+        (
+            0u8..8,
+            cell_strategy(),
+            cell_strategy(),
+            proptest::sample::select(vec!["\n", "\r\n", "\r", "\n\n", "\r\n\r\n"]),
+            proptest::bool::ANY,
+        )
+    }
+
+    /// A file of generated rows, and the line of each row that is not empty.
+    fn generated_file(bom: bool, rows: &[GeneratedRow], end: bool) -> (Vec<u8>, Vec<u64>) {
+        let mut out = Vec::new();
+        if bom {
+            out.extend_from_slice(b"\xEF\xBB\xBF");
+        }
+        out.extend_from_slice(b"activite_id,date,type,duree,beneficiaire_id,note\r\n");
+        let mut lines = Vec::new();
+        for (i, (kind, beneficiary, note, line_end, padded)) in rows.iter().enumerate() {
+            let line = 1 + lines_before(&out);
+            let mut row = Vec::new();
+            match kind {
+                // An empty row, an empty line.
+                0 => row.extend_from_slice(b",,,,,"),
+                1 => {}
+                _ => {
+                    let id = match kind {
+                        // Quoted across lines: its text (once CRLF is LF) is the id.
+                        2 => format!("\"a{i}\r\nz\""),
+                        3 => format!("\"a{i}\"\"z\""),
+                        _ => format!("a{i}"),
+                    };
+                    let duree = match kind {
+                        4 => "0",
+                        _ if *padded => " \"45\" ",
+                        _ => "45",
+                    };
+                    row.extend_from_slice(id.as_bytes());
+                    row.extend_from_slice(b",2026-10-01,individuel,");
+                    row.extend_from_slice(duree.as_bytes());
+                    row.push(b',');
+                    write_cell(beneficiary, &mut row);
+                    row.push(b',');
+                    write_cell(note, &mut row);
+                    match kind {
+                        // Too many cells, invalid UTF-8.
+                        5 => row.extend_from_slice(b",x"),
+                        6 => row.extend_from_slice(b"\xff"),
+                        _ => {}
+                    }
+                }
+            }
+            if *kind != 1 {
+                lines.push(line);
+            }
+            out.extend_from_slice(&row);
+            if end || i + 1 < rows.len() {
+                out.extend_from_slice(line_end.as_bytes());
+            }
+        }
+        (out, lines)
+    }
+
+    /// Independent of the code under test: csv reads the same records (with every CRLF made
+    /// LF first, as the import reads them).
+    fn csv_records(bytes: &[u8]) -> Vec<Vec<Vec<u8>>> {
+        let mut lf = bytes.to_vec();
+        let len = crlf_to_lf(&mut lf);
+        lf.truncate(len);
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(lf.as_slice());
+        reader
+            .byte_records()
+            .map(|r| r.expect("csv").iter().map(<[u8]>::to_vec).collect())
+            .collect()
     }
 
     #[test]
@@ -1603,20 +2166,6 @@ mod tests {
         assert!(errors[0].message.contains("3 cell(s)"));
     }
 
-    /// Reads through the filter with reads of `size` bytes at most.
-    fn filtered(input: &[u8], size: usize) -> Vec<u8> {
-        let mut reader = CrlfToLf::new(input);
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; size];
-        loop {
-            let n = reader.read(&mut buf).expect("read");
-            if n == 0 {
-                return out;
-            }
-            out.extend_from_slice(&buf[..n]);
-        }
-    }
-
     /// Reads of at most `chunk` bytes from the inner reader.
     struct Trickle<'a>(&'a [u8], usize);
 
@@ -1631,10 +2180,8 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn crlf_filter_drops_exactly_the_crs_before_lfs(
+        fn crlf_to_lf_drops_exactly_the_crs_before_lfs(
             input in proptest::collection::vec(proptest::sample::select(vec![b'a', b'\r', b'\n', b',']), 0..200),
-            inner in 1usize..9,
-            size in 1usize..9,
         ) {
             let expected: Vec<u8> = input
                 .iter()
@@ -1642,18 +2189,79 @@ mod tests {
                 .filter(|(i, b)| !(**b == b'\r' && input.get(i + 1) == Some(&b'\n')))
                 .map(|(_, b)| *b)
                 .collect();
-            proptest::prop_assert_eq!(filtered(&input, 4096), expected.clone());
-            let mut reader = CrlfToLf::new(Trickle(&input, inner));
-            let mut out = Vec::new();
-            let mut buf = vec![0u8; size];
-            loop {
-                let n = reader.read(&mut buf).expect("read");
-                if n == 0 {
-                    break;
-                }
-                out.extend_from_slice(&buf[..n]);
+            let mut bytes = input.clone();
+            let len = crlf_to_lf(&mut bytes);
+            proptest::prop_assert_eq!(&bytes[..len], expected.as_slice());
+        }
+
+        /// Every cut is where csv_core ends a record (reading from the start of the bytes).
+        #[test]
+        fn cuts_are_where_csv_ends_records(
+            bytes in proptest::collection::vec(proptest::sample::select(vec![b'a', b'"', b'\r', b'\n', b',']), 0..120),
+        ) {
+            if let Some(end) = last_record_end(&bytes) {
+                proptest::prop_assert_eq!(bytes[end - 1], b'\n');
+                let whole = csv_records(&bytes);
+                let cut = csv_records(&bytes[..end]);
+                let rest = csv_records(&bytes[end..]);
+                let joined: Vec<_> = cut.into_iter().chain(rest).collect();
+                proptest::prop_assert_eq!(joined, whole);
             }
-            proptest::prop_assert_eq!(out, expected);
+        }
+
+        /// However the file is cut and read, the same frames, errors, warnings and rows; the
+        /// lines are the file's, the ids csv's.
+        #[test]
+        fn chunks_read_as_the_whole_file(
+            bom in proptest::bool::ANY,
+            rows in proptest::collection::vec(row_strategy(), 0..40),
+            end in proptest::bool::ANY,
+            chunk_bytes in 1usize..80,
+            read in 1usize..50,
+            workers in 1usize..4,
+        ) {
+            let (bytes, lines) = generated_file(bom, &rows, end);
+            let whole = read_split(&bytes, Split { chunk_bytes: 1 << 20, max_record_bytes: 1 << 20, workers: 1 }, 1 << 20);
+            let cut = read_split(&bytes, Split { chunk_bytes, max_record_bytes: 1 << 20, workers }, read);
+            proptest::prop_assert_eq!(shown(&cut), shown(&whole));
+            // Every line named (a frame, an error or an empty row) is a row's.
+            let mut named: Vec<u64> = Vec::new();
+            let frames: Vec<u8> = whole.0.concat();
+            let frames = codec::frames(&frames).expect("frames");
+            named.extend(frames.iter().map(|f| f.line));
+            let found = match &whole.1 {
+                Ok(found) => found,
+                Err(other) => return Err(proptest::test_runner::TestCaseError::fail(format!("{other:?}"))),
+            };
+            named.extend(found.warnings.iter().filter_map(|w| {
+                w.strip_prefix("line ")?.split(' ').next()?.parse::<u64>().ok()
+            }));
+            named.extend(found.errors.iter().map(|e| e.line));
+            // Every row is counted, empty ones apart.
+            let empty_rows = found.warnings.iter().filter(|w| w.ends_with("is empty and was skipped")).count();
+            proptest::prop_assert_eq!(found.rows as usize + empty_rows, lines.len());
+            proptest::prop_assert_eq!(found.unlisted, 0);
+            named.sort_unstable();
+            named.dedup();
+            for line in &named {
+                proptest::prop_assert!(lines.contains(line), "line {} is no row's: {:?}", line, lines);
+            }
+            // The ids of the frames are csv's first cells (trimmed).
+            let records = csv_records(&bytes);
+            let mut ids: Vec<&[u8]> = frames.iter().map(|f| f.id).collect();
+            ids.sort_unstable();
+            let mut expected: Vec<&[u8]> = records[1..]
+                .iter()
+                .filter_map(|r| r.first().map(|c| c.trim_ascii()))
+                .filter(|id| ids.contains(id))
+                .collect();
+            expected.sort_unstable();
+            proptest::prop_assert_eq!(ids, expected);
+            if found.errors.is_empty() {
+                // A valid file: every non-empty row is a frame.
+                let valid_rows = records[1..].iter().filter(|r| r.iter().any(|c| !c.trim_ascii().is_empty())).count();
+                proptest::prop_assert_eq!(frames.len(), valid_rows);
+            }
         }
 
         #[test]
