@@ -18,7 +18,8 @@
 //!   latest contribution of each signer and period (one per member and period; at national
 //!   level the head of the hub's revision chain).
 //! - `C`: tree size (u64 BE) → the signed checkpoint's wire bytes
-//! - `E`: signer key ‖ `YYYY-MM` ‖ second id → the refused contribution's bytes
+//! - `E`: signer key ‖ `YYYY-MM` ‖ second id → the refused contribution's bytes, in parts of at most
+//!   4 KiB (a refused hub aggregate at the national node may be large)
 //! - `L`, `W` (or `R`/`A`), `S`, `I`: the leaves of stores written before the contribution file
 //!   (leaf → id, bytes by index or by id, signer ‖ period → id, id → index ‖ checkpoint size);
 //!   still read, never written.
@@ -63,7 +64,7 @@ use crate::config::Role;
 use crate::members::{Members, MembersError};
 use crate::node::{FileStamp, Node, file_stamp};
 use crate::policy::Governance;
-use crate::store::{StoreError, get_parts, insert_parts};
+use crate::store::{PART_BYTES, StoreError, get_parts, insert_parts};
 pub use ledger::CONTRIBUTIONS_FILE;
 use ledger::{Ledger, NewLeaf};
 
@@ -395,6 +396,35 @@ impl Table {
         batch.insert(self.key(key), value.as_ref());
     }
 
+    /// Adds the inserts of `value` under `key` in parts of at most [`PART_BYTES`] (`key` ‖ part
+    /// number as u32 big-endian) to `batch`, so that no sled value is large (see
+    /// [`insert_parts`]); read back with [`Table::values_in_parts`].
+    fn put_parts(&self, batch: &mut sled::Batch, key: &[u8], value: &[u8]) {
+        let parts = value
+            .chunks(PART_BYTES)
+            .chain(value.is_empty().then_some(value));
+        for (n, part) in (0u32..).zip(parts) {
+            let mut part_key = key.to_vec();
+            part_key.extend_from_slice(&n.to_be_bytes());
+            self.put(batch, part_key, part);
+        }
+    }
+
+    /// The values [`Table::put_parts`] stored (or older versions stored whole), each whole,
+    /// with its key (the first `key_len` bytes of the table's keys).
+    fn values_in_parts(&self, key_len: usize) -> sled::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for entry in self.iter() {
+            let (key, part) = entry?;
+            let base = key.get(..key_len).unwrap_or(&key);
+            match out.last_mut() {
+                Some((last, value)) if last == base => value.extend_from_slice(&part),
+                _ => out.push((base.to_vec(), part.to_vec())),
+            }
+        }
+        Ok(out)
+    }
+
     /// The table's entries by key, the prefix stripped.
     fn iter(&self) -> impl DoubleEndedIterator<Item = sled::Result<(Vec<u8>, sled::IVec)>> {
         self.tree
@@ -402,6 +432,12 @@ impl Table {
             .map(|entry| entry.map(|(k, v)| (k.get(1..).unwrap_or_default().to_vec(), v)))
     }
 }
+
+/// Two contributions' bytes (an equivocation: the logged one, the refused one).
+type BytesPair = (Vec<u8>, Vec<u8>);
+
+/// Keys of the refused contributions (`E`): signer key ‖ `YYYY-MM` ‖ the refused one's id.
+const EQUIVOCATION_KEY_LEN: usize = 32 + 7 + 32;
 
 fn signer_period_key(signer: &VerifyingKey, period: Period) -> Vec<u8> {
     let mut key = signer.as_bytes().to_vec();
@@ -947,7 +983,7 @@ impl<'a> Hub<'a> {
                     .put(&mut batch, size.to_be_bytes(), checkpoint.to_bytes());
             }
             for (key, bytes) in &equivocations {
-                t.equivocations.put(&mut batch, key, bytes);
+                t.equivocations.put_parts(&mut batch, key, bytes);
             }
             let written = t
                 .state
@@ -1102,10 +1138,13 @@ impl<'a> Hub<'a> {
 
     /// Every equivocation caught: (contribution in the log, refused contribution), as stored
     /// bytes (signed releases at a hub, signed aggregates at the national node).
-    fn equivocation_bytes(&self) -> Result<Vec<(Vec<u8>, sled::IVec)>, HubError> {
+    fn equivocation_bytes(&self) -> Result<Vec<BytesPair>, HubError> {
         let mut out = Vec::new();
-        for entry in self.trees.equivocations.iter() {
-            let (key, second) = entry?;
+        for (key, second) in self
+            .trees
+            .equivocations
+            .values_in_parts(EQUIVOCATION_KEY_LEN)?
+        {
             let first_id = self
                 .ledger
                 .head(&key[..key.len().saturating_sub(32)])
@@ -1147,8 +1186,11 @@ impl<'a> Hub<'a> {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
-        for entry in self.trees.equivocations.iter() {
-            let (key, bytes) = entry?;
+        for (key, bytes) in self
+            .trees
+            .equivocations
+            .values_in_parts(EQUIVOCATION_KEY_LEN)?
+        {
             let second = SignedAggregate::decode(&bytes)
                 .map_err(|e| HubError::Corrupt(format!("equivocation: {e}")))?;
             let chain = self.revision_chain(&key[..key.len().saturating_sub(32)])?;

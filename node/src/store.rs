@@ -1427,7 +1427,10 @@ pub fn insert_parts(tree: &sled::Tree, key: &[u8], value: &[u8]) -> Result<(), s
     for old in tree.scan_prefix(key).keys() {
         batch.remove(old?);
     }
-    for (n, part) in (0u32..).zip(value.chunks(PART_BYTES)) {
+    let parts = value
+        .chunks(PART_BYTES)
+        .chain(value.is_empty().then_some(value));
+    for (n, part) in (0u32..).zip(parts) {
         let mut part_key = key.to_vec();
         part_key.extend_from_slice(&n.to_be_bytes());
         batch.insert(part_key, part);
@@ -1918,6 +1921,7 @@ mod tests {
             insert_parts(&tree, &[b'k', n], &big[usize::from(n)..])?;
         }
         insert_parts(&tree, b"k\x03", b"replaced")?;
+        insert_parts(&tree, b"k\x04", b"")?;
         tree.insert(b"old", &big[..1000])?;
         store.flush()?;
         for entry in tree.iter() {
@@ -1928,6 +1932,7 @@ mod tests {
         assert_eq!(get_parts(&tree, b"k\x05")?, Some(big[5..].to_vec()));
         assert_eq!(get_parts(&tree, b"k\x03")?, Some(b"replaced".to_vec()));
         assert_eq!(get_parts(&tree, b"old")?, Some(big[..1000].to_vec()));
+        assert_eq!(get_parts(&tree, b"k\x04")?, Some(Vec::new()));
         assert_eq!(get_parts(&tree, b"k\x09")?, None);
         Ok(())
     }

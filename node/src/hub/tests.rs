@@ -419,3 +419,39 @@ fn a_large_aggregate_is_stored_in_small_parts() -> Result {
     assert_eq!(hub.aggregate(march(), NOW + 20)?.to_bytes(), aggregate);
     Ok(())
 }
+
+/// Refused contributions are kept in parts (a refused hub aggregate may be large) and read
+/// back whole, next to values stored whole by earlier versions.
+#[test]
+fn refused_contributions_are_kept_in_parts_and_read_back_whole() -> Result {
+    let dir = tempfile::tempdir()?;
+    let node = hub_node(dir.path(), 1)?;
+    let table = Table {
+        tree: node.store.tree("parts_test")?,
+        prefix: b'E',
+    };
+    let key = |n: u8| vec![n; EQUIVOCATION_KEY_LEN];
+    let big: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+    let mut batch = sled::Batch::default();
+    table.put_parts(&mut batch, &key(1), b"");
+    table.put_parts(&mut batch, &key(3), &big);
+    table.put_parts(&mut batch, &key(4), b"small");
+    table.tree.apply_batch(batch)?;
+    // As a store written before parts keeps it.
+    table.insert(key(2), &big[..5000])?;
+    for entry in table.iter() {
+        let (key, value) = entry?;
+        assert!(key.len() == EQUIVOCATION_KEY_LEN || value.len() <= PART_BYTES);
+    }
+    let values = table.values_in_parts(EQUIVOCATION_KEY_LEN)?;
+    assert_eq!(
+        values,
+        vec![
+            (key(1), Vec::new()),
+            (key(2), big[..5000].to_vec()),
+            (key(3), big.clone()),
+            (key(4), b"small".to_vec()),
+        ]
+    );
+    Ok(())
+}
