@@ -97,6 +97,11 @@ pub struct NetworkSection {
     /// sign the period's aggregate on that day if nobody asked before (1-28).
     #[serde(default = "default_deadline_day")]
     pub deadline_day: u8,
+    /// Day of the month after a period when a structure's daemon makes the period's release
+    /// (if the period has activities and was not released by hand), so that its hub has it
+    /// before its deadline; 0: never (releases only by `maillage release` or the HTTP API).
+    #[serde(default = "default_release_day")]
+    pub release_day: u8,
 }
 
 fn default_http() -> String {
@@ -107,6 +112,10 @@ fn default_deadline_day() -> u8 {
     10
 }
 
+fn default_release_day() -> u8 {
+    8
+}
+
 impl Default for NetworkSection {
     fn default() -> Self {
         Self {
@@ -114,6 +123,7 @@ impl Default for NetworkSection {
             peers: Vec::new(),
             http: default_http(),
             deadline_day: default_deadline_day(),
+            release_day: default_release_day(),
         }
     }
 }
@@ -173,6 +183,13 @@ impl NetworkSection {
                 key: "deadline_day",
                 value: self.deadline_day.to_string(),
                 reason: "expected a day of the month from 1 to 28".into(),
+            });
+        }
+        if self.release_day > 28 {
+            return Err(NetworkSettingError {
+                key: "release_day",
+                value: self.release_day.to_string(),
+                reason: "expected a day of the month from 1 to 28, or 0 for never".into(),
             });
         }
         Ok(())
@@ -302,7 +319,10 @@ impl Config {
              # Local HTTP API (status, figures, totals, /metrics): a loopback address, or \"off\".\n\
              # http = \"127.0.0.1:8470\"\n\
              # Day of the following month when a period's submissions close (1-28).\n\
-             # deadline_day = 10\n",
+             # deadline_day = 10\n\
+             # Day of the following month when a structure's daemon releases the month, if it\n\
+             # has activities and was not released by hand (1-28; 0: never).\n\
+             # release_day = 8\n",
             quote(self.node.role.as_str()),
             quote(&self.node.name),
             optional(
@@ -447,6 +467,18 @@ mod tests {
         assert!(err.contains("deadline_day"), "{err}");
         n.deadline_day = 10;
         assert!(n.validate(Role::Hub).is_ok());
+        n.release_day = 29;
+        let err = n
+            .validate(Role::Structure)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("release_day") && err.contains("0 for never"),
+            "{err}"
+        );
+        n.release_day = 0;
+        assert!(n.validate(Role::Structure).is_ok());
     }
 
     #[test]

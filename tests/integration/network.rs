@@ -120,6 +120,66 @@ fn audit_hub(tmp: &std::path::Path, hub: &str, releases: u32) {
     assert_eq!(report["releases_verified"], json!(releases));
 }
 
+/// A structure's daemon releases last month by itself on its release day (here: any day), when
+/// the month has activities and no release yet; the outbox delivers it to the hub. A month
+/// without activities is not released.
+#[test]
+fn a_structure_daemon_releases_last_month_on_its_release_day() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let hub = tmp.path().join("hub").display().to_string();
+    run_ok(&["init", "--dir", &hub, "--role", "hub", "--name", "Hub"]);
+    let dir = tmp.path().join("s").display().to_string();
+    run_ok(&[
+        "init",
+        "--dir",
+        &dir,
+        "--name",
+        "S",
+        "--code-insee",
+        "69385",
+    ]);
+    let last_month =
+        maillage_protocol::Period::of_date(time::OffsetDateTime::now_utc().date()).previous();
+    let csv = tmp.path().join("s.csv").display().to_string();
+    run_ok(&[
+        "generate",
+        "--out",
+        &csv,
+        "--seed",
+        "5",
+        "--from",
+        &last_month.to_string(),
+        "--months",
+        "1",
+    ]);
+    run_ok(&["import", "--dir", &dir, &csv]);
+    run_ok(&["members", "add", "--dir", &hub, "--from-node", &dir]);
+    let config = std::path::Path::new(&dir).join("maillage.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = text.replace("[network]\n", "[network]\nrelease_day = 1\n");
+    std::fs::write(&config, text).expect("config");
+
+    let served = Served::start(&hub);
+    let structure = Served::start_with(&dir, &["--peer", &served.address]);
+    let period = json!(last_month.to_string());
+    assert!(
+        wait_until(30, || structure.status()["delivered"] == json!([period])),
+        "released and delivered without being asked: {}",
+        structure.status()
+    );
+    assert_eq!(served.status()["log_size"], json!(1), "{}", served.status());
+    drop(structure);
+    assert!(served.stop());
+    // The release is the stored one, with its budget spent once.
+    let budget = run_json(&["budget", "--dir", &dir, "--json"]);
+    let text = budget.to_string();
+    assert!(text.contains(&last_month.to_string()), "{budget}");
+    assert!(
+        !text.contains(&last_month.previous().to_string()),
+        "a month without activities is not released: {budget}"
+    );
+}
+
 /// Structures submitting at the same moment: the hub accepts the releases that arrive together
 /// as one batch (one checkpoint, one sync), and every structure still gets its own receipt.
 #[test]

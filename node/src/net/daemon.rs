@@ -51,6 +51,8 @@ pub struct ServeOptions {
     pub http: Option<SocketAddr>,
     /// Day of the month after a period when hubs sign its aggregate.
     pub deadline_day: u8,
+    /// Day of the month after a period when a structure releases it (0: never).
+    pub release_day: u8,
     /// Bounds and timeouts of the network layer.
     pub network: NetworkConfig,
     /// How often the outbox and the deadline are looked at.
@@ -67,6 +69,7 @@ impl ServeOptions {
             peers: n.peer_addresses()?,
             http: n.http_address()?,
             deadline_day: n.deadline_day,
+            release_day: n.release_day,
             network: NetworkConfig::default(),
             tick: Duration::from_secs(1),
         })
@@ -309,6 +312,8 @@ struct Daemon<'a> {
     metrics: Metrics,
     deadline_day: u8,
     last_deadline_check: Option<Instant>,
+    release_day: u8,
+    last_release_check: Option<Instant>,
     /// The policy document and adoption chain, kept in sync with peers.
     policy: PolicySync,
     last_upstream_dial: Instant,
@@ -439,6 +444,8 @@ pub async fn run(
         metrics: Metrics::default(),
         deadline_day: options.deadline_day,
         last_deadline_check: None,
+        release_day: options.release_day,
+        last_release_check: None,
         policy,
         last_upstream_dial: Instant::now(),
         submissions: Vec::new(),
@@ -817,6 +824,7 @@ impl<'a> Daemon<'a> {
             }
         }
         self.check_deadline(now);
+        self.check_release(now);
         self.policy.on_tick(&mut self.swarm);
         if self.policy.take_chain_changed() {
             self.refresh_admitted();
@@ -852,6 +860,55 @@ impl<'a> Daemon<'a> {
                 Err(e) => {
                     tracing::error!(period = %previous, error = %e, "deadline aggregate failed")
                 }
+            }
+        }
+    }
+
+    /// A structure makes last month's release on its release day if the month has activities
+    /// and was not released yet (by hand or through the HTTP API); the outbox then delivers
+    /// it. A month without activities is not released: nothing was imported for it (yet).
+    fn check_release(&mut self, now: Instant) {
+        if self.role != Role::Structure
+            || self.release_day == 0
+            || self
+                .last_release_check
+                .is_some_and(|t| now.duration_since(t) < Duration::from_secs(60))
+        {
+            return;
+        }
+        self.last_release_check = Some(now);
+        let today = time::OffsetDateTime::now_utc().date();
+        if today.day() < self.release_day {
+            return;
+        }
+        let previous = Period::of_date(today).previous();
+        let due = match self.node.stored_release(previous) {
+            Ok(Some(_)) => Ok(false),
+            Ok(None) => self
+                .node
+                .store
+                .stats()
+                .map(|stats| {
+                    stats
+                        .periods
+                        .get(&previous)
+                        .is_some_and(|(activities, _)| *activities > 0)
+                })
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match due {
+            Ok(false) => {}
+            Ok(true) => match self.release(previous, false) {
+                Ok(id) => {
+                    tracing::info!(period = %previous, %id, "release day: the month is released and queued for the hub")
+                }
+                Err(e) => {
+                    tracing::error!(period = %previous, error = %e, "release day: the month could not be released")
+                }
+            },
+            Err(e) => {
+                tracing::error!(period = %previous, error = %e, "release day: the store could not be read")
             }
         }
     }
