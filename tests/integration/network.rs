@@ -120,6 +120,50 @@ fn audit_hub(tmp: &std::path::Path, hub: &str, releases: u32) {
     assert_eq!(report["releases_verified"], json!(releases));
 }
 
+/// Last month (by today's date).
+fn last_month() -> maillage_protocol::Period {
+    maillage_protocol::Period::of_date(time::OffsetDateTime::now_utc().date()).previous()
+}
+
+/// A structure in `root/name` with generated activities of last month.
+fn structure_of_last_month(root: &std::path::Path, name: &str, seed: u32) -> String {
+    let dir = root.join(name).display().to_string();
+    run_ok(&[
+        "init",
+        "--dir",
+        &dir,
+        "--name",
+        name,
+        "--code-insee",
+        "69385",
+    ]);
+    let csv = root.join(format!("{name}.csv")).display().to_string();
+    run_ok(&[
+        "generate",
+        "--out",
+        &csv,
+        "--seed",
+        &seed.to_string(),
+        "--from",
+        &last_month().to_string(),
+        "--months",
+        "1",
+    ]);
+    run_ok(&["import", "--dir", &dir, &csv]);
+    dir
+}
+
+/// Adds `line` to the `[network]` section of a node's `maillage.toml`.
+fn set_network(dir: &str, line: &str) {
+    let config = std::path::Path::new(dir).join("maillage.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace("[network]\n", &format!("[network]\n{line}\n")),
+    )
+    .expect("config");
+}
+
 /// A structure's daemon releases last month by itself on its release day (here: any day), when
 /// the month has activities and no release yet; the outbox delivers it to the hub. A month
 /// without activities is not released.
@@ -128,40 +172,13 @@ fn a_structure_daemon_releases_last_month_on_its_release_day() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let hub = tmp.path().join("hub").display().to_string();
     run_ok(&["init", "--dir", &hub, "--role", "hub", "--name", "Hub"]);
-    let dir = tmp.path().join("s").display().to_string();
-    run_ok(&[
-        "init",
-        "--dir",
-        &dir,
-        "--name",
-        "S",
-        "--code-insee",
-        "69385",
-    ]);
-    let last_month =
-        maillage_protocol::Period::of_date(time::OffsetDateTime::now_utc().date()).previous();
-    let csv = tmp.path().join("s.csv").display().to_string();
-    run_ok(&[
-        "generate",
-        "--out",
-        &csv,
-        "--seed",
-        "5",
-        "--from",
-        &last_month.to_string(),
-        "--months",
-        "1",
-    ]);
-    run_ok(&["import", "--dir", &dir, &csv]);
+    let dir = structure_of_last_month(tmp.path(), "s", 5);
     run_ok(&["members", "add", "--dir", &hub, "--from-node", &dir]);
-    let config = std::path::Path::new(&dir).join("maillage.toml");
-    let text = std::fs::read_to_string(&config).expect("config");
-    let text = text.replace("[network]\n", "[network]\nrelease_day = 1\n");
-    std::fs::write(&config, text).expect("config");
+    set_network(&dir, "release_day = 1");
 
     let served = Served::start(&hub);
     let structure = Served::start_with(&dir, &["--peer", &served.address]);
-    let period = json!(last_month.to_string());
+    let period = json!(last_month().to_string());
     assert!(
         wait_until(30, || structure.status()["delivered"] == json!([period])),
         "released and delivered without being asked: {}",
@@ -173,11 +190,71 @@ fn a_structure_daemon_releases_last_month_on_its_release_day() {
     // The release is the stored one, with its budget spent once.
     let budget = run_json(&["budget", "--dir", &dir, "--json"]);
     let text = budget.to_string();
-    assert!(text.contains(&last_month.to_string()), "{budget}");
+    assert!(text.contains(&last_month().to_string()), "{budget}");
     assert!(
-        !text.contains(&last_month.previous().to_string()),
+        !text.contains(&last_month().previous().to_string()),
         "a month without activities is not released: {budget}"
     );
+}
+
+/// On its deadline day (here: any day) a hub's daemon signs last month's aggregate by itself,
+/// over the releases it has logged, once.
+#[test]
+fn a_hub_daemon_signs_last_month_on_its_deadline_day() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let hub = tmp.path().join("hub").display().to_string();
+    run_ok(&["init", "--dir", &hub, "--role", "hub", "--name", "Hub"]);
+    let mut files = Vec::new();
+    for (name, seed) in [("a", 1), ("b", 2), ("c", 3)] {
+        let dir = structure_of_last_month(tmp.path(), name, seed);
+        run_ok(&["members", "add", "--dir", &hub, "--from-node", &dir]);
+        if name != "c" {
+            let out = tmp.path().join(format!("{name}.release.json"));
+            let out = out.display().to_string();
+            run_ok(&[
+                "release",
+                "--dir",
+                &dir,
+                "--period",
+                &last_month().to_string(),
+                "--out",
+                &out,
+            ]);
+            files.push(out);
+        }
+    }
+    let mut accept = vec!["accept", "--dir", &hub];
+    accept.extend(files.iter().map(String::as_str));
+    run_ok(&accept);
+    set_network(&hub, "deadline_day = 1");
+
+    let served = Served::start(&hub);
+    let path = format!("/totals?indicator=activites&period={}", last_month());
+    assert!(
+        wait_until(20, || served.get(&path).0 == 200),
+        "signed without being asked: {:?}",
+        served.get(&path)
+    );
+    let (_, totals) = served.get(&path);
+    let totals: serde_json::Value = serde_json::from_str(&totals).expect("totals JSON");
+    for row in totals["rows"].as_array().expect("rows") {
+        assert_eq!(row["contributors"], json!(2), "{totals}");
+        assert_eq!(row["members"], json!(3), "{totals}");
+    }
+    assert!(served.stop());
+    // Signed once (and queued for the national node once): a restart finds it and signs
+    // nothing more.
+    let served = Served::start(&hub);
+    std::thread::sleep(Duration::from_secs(2));
+    let again: serde_json::Value = serde_json::from_str(&served.get(&path).1).expect("totals JSON");
+    assert_eq!(again, totals);
+    let status = served.status();
+    assert_eq!(
+        status["outbox"].as_array().map(Vec::len),
+        Some(1),
+        "{status}"
+    );
+    assert!(served.stop());
 }
 
 /// Structures submitting at the same moment: the hub accepts the releases that arrive together
