@@ -6,6 +6,10 @@
 //! Reading is pure: it turns bytes into validated rows in a compact binary form (frames, see
 //! [`crate::store::codec`]) or every error; the store stages the frames and checks the rows of
 //! each activity together ([`check_activity`]) before anything is committed.
+//!
+//! Here: the reading pipeline (worker threads, the frames handed to the store, the errors and
+//! warnings collected in file order) and the checks across an activity's rows; `chunks` cuts
+//! the file into chunks of whole records, `cells` checks the cells of one row.
 
 use std::fmt;
 use std::io::Read;
@@ -19,6 +23,12 @@ use maillage_protocol::vocab::{
 use time::{Date, Month};
 
 use crate::store::codec::{self, Facts, FrameRef, FrameWriter, commune_text, stable_hash};
+
+mod cells;
+mod chunks;
+
+use cells::{Cells, Columns, CommuneCache, DateCache, Vocabs, trim_bytes};
+use chunks::{Chunk, SPLIT, Source, Split, crlf_to_lf};
 
 /// The columns of the activity-report model, in the model's order.
 pub const COLUMNS: &[&str] = &[
@@ -223,29 +233,6 @@ pub struct Reading {
     pub errors: Errors,
 }
 
-/// Bytes of the file handed to a worker thread at a time, cut at the end of a record.
-const CHUNK_BYTES: usize = 1 << 20;
-/// Threads that parse and check chunks; the calling thread stages what they find.
-const WORKERS: usize = 2;
-/// The longest record read. A spreadsheet cell holds at most 32,767 characters: a longer
-/// record is a quote that is never closed, which would otherwise make the rest of the file one
-/// record held in memory.
-const MAX_RECORD_BYTES: usize = 16 << 20;
-
-/// How a file is cut into chunks (fixed, but for tests).
-#[derive(Debug, Clone, Copy)]
-struct Split {
-    chunk_bytes: usize,
-    max_record_bytes: usize,
-    workers: usize,
-}
-
-const SPLIT: Split = Split {
-    chunk_bytes: CHUNK_BYTES,
-    max_record_bytes: MAX_RECORD_BYTES,
-    workers: WORKERS,
-};
-
 /// The cells of one record (as csv_core writes them: end to end, with where each ends).
 #[derive(Debug, Clone, Copy)]
 struct RecordCells<'a> {
@@ -281,7 +268,7 @@ impl<'a> RecordCells<'a> {
 /// activity agree is checked afterwards, on the grouped frames, by [`check_activity`]. Only a
 /// problem with the file as a whole (no header, a bad header, unreadable bytes) is an `Err`.
 ///
-/// The file is read in chunks of about [`CHUNK_BYTES`], each cut just after a line end that is
+/// The file is read in chunks of about a megabyte, each cut just after a line end that is
 /// outside quoted cells (so that it holds whole records); worker threads take the chunks in
 /// turn (reading the next one from `reader`, which may hash what it reads), parse and check
 /// them, and hand their frames back to the calling thread, which calls `sink`. A few chunks
@@ -306,14 +293,18 @@ fn read_rows_split<R: Read + Send>(
     let header: Vec<&[u8]> = header.iter().map(Vec::as_slice).collect();
     let columns = Columns::from_header(&header)?;
     let mut collected = Collected::new(&columns);
-    let source = std::sync::Mutex::new(source);
+    let shared = std::sync::Mutex::new(Shared {
+        source,
+        spare: Vec::new(),
+        workers: split.workers,
+    });
     std::thread::scope(|scope| {
         let (tx, rx) =
             std::sync::mpsc::sync_channel::<Result<ChunkOut, ImportError>>(split.workers);
         for _ in 0..split.workers.max(1) {
             let tx = tx.clone();
-            let (source, columns) = (&source, &columns);
-            scope.spawn(move || work(source, columns, &tx));
+            let (shared, columns) = (&shared, &columns);
+            scope.spawn(move || work(shared, columns, &tx));
         }
         drop(tx);
         // Returning early drops `rx`: the workers stop at their next chunk.
@@ -321,16 +312,16 @@ fn read_rows_split<R: Read + Send>(
             let out = match message {
                 Ok(out) => out,
                 Err(e) => {
-                    lock(&source).done = true;
+                    lock(&shared).source.done = true;
                     return Err(e);
                 }
             };
             let mut out = out;
             if let Err(e) = collected.add(&mut out, sink, progress) {
-                lock(&source).done = true;
+                lock(&shared).source.done = true;
                 return Err(e);
             }
-            lock(&source).recycle(out);
+            lock(&shared).recycle(out);
         }
         Ok(())
     })?;
@@ -344,9 +335,10 @@ fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A worker: takes chunks from `source` until there are none, parsing and checking them.
+/// A worker: takes chunks from the shared source until there are none, parsing and checking
+/// them.
 fn work<R: Read>(
-    source: &std::sync::Mutex<Source<R>>,
+    shared: &std::sync::Mutex<Shared<R>>,
     columns: &Columns,
     results: &std::sync::mpsc::SyncSender<Result<ChunkOut, ImportError>>,
 ) {
@@ -354,12 +346,12 @@ fn work<R: Read>(
     let mut buf = Vec::new();
     loop {
         let (chunk, out) = {
-            let mut source = lock(source);
-            match source.next_chunk(&mut buf) {
-                Ok(Some(chunk)) => (chunk, source.take_out()),
+            let mut shared = lock(shared);
+            match shared.source.next_chunk(&mut buf) {
+                Ok(Some(chunk)) => (chunk, shared.take_out()),
                 Ok(None) => return,
                 Err(e) => {
-                    source.done = true;
+                    shared.source.done = true;
                     let _ = results.send(Err(e));
                     return;
                 }
@@ -371,17 +363,6 @@ fn work<R: Read>(
             return;
         }
     }
-}
-
-/// A chunk handed to a worker: the first `len` bytes of its buffer.
-#[derive(Debug)]
-struct Chunk {
-    len: usize,
-    /// Where it starts in the file, and on which line.
-    offset: u64,
-    line: u64,
-    /// Whether the file ends with it (its last record may have no line end).
-    last: bool,
 }
 
 /// What a worker found in one chunk.
@@ -399,179 +380,15 @@ struct ChunkOut {
     end: u64,
 }
 
-/// The file being read, shared by the workers (behind a lock): each takes the next chunk.
-struct Source<R> {
-    reader: R,
-    split: Split,
-    /// Bytes read and not handed out yet; they start at a record boundary.
-    carry: Vec<u8>,
-    /// Where `carry` starts in the file, and its line.
-    offset: u64,
-    line: u64,
-    eof: bool,
-    /// No more chunks are handed out (the end of the file, or an error).
-    done: bool,
+/// The file being read and the outputs given back, shared by the workers behind one lock.
+struct Shared<R> {
+    source: Source<R>,
     /// Outputs given back by the calling thread, to reuse their buffers.
     spare: Vec<ChunkOut>,
+    workers: usize,
 }
 
-impl<R: Read> Source<R> {
-    fn new(reader: R, split: Split) -> Self {
-        Self {
-            reader,
-            split,
-            carry: Vec::new(),
-            offset: 0,
-            line: 1,
-            eof: false,
-            done: false,
-            spare: Vec::new(),
-        }
-    }
-
-    /// Reads into `buf[filled..]` until it is full or the file ends; the new `filled`.
-    fn fill(&mut self, buf: &mut [u8], mut filled: usize) -> Result<usize, ImportError> {
-        while filled < buf.len() && !self.eof {
-            match self.reader.read(&mut buf[filled..]) {
-                Ok(0) => self.eof = true,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(ImportError::Io(e)),
-            }
-        }
-        Ok(filled)
-    }
-
-    /// Reads the header row (skipping empty lines before it); the data rows follow in
-    /// `carry`.
-    fn header(&mut self) -> Result<Vec<Vec<u8>>, ImportError> {
-        let mut buf = Vec::new();
-        let mut filled = 0;
-        // More than a BOM: csv_core skips one at the start of its first input, and would take
-        // an input left empty for the end of the file.
-        let mut target = self.split.chunk_bytes.max(4);
-        let mut core = csv_core::Reader::new();
-        let mut out = vec![0; 1024];
-        let mut ends = vec![0; 64];
-        loop {
-            buf.resize(target, 0);
-            filled = self.fill(&mut buf, filled)?;
-            // From the start each time (a header is read once): csv_core skips a BOM.
-            core.reset();
-            let input = &buf[..filled];
-            let (mut pos, mut nout, mut nend) = (0, 0, 0);
-            let mut flushed = false;
-            let complete = loop {
-                let (res, nin, o, e) =
-                    core.read_record(&input[pos..], &mut out[nout..], &mut ends[nend..]);
-                (pos, nout, nend) = (pos + nin, nout + o, nend + e);
-                match res {
-                    csv_core::ReadRecordResult::InputEmpty if self.eof && !flushed => {
-                        flushed = true;
-                    }
-                    csv_core::ReadRecordResult::InputEmpty => break false,
-                    csv_core::ReadRecordResult::OutputFull => out.resize(out.len() * 2, 0),
-                    csv_core::ReadRecordResult::OutputEndsFull => ends.resize(ends.len() * 2, 0),
-                    csv_core::ReadRecordResult::Record => break true,
-                    csv_core::ReadRecordResult::End => return Err(ImportError::Empty),
-                }
-            };
-            // The byte after the header is needed too (whether a CR ending it is one of a CRLF).
-            if !complete || (pos == filled && !self.eof) {
-                if filled >= self.split.max_record_bytes {
-                    return Err(ImportError::Header(format!(
-                        "the header row is longer than {} MiB: a quote is probably never closed",
-                        self.split.max_record_bytes >> 20
-                    )));
-                }
-                target *= 2;
-                continue;
-            }
-            let mut start = 0;
-            let cells = ends[..nend]
-                .iter()
-                .map(|&end| {
-                    let cell = out.get(start..end).unwrap_or_default();
-                    start = end;
-                    // As the rows' cells: CRLF in a quoted cell reads as LF.
-                    let mut cell = cell.to_vec();
-                    let len = crlf_to_lf(&mut cell);
-                    cell.truncate(len);
-                    cell
-                })
-                .collect();
-            self.line = 1 + line_breaks(&buf[..pos], buf[..filled].get(pos).copied());
-            self.offset = pos as u64;
-            self.carry = buf[pos..filled].to_vec();
-            return Ok(cells);
-        }
-    }
-
-    /// Reads the next chunk into `buf`, cut just after the last line end outside quotes
-    /// (keeping the rest for the next chunk); `None` at the end of the file.
-    fn next_chunk(&mut self, buf: &mut Vec<u8>) -> Result<Option<Chunk>, ImportError> {
-        if self.done {
-            return Ok(None);
-        }
-        let mut target = self.split.chunk_bytes.max(self.carry.len() + 1);
-        if buf.len() < target {
-            buf.resize(target, 0);
-        }
-        let mut filled = self.carry.len();
-        buf[..filled].copy_from_slice(&self.carry);
-        self.carry.clear();
-        let len = loop {
-            filled = self.fill(&mut buf[..target], filled)?;
-            if self.eof {
-                break filled;
-            }
-            if let Some(end) = last_record_end(&buf[..filled]) {
-                break end;
-            }
-            // No record ends in the chunk: one longer than it starts it.
-            if filled >= self.split.max_record_bytes {
-                self.done = true;
-                let skipped = buf[..filled]
-                    .iter()
-                    .take_while(|&&b| b == b'\n' || b == b'\r')
-                    .count();
-                let line =
-                    self.line + line_breaks(&buf[..skipped], buf[..filled].get(skipped).copied());
-                return Err(ImportError::Rows {
-                    errors: vec![RowError {
-                        line,
-                        column: None,
-                        value: None,
-                        message: format!(
-                            "this row is longer than {} MiB: a quoted cell is probably never closed (a cell that contains a quote must be quoted and its quote doubled: \"a \"\"b\"\" c\")",
-                            self.split.max_record_bytes >> 20
-                        ),
-                    }],
-                    unlisted: 0,
-                });
-            }
-            target = (target * 2).min(self.split.max_record_bytes.max(filled + 1));
-            if buf.len() < target {
-                buf.resize(target, 0);
-            }
-        };
-        self.carry.extend_from_slice(&buf[len..filled]);
-        if len == 0 {
-            self.done = true;
-            return Ok(None);
-        }
-        let chunk = Chunk {
-            len,
-            offset: self.offset,
-            line: self.line,
-            last: self.eof,
-        };
-        self.done = self.eof;
-        self.offset += len as u64;
-        self.line += line_breaks(&buf[..len], self.carry.first().copied());
-        Ok(Some(chunk))
-    }
-
+impl<R> Shared<R> {
     /// An output to fill, with the buffers of one given back if there is one.
     fn take_out(&mut self) -> ChunkOut {
         self.spare.pop().unwrap_or_default()
@@ -579,7 +396,7 @@ impl<R: Read> Source<R> {
 
     /// Gives back an output the calling thread is done with.
     fn recycle(&mut self, out: ChunkOut) {
-        if self.spare.len() < 2 * self.split.workers {
+        if self.spare.len() < 2 * self.workers {
             let (mut frames, mut empty) = (out.frames, out.empty);
             frames.clear();
             empty.clear();
@@ -590,87 +407,6 @@ impl<R: Read> Source<R> {
             });
         }
     }
-}
-
-/// How many lines end in `bytes` (at LF, at CR not followed by LF, `next` being the byte after
-/// `bytes`).
-fn line_breaks(bytes: &[u8], next: Option<u8>) -> u64 {
-    let lf = memchr::memchr_iter(b'\n', bytes).count() as u64;
-    let lone_cr = memchr::memchr_iter(b'\r', bytes)
-        .filter(|&i| bytes.get(i + 1).copied().or(next) != Some(b'\n'))
-        .count() as u64;
-    lf + lone_cr
-}
-
-/// Where the last record of `bytes` that ends with a line end finishes (just after the LF),
-/// `bytes` starting at the start of a record; `None` when no record ends with a LF in it.
-///
-/// It follows csv_core's reading of quotes (with the reader's default settings): a quote
-/// opens a quoted cell only at the start of a cell (after a comma, a line end, or at the start
-/// of a record); in a quoted cell two quotes stand for one and a single one ends the quoting;
-/// any other quote is a character of its cell. Line ends in quoted cells do not end records.
-fn last_record_end(bytes: &[u8]) -> Option<usize> {
-    let mut last = None;
-    // The start of the current stretch outside quoted cells, and where to look for a quote.
-    let mut outside = 0;
-    let mut from = 0;
-    loop {
-        let Some(quote) = memchr::memchr(b'"', &bytes[from..]).map(|i| from + i) else {
-            return memchr::memrchr(b'\n', &bytes[outside..])
-                .map(|i| outside + i + 1)
-                .or(last);
-        };
-        let opens = quote == 0 || matches!(bytes[quote - 1], b',' | b'\n' | b'\r');
-        if !opens {
-            from = quote + 1;
-            continue;
-        }
-        if let Some(i) = memchr::memrchr(b'\n', &bytes[outside..quote]) {
-            last = Some(outside + i + 1);
-        }
-        // The quote that closes the cell.
-        let mut at = quote + 1;
-        loop {
-            let Some(i) = memchr::memchr(b'"', &bytes[at..]) else {
-                // Quoted to the end of the chunk.
-                return last;
-            };
-            let close = at + i;
-            match bytes.get(close + 1) {
-                Some(b'"') => at = close + 2,
-                Some(_) => {
-                    outside = close + 1;
-                    from = close + 1;
-                    break;
-                }
-                // Whether it closes the cell depends on the next byte: no record ends after.
-                None => return last,
-            }
-        }
-    }
-}
-
-/// Drops each CR that a LF follows, in place; the new length. (csv_core would end a record at
-/// the CR and leave the LF for the next; with LF alone a cell's text is as a spreadsheet
-/// shows it and lines are counted once.)
-fn crlf_to_lf(bytes: &mut [u8]) -> usize {
-    let Some(first) = memchr::memchr(b'\r', bytes) else {
-        return bytes.len();
-    };
-    let mut write = first;
-    let mut read = first;
-    while let Some(i) = memchr::memchr(b'\r', &bytes[read..]) {
-        let cr = read + i;
-        bytes.copy_within(read..cr, write);
-        write += cr - read;
-        if bytes.get(cr + 1) != Some(&b'\n') {
-            bytes[write] = b'\r';
-            write += 1;
-        }
-        read = cr + 1;
-    }
-    bytes.copy_within(read.., write);
-    write + (bytes.len() - read)
 }
 
 /// Parses and checks chunks (one per worker thread).
@@ -1064,569 +800,10 @@ pub fn parse(
     })
 }
 
-fn trim_bytes(bytes: &[u8]) -> &[u8] {
-    bytes.trim_ascii()
-}
-
-// Positions of the model's columns in COLUMNS.
-const ACTIVITE_ID: usize = 0;
-const DATE: usize = 1;
-const TYPE: usize = 2;
-const DUREE: usize = 3;
-const TYPE_LIEU: usize = 4;
-const LIEU_CODE_INSEE: usize = 5;
-const THEMATIQUES: usize = 6;
-const MATERIEL: usize = 7;
-const AUTONOMIE: usize = 8;
-const ORIENTE: usize = 9;
-const NIVEAU_ATELIER: usize = 10;
-const BENEFICIAIRE_ID: usize = 11;
-const PREMIER: usize = 12;
-const GENRE: usize = 13;
-const TRANCHE_AGE: usize = 14;
-const STATUT_SOCIAL: usize = 15;
-const COMMUNE_CODE_INSEE: usize = 16;
-
-/// Where each known column is in the file.
-struct Columns {
-    count: usize,
-    /// For each of [`COLUMNS`], its position in the file.
-    index: [Option<usize>; COLUMNS.len()],
-    unknown: Vec<String>,
-}
-
-impl Columns {
-    fn from_header(header: &[&[u8]]) -> Result<Self, ImportError> {
-        let mut index = [None; COLUMNS.len()];
-        let mut unknown = Vec::new();
-        for (i, raw) in header.iter().copied().enumerate() {
-            let raw = if i == 0 {
-                raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw)
-            } else {
-                raw
-            };
-            let name = std::str::from_utf8(raw)
-                .map_err(|_| ImportError::Header(format!("column {} is not valid UTF-8", i + 1)))?;
-            let name = name.trim();
-            match COLUMNS.iter().position(|c| *c == name) {
-                Some(known) => {
-                    if index[known].replace(i).is_some() {
-                        return Err(ImportError::Header(format!(
-                            "column {:?} appears twice; keep one",
-                            COLUMNS[known]
-                        )));
-                    }
-                }
-                None if name.is_empty() => {}
-                None => unknown.push(name.to_owned()),
-            }
-        }
-        let missing: Vec<&str> = REQUIRED_COLUMNS
-            .iter()
-            .copied()
-            .filter(|c| {
-                COLUMNS
-                    .iter()
-                    .position(|k| k == c)
-                    .is_none_or(|k| index[k].is_none())
-            })
-            .collect();
-        if !missing.is_empty() {
-            return Err(ImportError::Header(format!(
-                "missing required column(s) {}; the header must name at least {} (found: {})",
-                missing.join(", "),
-                REQUIRED_COLUMNS.join(", "),
-                header
-                    .iter()
-                    .map(|c| String::from_utf8_lossy(c).trim().to_owned())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        Ok(Self {
-            count: header.len(),
-            index,
-            unknown,
-        })
-    }
-}
-
-/// Finds the code (position + 1) of a vocabulary's value from its bytes, without allocating:
-/// a small open-addressing table built once per file. Values are compared through their
-/// first and last eight bytes as two words (the whole value up to 16 bytes), so that a lookup
-/// rarely calls `memcmp`.
-struct VocabTable {
-    slots: [u8; 128],
-    codes: Vec<(&'static [u8], (u64, u64))>,
-}
-
-impl VocabTable {
-    fn new<V: Vocabulary>() -> Self {
-        let mut table = Self {
-            slots: [0; 128],
-            codes: V::ALL
-                .iter()
-                .map(|v| (v.code().as_bytes(), words(v.code().as_bytes())))
-                .collect(),
-        };
-        for (i, (code, _)) in table.codes.iter().enumerate() {
-            let mut h = Self::hash(code.len(), words(code));
-            while table.slots[h] != 0 {
-                h = (h + 1) & 127;
-            }
-            // Vocabularies hold a few dozen values at most.
-            table.slots[h] = u8::try_from(i + 1).unwrap_or(u8::MAX);
-        }
-        table
-    }
-
-    fn hash(len: usize, (first, last): (u64, u64)) -> usize {
-        let mixed = (first ^ last.rotate_left(29) ^ len as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        (mixed >> 57) as usize
-    }
-
-    fn get(&self, text: &[u8]) -> Option<u8> {
-        let key = words(text);
-        let mut h = Self::hash(text.len(), key);
-        loop {
-            let slot = self.slots[h];
-            if slot == 0 {
-                return None;
-            }
-            let (code, code_key) = self.codes[usize::from(slot) - 1];
-            if code.len() == text.len()
-                && code_key == key
-                && (text.len() <= 16 || code[8..code.len() - 8] == text[8..text.len() - 8])
-            {
-                return Some(slot);
-            }
-            h = (h + 1) & 127;
-        }
-    }
-}
-
-/// The first and the last eight bytes of `text` as little-endian words (the bytes of a shorter
-/// text, zero-padded, twice): equal texts of equal length up to 16 bytes have equal words.
-fn words(text: &[u8]) -> (u64, u64) {
-    match (text.first_chunk::<8>(), text.last_chunk::<8>()) {
-        (Some(first), Some(last)) => (u64::from_le_bytes(*first), u64::from_le_bytes(*last)),
-        _ => {
-            let word = text
-                .iter()
-                .rev()
-                .fold(0u64, |w, &b| (w << 8) | u64::from(b));
-            (word, word)
-        }
-    }
-}
-
-/// The vocabularies of the model's columns.
-struct Vocabs {
-    activity_type: VocabTable,
-    place_type: VocabTable,
-    thematique: VocabTable,
-    materiel: VocabTable,
-    autonomie: VocabTable,
-    oui_non: VocabTable,
-    niveau: VocabTable,
-    genre: VocabTable,
-    tranche_age: VocabTable,
-    statut_social: VocabTable,
-}
-
-impl Vocabs {
-    fn new() -> Self {
-        Self {
-            activity_type: VocabTable::new::<ActivityType>(),
-            place_type: VocabTable::new::<PlaceType>(),
-            thematique: VocabTable::new::<Thematique>(),
-            materiel: VocabTable::new::<Materiel>(),
-            autonomie: VocabTable::new::<Autonomie>(),
-            oui_non: VocabTable::new::<OuiNon>(),
-            niveau: VocabTable::new::<NiveauAtelier>(),
-            genre: VocabTable::new::<Genre>(),
-            tranche_age: VocabTable::new::<TrancheAge>(),
-            statut_social: VocabTable::new::<StatutSocial>(),
-        }
-    }
-}
-
-/// Commune codes already found in the COG, so that the codes a file repeats on every row are
-/// looked up once (direct-mapped: a miss only costs a lookup).
-struct CommuneCache {
-    slots: [[u8; 5]; 256],
-}
-
-impl CommuneCache {
-    fn new() -> Self {
-        Self {
-            slots: [[0; 5]; 256],
-        }
-    }
-
-    fn slot(code: &[u8; 5]) -> usize {
-        let h = code
-            .iter()
-            .fold(0u32, |h, &b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
-        (h & 255) as usize
-    }
-}
-
-/// Up to 32 distinct codes of a multi-valued cell, in file order.
-#[derive(Default)]
-struct CodeList {
-    codes: [u8; 32],
-    len: usize,
-}
-
-impl CodeList {
-    fn add(&mut self, code: u8) {
-        if !self.codes[..self.len].contains(&code) && self.len < self.codes.len() {
-            self.codes[self.len] = code;
-            self.len += 1;
-        }
-    }
-
-    fn write(&self, out: &mut Vec<u8>) {
-        // At most 32 codes.
-        out.push(self.len as u8);
-        out.extend_from_slice(&self.codes[..self.len]);
-    }
-}
-
-/// The last valid date cell read and its Julian day (rows often share their date).
-#[derive(Default)]
-struct DateCache(Option<([u8; 10], i32)>);
-
-/// Reads the cells of one row, recording every error instead of stopping at the first.
-struct Cells<'a, 'r> {
-    /// The trimmed cell of each of [`COLUMNS`] (empty when the column is absent).
-    cells: [&'r [u8]; COLUMNS.len()],
-    /// Whether the whole row is ASCII (then every cell is valid UTF-8).
-    ascii: bool,
-    line: u64,
-    dates: &'a mut DateCache,
-    errors: &'a mut Vec<RowError>,
-    vocabs: &'a Vocabs,
-    communes: &'a mut CommuneCache,
-}
-
-impl<'r> Cells<'_, 'r> {
-    fn error(&mut self, column: usize, value: &str, message: String) {
-        self.errors.push(RowError {
-            line: self.line,
-            column: Some(COLUMNS[column].to_owned()),
-            value: Some(value.to_owned()),
-            message,
-        });
-    }
-
-    fn utf8_error(&mut self, column: usize, raw: &[u8]) {
-        let shown = String::from_utf8_lossy(raw).into_owned();
-        self.error(
-            column,
-            &shown,
-            "invalid UTF-8: save the file as UTF-8".into(),
-        );
-    }
-
-    /// The bytes of a column; `None` when the column is absent or the cell empty.
-    fn bytes(&self, column: usize) -> Option<&'r [u8]> {
-        Some(self.cells[column]).filter(|b| !b.is_empty())
-    }
-
-    /// The text of a column, as bytes that are valid UTF-8; `None` when the column is absent,
-    /// the cell empty or not UTF-8 (then an error is recorded).
-    fn text(&mut self, column: usize) -> Option<&'r [u8]> {
-        let raw = self.bytes(column)?;
-        if self.ascii || std::str::from_utf8(raw).is_ok() {
-            Some(raw)
-        } else {
-            self.utf8_error(column, raw);
-            None
-        }
-    }
-
-    /// Records that a required cell is empty; `None` then.
-    fn required(&mut self, column: usize) -> Option<&'r [u8]> {
-        let raw = self.bytes(column);
-        if raw.is_none() {
-            self.error(
-                column,
-                "",
-                "this column is required and the cell is empty".into(),
-            );
-        }
-        raw
-    }
-
-    /// Records a cell that is not what was expected: an encoding error if it is not UTF-8.
-    fn invalid(&mut self, column: usize, raw: &[u8], message: impl FnOnce() -> String) {
-        match std::str::from_utf8(raw) {
-            Ok(text) => self.error(column, text, message()),
-            Err(_) => self.utf8_error(column, raw),
-        }
-    }
-
-    /// An identifier (of an activity or a person, valid UTF-8), stored with a 16-bit length.
-    fn identifier(&mut self, text: Option<&'r [u8]>, column: usize) -> Option<&'r [u8]> {
-        let text = text?;
-        if text.len() > usize::from(u16::MAX) {
-            let shown: String = String::from_utf8_lossy(text).chars().take(40).collect();
-            self.error(
-                column,
-                &format!("{shown}…"),
-                "an identifier of at most 65,535 bytes is expected".into(),
-            );
-            return None;
-        }
-        Some(text)
-    }
-
-    /// The code of a single-valued vocabulary cell, 0 when empty.
-    fn one_of<V: Vocabulary>(&mut self, column: usize, table: &VocabTable) -> u8 {
-        let Some(raw) = self.bytes(column) else {
-            return 0;
-        };
-        match table.get(raw) {
-            Some(code) => code,
-            None => {
-                self.invalid(column, raw, || {
-                    format!("expected one of {}", V::codes().join(", "))
-                });
-                0
-            }
-        }
-    }
-
-    fn many_of<V: Vocabulary>(&mut self, column: usize, table: &VocabTable) -> CodeList {
-        let mut list = CodeList::default();
-        let Some(raw) = self.bytes(column) else {
-            return list;
-        };
-        for part in raw.split(|&b| b == b'|').map(trim_bytes) {
-            if part.is_empty() {
-                continue;
-            }
-            if let Some(code) = table.get(part) {
-                list.add(code);
-                continue;
-            }
-            let Ok(text) = std::str::from_utf8(part) else {
-                self.utf8_error(column, raw);
-                return CodeList::default();
-            };
-            // Other white space than ASCII's around a value.
-            let text = text.trim();
-            match table.get(text.as_bytes()) {
-                Some(code) => list.add(code),
-                None if text.is_empty() => {}
-                None => self.error(
-                    column,
-                    text,
-                    format!(
-                        "expected values separated by | among {}",
-                        V::codes().join(", ")
-                    ),
-                ),
-            }
-        }
-        list
-    }
-
-    fn commune(&mut self, column: usize) -> [u8; 5] {
-        let Some(raw) = self.bytes(column) else {
-            return [0; 5];
-        };
-        if let Ok(code) = <[u8; 5]>::try_from(raw) {
-            let slot = CommuneCache::slot(&code);
-            if self.communes.slots[slot] == code {
-                return code;
-            }
-            if let Ok(text) = std::str::from_utf8(raw)
-                && Cog::get().commune(text).is_ok()
-            {
-                self.communes.slots[slot] = code;
-                return code;
-            }
-        }
-        match std::str::from_utf8(raw) {
-            Ok(text) => {
-                if let Err(err) = Cog::get().commune(text) {
-                    self.error(column, text, err.to_string());
-                }
-            }
-            Err(_) => self.utf8_error(column, raw),
-        }
-        [0; 5]
-    }
-
-    fn date(&mut self) -> Option<i32> {
-        let raw = self.required(DATE)?;
-        if let Some((text, day)) = self.dates.0
-            && raw == text
-        {
-            return Some(day);
-        }
-        match parse_date(raw) {
-            Some(date) if (2000..=2999).contains(&date.year()) => {
-                let day = date.to_julian_day();
-                if let Ok(text) = <[u8; 10]>::try_from(raw) {
-                    self.dates.0 = Some((text, day));
-                }
-                Some(day)
-            }
-            Some(_) => {
-                self.invalid(DATE, raw, || {
-                    "expected a date from 2000-01-01 to 2999-12-31".into()
-                });
-                None
-            }
-            None => {
-                self.invalid(DATE, raw, || {
-                    "expected a calendar date written YYYY-MM-DD, e.g. 2026-10-14".into()
-                });
-                None
-            }
-        }
-    }
-
-    fn duree(&mut self) -> Option<u16> {
-        let raw = self.required(DUREE)?;
-        let digits = raw.strip_prefix(b"+").unwrap_or(raw);
-        let minutes = (!digits.is_empty() && digits.len() <= 4)
-            .then(|| {
-                digits.iter().try_fold(0u16, |n, &d| {
-                    d.is_ascii_digit().then(|| n * 10 + u16::from(d - b'0'))
-                })
-            })
-            .flatten();
-        match minutes {
-            Some(minutes @ 1..=1440) => Some(minutes),
-            _ => {
-                self.invalid(DUREE, raw, || {
-                    "expected a whole number of minutes from 1 to 1440".into()
-                });
-                None
-            }
-        }
-    }
-
-    /// Checks every cell; when all are valid, writes the row's frame into `frame` and returns
-    /// `true`.
-    fn row(&mut self, frame: &mut FrameWriter) -> bool {
-        let vocabs = self.vocabs;
-        let errors_before = self.errors.len();
-        let activite_id = if self.required(ACTIVITE_ID).is_some() {
-            self.text(ACTIVITE_ID)
-        } else {
-            None
-        };
-        let activite_id = self.identifier(activite_id, ACTIVITE_ID);
-        let day = self.date();
-        let mut legacy_demarche = false;
-        let individuel = codec::code(ActivityType::Individuel);
-        let kind = self.required(TYPE).and_then(|raw| {
-            if raw == LEGACY_DEMARCHE.as_bytes() {
-                legacy_demarche = true;
-                return Some(individuel);
-            }
-            let kind = vocabs.activity_type.get(raw);
-            if kind.is_none() {
-                self.invalid(TYPE, raw, || {
-                    format!(
-                        "expected one of {} (or the legacy {LEGACY_DEMARCHE})",
-                        ActivityType::codes().join(", ")
-                    )
-                });
-            }
-            kind
-        });
-        let duree = self.duree();
-        let place_type = self.one_of::<PlaceType>(TYPE_LIEU, &vocabs.place_type);
-        let place_commune = self.commune(LIEU_CODE_INSEE);
-        let mut themes = self.many_of::<Thematique>(THEMATIQUES, &vocabs.thematique);
-        if legacy_demarche {
-            themes.add(codec::code(Thematique::AideAuxDemarchesAdministratives));
-        }
-        let materiel = self.many_of::<Materiel>(MATERIEL, &vocabs.materiel);
-        let autonomie = self.one_of::<Autonomie>(AUTONOMIE, &vocabs.autonomie);
-        let oriented = self.one_of::<OuiNon>(ORIENTE, &vocabs.oui_non);
-        let level = self.one_of::<NiveauAtelier>(NIVEAU_ATELIER, &vocabs.niveau);
-        if level != 0 && kind == Some(individuel) {
-            self.error(
-                NIVEAU_ATELIER,
-                vocab_text::<NiveauAtelier>(level),
-                "a workshop level is only accepted for collectif activities; leave it empty".into(),
-            );
-        }
-        let beneficiary = self.text(BENEFICIAIRE_ID);
-        let beneficiary = self.identifier(beneficiary, BENEFICIAIRE_ID);
-        let first_time = self.one_of::<OuiNon>(PREMIER, &vocabs.oui_non);
-        let genre = self.one_of::<Genre>(GENRE, &vocabs.genre);
-        let tranche_age = self.one_of::<TrancheAge>(TRANCHE_AGE, &vocabs.tranche_age);
-        let statut_social = self.one_of::<StatutSocial>(STATUT_SOCIAL, &vocabs.statut_social);
-        let residence = self.commune(COMMUNE_CODE_INSEE);
-
-        if self.errors.len() != errors_before {
-            return false;
-        }
-        let (Some(id), Some(day), Some(kind), Some(duree)) = (activite_id, day, kind, duree) else {
-            return false;
-        };
-        let facts = Facts {
-            day,
-            kind,
-            duree,
-            place_type,
-            place_commune,
-            level,
-        };
-        if frame.start(stable_hash(id), self.line, id, &facts).is_err() {
-            return false;
-        }
-        let out = &mut frame.buf;
-        out.push(yes_no_flag(first_time));
-        out.push(yes_no_flag(oriented));
-        out.extend_from_slice(&[autonomie, genre, tranche_age, statut_social]);
-        out.extend_from_slice(&residence);
-        themes.write(out);
-        materiel.write(out);
-        let beneficiary = beneficiary.unwrap_or(b"");
-        // Checked by `identifier`.
-        out.extend_from_slice(&(beneficiary.len() as u16).to_le_bytes());
-        out.extend_from_slice(beneficiary);
-        true
-    }
-}
-
-/// An `oui`/`non` code (as [`VocabTable::get`] gives it) as a stored flag.
-fn yes_no_flag(code: u8) -> u8 {
-    let value = usize::from(code)
-        .checked_sub(1)
-        .and_then(|i| OuiNon::ALL.get(i))
-        .map(|v| v.is_yes());
-    codec::flag_code(value)
-}
-
-/// A date written exactly `YYYY-MM-DD`.
-fn parse_date(b: &[u8]) -> Option<Date> {
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let number = |range: std::ops::Range<usize>| {
-        b[range].iter().try_fold(0u32, |n, &d| {
-            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
-        })
-    };
-    let year = i32::try_from(number(0..4)?).ok()?;
-    let month = Month::try_from(u8::try_from(number(5..7)?).ok()?).ok()?;
-    let day = u8::try_from(number(8..10)?).ok()?;
-    Date::from_calendar_date(year, month, day).ok()
-}
-
 #[cfg(test)]
 mod tests {
+    use super::cells::{VocabTable, parse_date};
+    use super::chunks::last_record_end;
     use super::*;
 
     fn parse_str(text: &str) -> Result<ParsedFile, ImportError> {

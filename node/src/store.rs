@@ -4,7 +4,7 @@
 //! Trees:
 //! - `data`: the activity records, in compact binary records (see [`codec`]):
 //!   - `S` + `YYYY-MM` + bucket (u8) → where that period's activities whose id hashes to the
-//!     bucket are (a [`BlobRef`] into a segment file: the records sorted by (hash, id)), and
+//!     bucket are (a reference into a segment file: the records sorted by (hash, id)), and
 //!     how many activities and rows they are. A month is one prefix scan and 16 file reads.
 //!   - `I` + index bucket (u8) → where the bucket's sorted (id hash, period) pairs are: every
 //!     period where an activity with that id hash is stored (a superset: a hash collision only
@@ -17,7 +17,7 @@
 //! - `meta`: `schema` → the format version; `pending_import` → the import being applied
 //!
 //! The records and index entries themselves are in files of the `segments/` folder (see
-//! [`segments`]), synced before any sled record names them: sled 0.34 never fsyncs the files
+//! `store/segments.rs`), synced before any sled record names them: sled 0.34 never fsyncs the files
 //! it puts large values in, so every sled value here is small.
 //!
 //! Ids hash ([`stable_hash`]) into 16 buckets (partitions) and 256 index buckets, the index
