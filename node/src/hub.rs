@@ -64,7 +64,7 @@ use crate::config::Role;
 use crate::members::{Members, MembersError};
 use crate::node::{FileStamp, Node, file_stamp};
 use crate::policy::Governance;
-use crate::store::{PART_BYTES, StoreError, get_parts, insert_parts};
+use crate::store::{StoreError, get_parts, insert_parts, parts};
 pub use ledger::CONTRIBUTIONS_FILE;
 use ledger::{Ledger, NewLeaf};
 
@@ -396,16 +396,10 @@ impl Table {
         batch.insert(self.key(key), value.as_ref());
     }
 
-    /// Adds the inserts of `value` under `key` in parts of at most [`PART_BYTES`] (`key` ‖ part
-    /// number as u32 big-endian) to `batch`, so that no sled value is large (see
-    /// [`insert_parts`]); read back with [`Table::values_in_parts`].
+    /// Adds the inserts of `value` under `key` in [`parts`] to `batch`, so that no sled value
+    /// is large (see [`insert_parts`]); read back with [`Table::values_in_parts`].
     fn put_parts(&self, batch: &mut sled::Batch, key: &[u8], value: &[u8]) {
-        let parts = value
-            .chunks(PART_BYTES)
-            .chain(value.is_empty().then_some(value));
-        for (n, part) in (0u32..).zip(parts) {
-            let mut part_key = key.to_vec();
-            part_key.extend_from_slice(&n.to_be_bytes());
+        for (part_key, part) in parts(key, value) {
             self.put(batch, part_key, part);
         }
     }

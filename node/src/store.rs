@@ -1427,15 +1427,23 @@ pub fn insert_parts(tree: &sled::Tree, key: &[u8], value: &[u8]) -> Result<(), s
     for old in tree.scan_prefix(key).keys() {
         batch.remove(old?);
     }
-    let parts = value
-        .chunks(PART_BYTES)
-        .chain(value.is_empty().then_some(value));
-    for (n, part) in (0u32..).zip(parts) {
-        let mut part_key = key.to_vec();
-        part_key.extend_from_slice(&n.to_be_bytes());
+    for (part_key, part) in parts(key, value) {
         batch.insert(part_key, part);
     }
     tree.apply_batch(batch)
+}
+
+/// The parts [`insert_parts`] stores `value` in: (`key` ‖ part number as u32 big-endian, at
+/// most [`PART_BYTES`] bytes); an empty value is one empty part.
+pub fn parts<'a>(key: &'a [u8], value: &'a [u8]) -> impl Iterator<Item = (Vec<u8>, &'a [u8])> {
+    let pieces = value
+        .chunks(PART_BYTES)
+        .chain(value.is_empty().then_some(value));
+    (0u32..).zip(pieces).map(move |(n, piece)| {
+        let mut part_key = key.to_vec();
+        part_key.extend_from_slice(&n.to_be_bytes());
+        (part_key, piece)
+    })
 }
 
 /// The value [`insert_parts`] stored under `key`, or one stored whole under exactly `key`

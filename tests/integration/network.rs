@@ -9,7 +9,8 @@ use serde_json::json;
 use crate::serve::{Served, free_port, http, wait_until};
 use crate::support::{maillage, run, run_err, run_json, run_ok};
 
-fn structure(root: &std::path::Path, name: &str, seed: u32) -> String {
+/// A structure in `root/name` with generated activities of `month`.
+fn structure_of(root: &std::path::Path, name: &str, seed: u32, month: &str) -> String {
     let dir = root.join(name).display().to_string();
     run_ok(&[
         "init",
@@ -27,10 +28,18 @@ fn structure(root: &std::path::Path, name: &str, seed: u32) -> String {
         &csv,
         "--seed",
         &seed.to_string(),
+        "--from",
+        month,
         "--months",
         "1",
     ]);
     run_ok(&["import", "--dir", &dir, &csv]);
+    dir
+}
+
+/// A structure with September 2026's activities, released.
+fn structure(root: &std::path::Path, name: &str, seed: u32) -> String {
+    let dir = structure_of(root, name, seed, "2026-09");
     run_ok(&["release", "--dir", &dir, "--period", "2026-09"]);
     dir
 }
@@ -125,34 +134,6 @@ fn last_month() -> maillage_protocol::Period {
     maillage_protocol::Period::of_date(time::OffsetDateTime::now_utc().date()).previous()
 }
 
-/// A structure in `root/name` with generated activities of last month.
-fn structure_of_last_month(root: &std::path::Path, name: &str, seed: u32) -> String {
-    let dir = root.join(name).display().to_string();
-    run_ok(&[
-        "init",
-        "--dir",
-        &dir,
-        "--name",
-        name,
-        "--code-insee",
-        "69385",
-    ]);
-    let csv = root.join(format!("{name}.csv")).display().to_string();
-    run_ok(&[
-        "generate",
-        "--out",
-        &csv,
-        "--seed",
-        &seed.to_string(),
-        "--from",
-        &last_month().to_string(),
-        "--months",
-        "1",
-    ]);
-    run_ok(&["import", "--dir", &dir, &csv]);
-    dir
-}
-
 /// Adds `line` to the `[network]` section of a node's `maillage.toml`.
 fn set_network(dir: &str, line: &str) {
     let config = std::path::Path::new(dir).join("maillage.toml");
@@ -172,7 +153,7 @@ fn a_structure_daemon_releases_last_month_on_its_release_day() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let hub = tmp.path().join("hub").display().to_string();
     run_ok(&["init", "--dir", &hub, "--role", "hub", "--name", "Hub"]);
-    let dir = structure_of_last_month(tmp.path(), "s", 5);
+    let dir = structure_of(tmp.path(), "s", 5, &last_month().to_string());
     run_ok(&["members", "add", "--dir", &hub, "--from-node", &dir]);
     set_network(&dir, "release_day = 1");
 
@@ -206,7 +187,7 @@ fn a_hub_daemon_signs_last_month_on_its_deadline_day() {
     run_ok(&["init", "--dir", &hub, "--role", "hub", "--name", "Hub"]);
     let mut files = Vec::new();
     for (name, seed) in [("a", 1), ("b", 2), ("c", 3)] {
-        let dir = structure_of_last_month(tmp.path(), name, seed);
+        let dir = structure_of(tmp.path(), name, seed, &last_month().to_string());
         run_ok(&["members", "add", "--dir", &hub, "--from-node", &dir]);
         if name != "c" {
             let out = tmp.path().join(format!("{name}.release.json"));

@@ -441,7 +441,7 @@ fn refused_contributions_are_kept_in_parts_and_read_back_whole() -> Result {
     table.insert(key(2), &big[..5000])?;
     for entry in table.iter() {
         let (key, value) = entry?;
-        assert!(key.len() == EQUIVOCATION_KEY_LEN || value.len() <= PART_BYTES);
+        assert!(key.len() == EQUIVOCATION_KEY_LEN || value.len() <= crate::store::PART_BYTES);
     }
     let values = table.values_in_parts(EQUIVOCATION_KEY_LEN)?;
     assert_eq!(
