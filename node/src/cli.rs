@@ -18,7 +18,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::Role;
 use crate::hub::{Hub, Refusal};
-use crate::import::{ImportError, Progress};
+use crate::import::Progress;
 use crate::members::{Member, Members};
 use crate::node::{InitOptions, Node, NodeError};
 use crate::synth::{self, SynthOptions};
@@ -707,52 +707,89 @@ impl Drop for Bar {
 }
 
 fn import(args: ImportArgs) -> Result<()> {
-    let node = Node::open(&args.dir)?;
-    let mut bar = Bar::for_file(&args.file);
-    let result = node.import_file(&args.file, &mut bar);
-    drop(bar);
-    match result {
-        Ok((summary, warnings)) => {
-            tracing::info!(file = %args.file.display(), added = summary.added, replaced = summary.replaced, "import stored");
-            if args.json {
-                out!(
-                    "{}",
-                    json!({"ok": true, "file": args.file.display().to_string(), "summary": summary, "warnings": warnings})
-                )?;
-            } else {
-                for w in &warnings {
-                    eprintln!("attention : {w}");
-                }
-                out!(
-                    "Import de {} : {} ligne(s), {} activité(s) ajoutée(s), {} remplacée(s), {} inchangée(s).",
-                    args.file.display(),
-                    summary.rows,
-                    summary.added,
-                    summary.replaced,
-                    summary.unchanged
-                )?;
-            }
-            Ok(())
+    let report = match Node::open(&args.dir) {
+        Ok(node) => {
+            let mut bar = Bar::for_file(&args.file);
+            let result = node.import_file(&args.file, &mut bar);
+            drop(bar);
+            crate::node::import_report(&args.file.display().to_string(), &result)
         }
-        Err(NodeError::Import {
-            file,
-            source: ImportError::Rows { errors, unlisted },
-        }) if args.json => {
-            let errors: Vec<_> = errors
-                .iter()
-                .map(|e| json!({"line": e.line, "column": e.column, "value": e.value, "message": e.message}))
-                .collect();
+        // `maillage serve` holds the store: the import goes through its HTTP API.
+        Err(NodeError::Locked { path }) => import_through_daemon(&args, &path)?,
+        Err(e) => return Err(e.into()),
+    };
+    let file = report["file"].as_str().unwrap_or_default().to_owned();
+    if report["ok"] == json!(true) {
+        let count = |key: &str| report["summary"][key].as_u64().unwrap_or(0);
+        tracing::info!(%file, added = count("added"), replaced = count("replaced"), "import stored");
+        if args.json {
+            out!("{report}")?;
+        } else {
+            for w in report["warnings"].as_array().into_iter().flatten() {
+                eprintln!("attention : {}", w.as_str().unwrap_or_default());
+            }
             out!(
-                "{}",
-                json!({"ok": false, "file": file, "errors": errors, "unlisted_errors": unlisted})
+                "Import de {file} : {} ligne(s), {} activité(s) ajoutée(s), {} remplacée(s), {} inchangée(s).",
+                count("rows"),
+                count("added"),
+                count("replaced"),
+                count("unchanged")
             )?;
+        }
+        return Ok(());
+    }
+    let message = report["message"].as_str().unwrap_or("the import failed");
+    match report["errors"].as_array() {
+        Some(errors) if args.json => {
+            out!("{report}")?;
             bail!(
                 "{file}: {} invalid row(s); nothing was imported",
-                errors.len() as u64 + unlisted
+                errors.len() as u64 + report["unlisted_errors"].as_u64().unwrap_or(0)
             )
         }
-        Err(e) => Err(e.into()),
+        _ => bail!("{message}"),
     }
+}
+
+/// Sends the file to the `maillage serve` that holds the node's store (through the HTTP API
+/// address it wrote in the node's folder); its report.
+fn import_through_daemon(args: &ImportArgs, store: &str) -> Result<serde_json::Value> {
+    let busy = || {
+        format!(
+            "the store {store} is in use by another maillage process (for example `maillage serve`)"
+        )
+    };
+    let address_file = args.dir.join(crate::net::http::ADDRESS_FILE);
+    let Ok(text) = std::fs::read_to_string(&address_file) else {
+        bail!(
+            "{}, whose HTTP API is off: stop it and import again, or turn its API on ([network] http in maillage.toml) so that maillage import goes through it",
+            busy()
+        );
+    };
+    let addr: std::net::SocketAddr = text
+        .trim()
+        .parse()
+        .with_context(|| format!("{}: not an address", address_file.display()))?;
+    if !args.file.is_file() {
+        bail!("{}: no such file", args.file.display());
+    }
+    let name = args.file.file_name().map_or_else(
+        || args.file.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    tracing::info!(%addr, "the store is held by maillage serve: importing through its HTTP API");
+    let mut report = crate::net::http::post_import(addr, &args.file, &name).with_context(|| {
+        format!(
+            "{}; importing through its HTTP API at {addr} failed",
+            busy()
+        )
+    })?;
+    // Shown as the user named it.
+    report["file"] = json!(args.file.display().to_string());
+    if let Some(message) = report["message"].as_str() {
+        report["message"] = json!(message.replacen(&name, &args.file.display().to_string(), 1));
+    }
+    Ok(report)
 }
 
 fn which_indicators(modules: bool) -> Vec<Indicator> {

@@ -9,7 +9,7 @@
 
 mod answer;
 mod daemon;
-mod http;
+pub mod http;
 mod metrics;
 mod outbox;
 mod policy_sync;

@@ -246,6 +246,37 @@ fn open_store(path: &Path) -> Result<Store, NodeError> {
     }
 }
 
+/// What an import did or why it was refused, as `maillage import --json` prints it (and the
+/// daemon's `POST /import` answers): `{"ok": true, "file", "summary", "warnings"}`, or
+/// `{"ok": false, "file", "message"}` with, when rows were invalid, `"errors"` (line, column,
+/// value, message) and `"unlisted_errors"`.
+pub fn import_report(
+    file: &str,
+    result: &Result<(ImportSummary, Vec<String>), NodeError>,
+) -> serde_json::Value {
+    match result {
+        Ok((summary, warnings)) => {
+            serde_json::json!({"ok": true, "file": file, "summary": summary, "warnings": warnings})
+        }
+        Err(e) => {
+            let mut report =
+                serde_json::json!({"ok": false, "file": file, "message": e.to_string()});
+            if let NodeError::Import {
+                source: ImportError::Rows { errors, unlisted },
+                ..
+            } = e
+            {
+                report["errors"] = errors
+                    .iter()
+                    .map(|e| serde_json::json!({"line": e.line, "column": e.column, "value": e.value, "message": e.message}))
+                    .collect();
+                report["unlisted_errors"] = serde_json::json!(unlisted);
+            }
+            report
+        }
+    }
+}
+
 impl Node {
     /// Creates a node directory. The key and configuration are assembled in a sibling folder and
     /// renamed into place, so an interrupted `init` never leaves a half-made node behind; the
@@ -372,7 +403,32 @@ impl Node {
         path: &Path,
         progress: &mut dyn Progress,
     ) -> Result<(ImportSummary, Vec<String>), NodeError> {
-        let shown = path.display().to_string();
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        self.import(path, &path.display().to_string(), &name, progress)
+    }
+
+    /// Imports a file received from elsewhere (see [`Node::import_file`]), recorded and
+    /// reported under `name`, the name it had there.
+    pub fn import_file_as(
+        &self,
+        path: &Path,
+        name: &str,
+        progress: &mut dyn Progress,
+    ) -> Result<(ImportSummary, Vec<String>), NodeError> {
+        self.import(path, name, name, progress)
+    }
+
+    fn import(
+        &self,
+        path: &Path,
+        shown: &str,
+        name: &str,
+        progress: &mut dyn Progress,
+    ) -> Result<(ImportSummary, Vec<String>), NodeError> {
+        let shown = shown.to_owned();
         let file = fs::File::open(path).map_err(io_error(path))?;
         let mut staging = self
             .store
@@ -414,9 +470,7 @@ impl Node {
         tracing::debug!(elapsed = ?t0.elapsed(), "import: activities checked");
         errors.finish().map_err(import_error)?;
         let record = ImportRecord {
-            file: path
-                .file_name()
-                .map_or_else(|| shown.clone(), |n| n.to_string_lossy().into_owned()),
+            file: name.to_owned(),
             sha256: hex::encode(sha256),
             at: OffsetDateTime::now_utc()
                 .format(&Rfc3339)

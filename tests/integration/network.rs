@@ -684,3 +684,101 @@ fn the_daemon_keeps_serving_when_its_stdout_is_closed() {
     assert!(answered, "the daemon never answered on {addr}");
     assert!(alive, "the daemon stopped once its stdout was closed");
 }
+
+/// `maillage import` while `maillage serve` holds the store goes through the daemon's HTTP API:
+/// the same report, the same refusals, the activities stored and kept after the daemon stops.
+/// With the API off, the import says what to do.
+#[test]
+fn import_goes_through_a_running_daemon() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join("s").display().to_string();
+    run_ok(&[
+        "init",
+        "--dir",
+        &dir,
+        "--name",
+        "S",
+        "--code-insee",
+        "69385",
+    ]);
+    let csv = tmp.path().join("activités.csv").display().to_string();
+    run_ok(&["generate", "--out", &csv, "--seed", "4", "--months", "2"]);
+    let bad = tmp.path().join("bad.csv").display().to_string();
+    std::fs::write(
+        &bad,
+        "activite_id,date,type,duree\na1,2026-09-31,individuel,30\na2,2026-09-02,atelier,30\n",
+    )
+    .expect("write");
+
+    let served = Served::start_with(&dir, &[]);
+    let out = run_ok(&["import", "--dir", &dir, &csv]);
+    assert!(
+        out.contains("Import de") && out.contains("activités.csv"),
+        "{out}"
+    );
+    let again = run_json(&["import", "--dir", &dir, &csv, "--json"]);
+    assert_eq!(again["ok"], json!(true), "{again}");
+    assert_eq!(again["summary"]["added"], json!(0), "unchanged: {again}");
+    assert!(
+        again["summary"]["unchanged"].as_u64().unwrap_or(0) > 0,
+        "{again}"
+    );
+    // A refused file: every invalid cell, nothing stored.
+    let refused = run(&["import", "--dir", &dir, &bad, "--json"]);
+    assert!(!refused.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&refused.stdout).expect("JSON");
+    let lines: Vec<u64> = report["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["line"].as_u64())
+        .collect();
+    assert_eq!(lines, vec![2, 3], "{report}");
+    let text = run_err(&["import", "--dir", &dir, &bad]);
+    assert!(text.contains("line 2") && text.contains("date"), "{text}");
+    let (code, figures) = served.get("/indicators?period=2026-09");
+    assert_eq!(code, 200, "{figures}");
+    let figures: serde_json::Value = serde_json::from_str(&figures).expect("JSON");
+    assert!(served.stop());
+    assert!(
+        !std::path::Path::new(&dir).join("http.addr").exists(),
+        "the address file goes with the daemon"
+    );
+    // Stored for good, as the daemon showed them, and recorded under the file's name.
+    let local = run_json(&["indicators", "--dir", &dir, "--period", "2026-09", "--json"]);
+    assert_eq!(local, figures);
+    assert!(
+        local["indicators"]["activites"]["individuel"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    );
+    let status = run_json(&["status", "--dir", &dir, "--json"]);
+    assert_eq!(
+        status["imports"],
+        json!(2),
+        "the refused file is not an import: {status}"
+    );
+
+    // A daemon without its HTTP API: the import says what to do.
+    let served = Served::start_with(&dir, &[]);
+    let addr = std::fs::read_to_string(std::path::Path::new(&dir).join("http.addr"));
+    assert!(addr.is_ok());
+    drop(served);
+    let mut quiet = maillage()
+        .args(["serve", "--dir", &dir, "--http", "off"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    assert!(wait_until(20, || {
+        run(&["import", "--dir", &dir, &csv])
+            .status
+            .code()
+            .is_some_and(|c| c != 0)
+    }));
+    let err = run_err(&["import", "--dir", &dir, &csv]);
+    assert!(err.contains("HTTP API is off"), "{err}");
+    let _ = quiet.kill();
+    let _ = quiet.wait();
+}

@@ -155,6 +155,16 @@ pub enum Control {
         /// The signed aggregate's wire bytes, or why not.
         reply: oneshot::Sender<Result<Vec<u8>, String>>,
     },
+    /// Imports an activity file received through the HTTP API (`maillage import` while this
+    /// daemon holds the store).
+    Import {
+        /// The file, as received.
+        path: std::path::PathBuf,
+        /// Its name where it came from (recorded with the import).
+        name: String,
+        /// The report, as `maillage import --json` prints it ([`crate::node::import_report`]).
+        reply: oneshot::Sender<serde_json::Value>,
+    },
     /// The Prometheus text exposition.
     Metrics(oneshot::Sender<String>),
     /// Try every pending delivery now, whatever the backoff says.
@@ -230,6 +240,16 @@ impl DaemonHandle {
             reply,
         })
         .await
+    }
+
+    /// Imports an activity file into the node's store.
+    pub async fn import(
+        &self,
+        path: std::path::PathBuf,
+        name: String,
+    ) -> Result<serde_json::Value, DaemonGone> {
+        self.ask(|reply| Control::Import { path, name, reply })
+            .await
     }
 
     /// Signs a hub's or the national node's aggregate now.
@@ -397,6 +417,8 @@ pub async fn run(
     let (http_stop, http_stopped) = oneshot::channel::<()>();
     let (handle_tx, handle_rx) = mpsc::channel(32);
     let api_handle = DaemonHandle { tx: handle_tx };
+    // The address an earlier run left (it was killed) is not this run's.
+    let _ = std::fs::remove_file(node.dir().join(super::http::ADDRESS_FILE));
     let http = match options.http {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -405,7 +427,7 @@ pub async fn run(
             let local = listener
                 .local_addr()
                 .context("reading the HTTP API's address")?;
-            let app = super::http::router(api_handle.clone());
+            let app = super::http::router(api_handle.clone(), node.dir().to_path_buf());
             tokio::spawn(async move {
                 let served = axum::serve(listener, app)
                     .with_graceful_shutdown(async move {
@@ -417,6 +439,13 @@ pub async fn run(
                 }
             });
             tracing::info!(%local, "HTTP API listening");
+            // Where `maillage import` finds this daemon while it holds the store.
+            if let Err(e) = crate::policy::write_atomically(
+                &node.dir().join(super::http::ADDRESS_FILE),
+                format!("{local}\n").as_bytes(),
+            ) {
+                tracing::warn!(error = %e, "the HTTP API's address could not be written for maillage import");
+            }
             Some(local)
         }
         None => None,
@@ -518,6 +547,9 @@ pub async fn run(
     }
     tracing::info!("shutting down");
     let _ = http_stop.send(());
+    if http.is_some() {
+        let _ = std::fs::remove_file(node.dir().join(super::http::ADDRESS_FILE));
+    }
     node.store.flush().context("flushing the store")?;
     Ok(())
 }
@@ -563,6 +595,19 @@ impl<'a> Daemon<'a> {
             }
             Control::Aggregate { period, reply } => {
                 let _ = reply.send(self.aggregate(period));
+                self.on_tick();
+            }
+            Control::Import { path, name, reply } => {
+                let result = self.node.import_file_as(&path, &name, &mut ());
+                match &result {
+                    Ok((summary, _)) => {
+                        tracing::info!(file = %name, added = summary.added, replaced = summary.replaced, "import stored (through the HTTP API)")
+                    }
+                    Err(e) => tracing::warn!(file = %name, error = %e, "import refused"),
+                }
+                let _ = reply.send(crate::node::import_report(&name, &result));
+                // New activities may make last month due for its release.
+                self.last_release_check = None;
                 self.on_tick();
             }
             Control::Metrics(reply) => {

@@ -8,12 +8,16 @@
 //! | GET | `/totals?indicator=ID&period=YYYY-MM[&by=region\|departement]` | hub and national totals with 95% intervals and coverage |
 //! | POST | `/release?period=YYYY-MM[&force_open=true]` | a structure makes its release and queues it for its hub |
 //! | POST | `/aggregate?period=YYYY-MM` | a hub or national node signs its aggregate now |
+//! | POST | `/import?name=FILE` | imports the activity file in the body (what `maillage import` does while this daemon holds the store); 422 with the invalid rows |
 //! | GET | `/metrics` | Prometheus/OpenMetrics text |
 //!
 //! Errors are `{"error": "..."}` with a 4xx or 5xx status.
 
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::{get, post};
@@ -24,14 +28,44 @@ use serde_json::json;
 
 use super::daemon::DaemonHandle;
 
-/// The API's routes over a daemon handle.
-pub fn router(handle: DaemonHandle) -> Router {
+/// The file in a node's folder where its running daemon writes its HTTP API's address (and
+/// removes it when it stops), for `maillage import` to find it.
+pub const ADDRESS_FILE: &str = "http.addr";
+
+/// Files received by `POST /import` are written in the node's folder (they hold personal data:
+/// they stay where the store is), under this prefix, and deleted once imported.
+const UPLOAD_PREFIX: &str = ".incoming-";
+
+/// Where the daemon of node `dir` writes the files `POST /import` receives.
+#[derive(Debug, Clone)]
+struct Uploads(PathBuf);
+
+/// The API's routes over a daemon handle, for the node in `dir`. Files an earlier run received
+/// and did not finish importing (it was killed) are deleted.
+pub fn router(handle: DaemonHandle, dir: PathBuf) -> Router {
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(UPLOAD_PREFIX)
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
     Router::new()
         .route("/status", get(status))
         .route("/indicators", get(indicators))
         .route("/totals", get(totals))
         .route("/release", post(release))
         .route("/aggregate", post(aggregate))
+        .route(
+            "/import",
+            post(import)
+                .route_layer(DefaultBodyLimit::disable())
+                .route_layer(Extension(Uploads(dir))),
+        )
         .route("/metrics", get(metrics))
         .with_state(handle)
 }
@@ -155,6 +189,132 @@ async fn aggregate(
         },
         Ok(Err(e)) => error(StatusCode::CONFLICT, e),
         Err(_) => gone(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ImportQuery {
+    name: Option<String>,
+}
+
+/// The name recorded for an imported file: the last component of what the client gave.
+fn upload_name(given: Option<&str>) -> String {
+    given
+        .and_then(|n| n.rsplit(['/', '\\']).next())
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .unwrap_or("import.csv")
+        .to_owned()
+}
+
+/// Receives an activity file (streamed to a file beside the store, never held in memory) and
+/// has the daemon import it: the report of `maillage import --json`, 422 when it was refused.
+async fn import(
+    State(handle): State<DaemonHandle>,
+    Extension(Uploads(dir)): Extension<Uploads>,
+    Query(q): Query<ImportQuery>,
+    body: axum::body::Body,
+) -> HttpResponse {
+    use http_body_util::BodyExt;
+    let name = upload_name(q.name.as_deref());
+    let upload = match tempfile::Builder::new()
+        .prefix(UPLOAD_PREFIX)
+        .suffix(".csv")
+        .tempfile_in(&dir)
+    {
+        Ok(file) => file,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot write the received file in {}: {e}", dir.display()),
+            );
+        }
+    };
+    let mut body = body;
+    let mut out = upload.as_file();
+    while let Some(frame) = body.frame().await {
+        let data = match frame {
+            Ok(frame) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue,
+            },
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("the file was not received whole: {e}"),
+                );
+            }
+        };
+        if let Err(e) = out.write_all(&data) {
+            return error(
+                StatusCode::INSUFFICIENT_STORAGE,
+                format!(
+                    "cannot write the received file in {}: {e} (check the free disk space)",
+                    dir.display()
+                ),
+            );
+        }
+    }
+    match handle.import(upload.path().to_path_buf(), name).await {
+        Ok(report) => {
+            let code = if report["ok"] == json!(true) {
+                StatusCode::OK
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            (code, axum::Json(report)).into_response()
+        }
+        Err(_) => gone(),
+    }
+}
+
+/// Sends `file` to the daemon whose HTTP API is at `addr` (`POST /import`), recorded under
+/// `name`; the report it answers (see [`crate::node::import_report`]).
+pub fn post_import(
+    addr: std::net::SocketAddr,
+    file: &Path,
+    name: &str,
+) -> std::io::Result<serde_json::Value> {
+    let mut input = std::fs::File::open(file)?;
+    let len = input.metadata()?.len();
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))?;
+    // An import of a large file takes a few seconds; a stuck daemon is given up on.
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(600)))?;
+    let mut query = String::new();
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            query.push(char::from(b));
+        } else {
+            query.push_str(&format!("%{b:02X}"));
+        }
+    }
+    write!(
+        stream,
+        "POST /import?name={query} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/csv\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+    )?;
+    let sent = std::io::copy(&mut Read::by_ref(&mut input).take(len), &mut stream)?;
+    if sent != len {
+        return Err(std::io::Error::other(format!(
+            "{} changed while it was being sent",
+            file.display()
+        )));
+    }
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let body_start = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+        .ok_or_else(|| std::io::Error::other("the daemon's answer has no body"))?;
+    let report: serde_json::Value = serde_json::from_slice(&answer[body_start..])
+        .map_err(|e| std::io::Error::other(format!("the daemon's answer is not JSON: {e}")))?;
+    // Errors other than the import's (`{"error": …}`) are reported as such.
+    match report.get("error").and_then(|e| e.as_str()) {
+        Some(message) if report.get("ok").is_none() => {
+            Err(std::io::Error::other(message.to_owned()))
+        }
+        _ => Ok(report),
     }
 }
 
