@@ -917,7 +917,7 @@ impl<'a> Daemon<'a> {
             || self.release_day == 0
             || self
                 .last_release_check
-                .is_some_and(|t| now.duration_since(t) < Duration::from_secs(60))
+                .is_some_and(|t| now < t || now.duration_since(t) < Duration::from_secs(60))
         {
             return;
         }
@@ -949,7 +949,8 @@ impl<'a> Daemon<'a> {
                     tracing::info!(period = %previous, %id, "release day: the month is released and queued for the hub")
                 }
                 Err(e) => {
-                    tracing::error!(period = %previous, error = %e, "release day: the month could not be released")
+                    tracing::error!(period = %previous, error = %e, "release day: the month could not be released; trying again in an hour");
+                    self.last_release_check = now.checked_add(Duration::from_secs(3600));
                 }
             },
             Err(e) => {
