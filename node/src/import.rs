@@ -108,7 +108,9 @@ pub enum ImportError {
         unlisted: u64,
     },
     /// Writing what was read failed (disk full…); nothing was imported.
-    #[error("cannot stage the import: {0}")]
+    #[error(
+        "cannot write the import's staging file beside the store: {0} (check the free disk space in the node's folder); nothing was imported"
+    )]
     Stage(String),
 }
 

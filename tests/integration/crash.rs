@@ -1,8 +1,9 @@
-//! Killing `maillage import` at any moment leaves the store with the whole file or none of it.
+//! Killing `maillage import` at any moment leaves the store with the whole file or none of it;
+//! so does a disk that fills up.
 
 use std::time::Instant;
 
-use crate::support::{init_structure, maillage, run_json, run_ok};
+use crate::support::{init_structure, maillage, maillage_bin, run_json, run_ok};
 
 #[test]
 fn import_killed_midway_stores_all_or_nothing() {
@@ -117,4 +118,83 @@ fn killed_right_after_the_import_acknowledges_nothing_is_lost() {
         ]);
         assert_eq!(a, b);
     }
+}
+
+/// The disk fills up during an import (here: a file size limit, `ulimit -f`, with SIGXFSZ
+/// ignored so that writes fail as on a full disk): a precise error, the store as it was, no
+/// staging file left, and the same import goes through once there is room.
+#[test]
+fn a_full_disk_during_an_import_is_a_clear_error_and_changes_nothing() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join("n").display().to_string();
+    run_ok(&[
+        "init",
+        "--dir",
+        &dir,
+        "--name",
+        "T",
+        "--code-insee",
+        "69385",
+    ]);
+    let small = tmp.path().join("small.csv").display().to_string();
+    run_ok(&["generate", "--out", &small, "--months", "1"]);
+    run_ok(&["import", "--dir", &dir, &small]);
+    let big = tmp.path().join("big.csv").display().to_string();
+    run_ok(&[
+        "generate",
+        "--out",
+        &big,
+        "--months",
+        "2",
+        "--activities-per-month",
+        "20000",
+        "--seed",
+        "3",
+    ]);
+    let before = run_json(&["status", "--dir", &dir, "--json"]);
+    let store = std::path::Path::new(&dir).join("store");
+    let files = |sub: &str| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(store.join(sub))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| {
+                        n.starts_with("staging-") || n.contains(".re") || n.ends_with(".seg")
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let kept = (files("."), files("segments"));
+
+    // 2,000 blocks of 1 KiB (bash) per file: the staging file of 80,000 rows does not fit.
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f 2000; exec '{}' import --dir '{dir}' '{big}'",
+            maillage_bin().display()
+        ))
+        .env_remove("MAILLAGE_LOG")
+        .output()
+        .expect("bash");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("big.csv")
+            && err.contains("disk space")
+            && err.contains("nothing was imported"),
+        "{err}"
+    );
+    assert_eq!(run_json(&["status", "--dir", &dir, "--json"]), before);
+    assert_eq!(
+        (files("."), files("segments")),
+        kept,
+        "no staging file left"
+    );
+
+    let done = run_json(&["import", "--dir", &dir, &big, "--json"]);
+    assert_eq!(done["ok"], serde_json::json!(true), "{done}");
+    assert_eq!(done["summary"]["unchanged"], serde_json::json!(0), "{done}");
 }
