@@ -1116,6 +1116,21 @@ impl<'a> Hub<'a> {
         Ok((release, receipt))
     }
 
+    /// The period of the contribution at a leaf index (a release's at a hub, a hub aggregate's
+    /// at the national node).
+    pub fn contribution_period(&self, index: u64) -> Result<Period, HubError> {
+        let (id, bytes) = self.contribution_bytes(index)?;
+        if self.is_national() {
+            SignedAggregate::decode(&bytes)
+                .map(|a| a.aggregate().period)
+                .map_err(|e| HubError::Corrupt(format!("aggregate {id}: {e}")))
+        } else {
+            SignedRelease::decode(&bytes)
+                .map(|r| r.release().period)
+                .map_err(|e| HubError::Corrupt(format!("release {id}: {e}")))
+        }
+    }
+
     /// The hub aggregate at a leaf index of the national log, with its receipt.
     pub fn aggregate_contribution(
         &self,

@@ -179,30 +179,34 @@ fn a_structure_daemon_releases_last_month_on_its_release_day() {
 }
 
 /// On its deadline day (here: any day) a hub's daemon signs last month's aggregate by itself,
-/// over the releases it has logged, once.
+/// over the releases it has logged; a release that arrives after it is taken into a revision
+/// without anyone asking; a restart signs nothing more.
 #[test]
-fn a_hub_daemon_signs_last_month_on_its_deadline_day() {
+fn a_hub_daemon_signs_last_month_on_its_deadline_day_and_revises_it_for_late_releases() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let hub = tmp.path().join("hub").display().to_string();
     run_ok(&["init", "--dir", &hub, "--role", "hub", "--name", "Hub"]);
     let mut files = Vec::new();
+    let mut late = String::new();
     for (name, seed) in [("a", 1), ("b", 2), ("c", 3)] {
         let dir = structure_of(tmp.path(), name, seed, &last_month().to_string());
         run_ok(&["members", "add", "--dir", &hub, "--from-node", &dir]);
-        if name != "c" {
-            let out = tmp.path().join(format!("{name}.release.json"));
-            let out = out.display().to_string();
-            run_ok(&[
-                "release",
-                "--dir",
-                &dir,
-                "--period",
-                &last_month().to_string(),
-                "--out",
-                &out,
-            ]);
-            files.push(out);
+        if name == "c" {
+            late = dir;
+            continue;
         }
+        let out = tmp.path().join(format!("{name}.release.json"));
+        let out = out.display().to_string();
+        run_ok(&[
+            "release",
+            "--dir",
+            &dir,
+            "--period",
+            &last_month().to_string(),
+            "--out",
+            &out,
+        ]);
+        files.push(out);
     }
     let mut accept = vec!["accept", "--dir", &hub];
     accept.extend(files.iter().map(String::as_str));
@@ -211,24 +215,48 @@ fn a_hub_daemon_signs_last_month_on_its_deadline_day() {
 
     let served = Served::start(&hub);
     let path = format!("/totals?indicator=activites&period={}", last_month());
+    let totals =
+        || -> serde_json::Value { serde_json::from_str(&served.get(&path).1).unwrap_or_default() };
+    let contributors = |totals: &serde_json::Value| -> Vec<serde_json::Value> {
+        totals["rows"]
+            .as_array()
+            .map(|rows| rows.iter().map(|r| r["contributors"].clone()).collect())
+            .unwrap_or_default()
+    };
     assert!(
         wait_until(20, || served.get(&path).0 == 200),
         "signed without being asked: {:?}",
         served.get(&path)
     );
-    let (_, totals) = served.get(&path);
-    let totals: serde_json::Value = serde_json::from_str(&totals).expect("totals JSON");
-    for row in totals["rows"].as_array().expect("rows") {
-        assert_eq!(row["contributors"], json!(2), "{totals}");
-        assert_eq!(row["members"], json!(3), "{totals}");
-    }
+    let first = totals();
+    assert_eq!(contributors(&first), vec![json!(2), json!(2)], "{first}");
+    assert!(
+        first["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|r| r["members"] == json!(3)),
+        "{first}"
+    );
+
+    // c releases late (its daemon, on its release day): the hub revises by itself.
+    set_network(&late, "release_day = 1");
+    let c = Served::start_with(&late, &["--peer", &served.address]);
+    assert!(
+        wait_until(30, || contributors(&totals()) == vec![json!(3), json!(3)]),
+        "revised for the late release: {}",
+        totals()
+    );
+    let revised = totals();
+    drop(c);
     assert!(served.stop());
-    // Signed once (and queued for the national node once): a restart finds it and signs
-    // nothing more.
+
+    // A restart signs nothing more: the same totals, and the period's deliveries to the
+    // national node waiting (one shown: a revision is delivered after the aggregate it revises).
     let served = Served::start(&hub);
     std::thread::sleep(Duration::from_secs(2));
     let again: serde_json::Value = serde_json::from_str(&served.get(&path).1).expect("totals JSON");
-    assert_eq!(again, totals);
+    assert_eq!(again, revised);
     let status = served.status();
     assert_eq!(
         status["outbox"].as_array().map(Vec::len),

@@ -10,7 +10,7 @@
 //! - the national node accepts hub aggregates and answers queries;
 //! - hubs publish their checkpoints on gossipsub; every node checks the checkpoints it hears of.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -334,6 +334,12 @@ struct Daemon<'a> {
     last_deadline_check: Option<Instant>,
     release_day: u8,
     last_release_check: Option<Instant>,
+    /// Contributions logged since the daemon started, looked at for late ones: the log size up
+    /// to which they were, and per period the last leaf index of one not yet in an aggregate.
+    revision_scan: Option<u64>,
+    late: BTreeMap<Period, u64>,
+    /// When each period was last revised automatically.
+    revised_at: HashMap<Period, Instant>,
     /// The policy document and adoption chain, kept in sync with peers.
     policy: PolicySync,
     last_upstream_dial: Instant,
@@ -350,6 +356,9 @@ struct Submission {
     channel: request_response::ResponseChannel<Response>,
     release: Vec<u8>,
 }
+
+/// A period's aggregate is revised automatically for late contributions at most this often.
+const REVISION_EVERY: Duration = Duration::from_secs(600);
 
 /// At most this many swarm events are handled before the releases they brought are accepted.
 const MAX_BATCH_EVENTS: usize = 4096;
@@ -475,6 +484,9 @@ pub async fn run(
         last_deadline_check: None,
         release_day: options.release_day,
         last_release_check: None,
+        revision_scan: None,
+        late: BTreeMap::new(),
+        revised_at: HashMap::new(),
         policy,
         last_upstream_dial: Instant::now(),
         submissions: Vec::new(),
@@ -869,6 +881,7 @@ impl<'a> Daemon<'a> {
             }
         }
         self.check_deadline(now);
+        self.check_revisions(now);
         self.check_release(now);
         self.policy.on_tick(&mut self.swarm);
         if self.policy.take_chain_changed() {
@@ -904,6 +917,74 @@ impl<'a> Daemon<'a> {
                 Ok(_) => tracing::info!(period = %previous, "deadline reached: aggregate signed"),
                 Err(e) => {
                     tracing::error!(period = %previous, error = %e, "deadline aggregate failed")
+                }
+            }
+        }
+    }
+
+    /// After a period's deadline, releases of it that arrive late (hub aggregates at the national
+    /// node) are taken into a revision of its aggregate without anyone asking, at most one
+    /// every [`REVISION_EVERY`] per period; a hub's revision then goes to the national node as
+    /// the first aggregate did. Contributions logged while the daemon was stopped are not looked
+    /// at (`POST /aggregate` takes them in).
+    fn check_revisions(&mut self, now: Instant) {
+        let Some(hub) = self.hub.as_ref() else {
+            return;
+        };
+        let size = hub.log_size();
+        let mut index = *self.revision_scan.get_or_insert(size);
+        while index < size {
+            match hub.contribution_period(index) {
+                Ok(period) => {
+                    self.late.insert(period, index);
+                }
+                Err(e) => tracing::error!(index, error = %e, "reading a logged contribution"),
+            }
+            index += 1;
+        }
+        self.revision_scan = Some(size);
+        if self.late.is_empty() {
+            return;
+        }
+        let today = time::OffsetDateTime::now_utc().date();
+        let previous = Period::of_date(today).previous();
+        let mut due = Vec::new();
+        self.late.retain(|period, last| {
+            let past_deadline =
+                *period < previous || (*period == previous && today.day() >= self.deadline_day);
+            if !past_deadline {
+                // The deadline aggregate will take it in.
+                return false;
+            }
+            match hub.latest_aggregate(*period) {
+                // Signed before this contribution: a revision is due.
+                Ok(Some(a)) if a.aggregate().checkpoint_size <= *last => {
+                    let waiting = self
+                        .revised_at
+                        .get(period)
+                        .is_some_and(|t| now.duration_since(*t) < REVISION_EVERY);
+                    if !waiting {
+                        due.push(*period);
+                    }
+                    true
+                }
+                // Already in it, or not aggregated yet (the deadline check signs it).
+                Ok(_) => false,
+                Err(e) => {
+                    tracing::error!(%period, error = %e, "reading the period's aggregate");
+                    false
+                }
+            }
+        });
+        for period in due {
+            self.revised_at.insert(period, now);
+            match self.aggregate(period) {
+                Ok(_) => {
+                    self.late.remove(&period);
+                    tracing::info!(%period, "late contributions: aggregate revised");
+                }
+                Err(e) => {
+                    tracing::error!(%period, error = %e, "late contributions: the revision failed")
                 }
             }
         }
