@@ -778,12 +778,20 @@ fn import_through_daemon(args: &ImportArgs, store: &str) -> Result<serde_json::V
         |n| n.to_string_lossy().into_owned(),
     );
     tracing::info!(%addr, "the store is held by maillage serve: importing through its HTTP API");
-    let mut report = crate::net::http::post_import(addr, &args.file, &name).with_context(|| {
+    let token = crate::net::http::read_token(&args.dir).with_context(|| {
         format!(
-            "{}; importing through its HTTP API at {addr} failed",
-            busy()
+            "{}; its HTTP API needs the token in {} (readable by the node's owner only)",
+            busy(),
+            args.dir.join(crate::net::http::TOKEN_FILE).display()
         )
     })?;
+    let mut report =
+        crate::net::http::post_import(addr, &token, &args.file, &name).with_context(|| {
+            format!(
+                "{}; importing through its HTTP API at {addr} failed",
+                busy()
+            )
+        })?;
     // Shown as the user named it.
     report["file"] = json!(args.file.display().to_string());
     if let Some(message) = report["message"].as_str() {

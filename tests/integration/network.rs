@@ -428,6 +428,12 @@ fn releases_reach_a_hub_that_was_down_nothing_lost_nothing_doubled() {
     let (code, totals) = served.get("/totals?indicator=activites&period=2026-09");
     assert_eq!(code, 404, "no aggregate yet: {totals}");
     let (code, body) = http(&served.http, "POST", "/aggregate?period=2026-09");
+    assert_eq!(
+        code, 401,
+        "a POST without the node's token is refused: {body}"
+    );
+    assert!(body.contains("http.token"), "{body}");
+    let (code, body) = served.post("/aggregate?period=2026-09");
     assert_eq!(code, 200, "{body}");
     let (code, totals) = served.get("/totals?indicator=activites&period=2026-09");
     assert_eq!(code, 200, "{totals}");
@@ -598,7 +604,7 @@ fn a_hub_revision_after_a_late_release_reaches_the_national_node() {
                 .as_array()
                 .is_some_and(|d| d.contains(&json!("2026-09")))
     };
-    let (code, body) = http(&served_hub.http, "POST", "/aggregate?period=2026-09");
+    let (code, body) = served_hub.post("/aggregate?period=2026-09");
     assert_eq!(code, 200, "{body}");
     assert!(
         wait_until(30, delivered),
@@ -613,7 +619,7 @@ fn a_hub_revision_after_a_late_release_reaches_the_national_node() {
         "{}",
         sl.status()
     );
-    let (code, body) = http(&served_hub.http, "POST", "/aggregate?period=2026-09");
+    let (code, body) = served_hub.post("/aggregate?period=2026-09");
     assert_eq!(code, 200, "{body}");
     // Queued before the answer; delivered when the outbox is empty again.
     assert!(
@@ -739,6 +745,14 @@ fn import_goes_through_a_running_daemon() {
     .expect("write");
 
     let served = Served::start_with(&dir, &[]);
+    // POST requests need the daemon's token, readable by the node's owner only.
+    let token = std::path::Path::new(&dir).join("http.token");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&token).expect("token").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let (code, body) = http(&served.http, "POST", "/import?name=x.csv");
+    assert_eq!(code, 401, "{body}");
     let out = run_ok(&["import", "--dir", &dir, &csv]);
     assert!(
         out.contains("Import de") && out.contains("activités.csv"),

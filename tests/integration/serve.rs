@@ -14,6 +14,8 @@ pub struct Served {
     pub address: String,
     /// Its HTTP API, `127.0.0.1:port`.
     pub http: String,
+    /// The node's folder.
+    pub dir: String,
 }
 
 impl Served {
@@ -62,7 +64,16 @@ impl Served {
             child,
             address,
             http,
+            dir: dir.to_owned(),
         }
+    }
+
+    /// `POST path` on the HTTP API with the daemon's token: status code and body.
+    pub fn post(&self, path: &str) -> (u16, String) {
+        let token = std::fs::read_to_string(std::path::Path::new(&self.dir).join("http.token"))
+            .expect("the daemon's token");
+        let header = format!("Authorization: Bearer {}\r\n", token.trim());
+        http_with(&self.http, "POST", path, &header)
     }
 
     /// `GET path` on the HTTP API: status code and body.
@@ -109,6 +120,11 @@ impl Drop for Served {
 
 /// A minimal HTTP/1.1 client for the loopback API.
 pub fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
+    http_with(addr, method, path, "")
+}
+
+/// The same, with extra header lines (each ending with CRLF).
+pub fn http_with(addr: &str, method: &str, path: &str, headers: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("connect to the HTTP API");
     stream
@@ -116,7 +132,7 @@ pub fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
         .expect("timeout");
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\nContent-Length: 0\r\n\r\n"
     )
     .expect("send request");
     let mut response = String::new();

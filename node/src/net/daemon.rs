@@ -436,7 +436,13 @@ pub async fn run(
             let local = listener
                 .local_addr()
                 .context("reading the HTTP API's address")?;
-            let app = super::http::router(api_handle.clone(), node.dir().to_path_buf());
+            let token = super::http::new_token(node.dir()).with_context(|| {
+                format!(
+                    "writing the HTTP API's token to {}",
+                    node.dir().join(super::http::TOKEN_FILE).display()
+                )
+            })?;
+            let app = super::http::router(api_handle.clone(), node.dir().to_path_buf(), token);
             tokio::spawn(async move {
                 let served = axum::serve(listener, app)
                     .with_graceful_shutdown(async move {

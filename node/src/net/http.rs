@@ -12,6 +12,11 @@
 //! | GET | `/metrics` | Prometheus/OpenMetrics text |
 //!
 //! Errors are `{"error": "..."}` with a 4xx or 5xx status.
+//!
+//! The POST requests change the node (a release spends its privacy budget, an import changes
+//! its figures): they need the token the daemon writes at each start to `TOKEN_FILE` in the
+//! node's folder, readable by the node's owner only, as `Authorization: Bearer <token>`
+//! (`maillage import` sends it); any local user can read the GET answers.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -32,6 +37,70 @@ use super::daemon::DaemonHandle;
 /// removes it when it stops), for `maillage import` to find it.
 pub const ADDRESS_FILE: &str = "http.addr";
 
+/// The file in a node's folder where its running daemon writes the token its POST requests
+/// need (mode 0600, a new one at each start).
+pub const TOKEN_FILE: &str = "http.token";
+
+/// The token of the running daemon.
+#[derive(Debug, Clone)]
+struct Token(String);
+
+/// Writes a new token for the daemon of node `dir` (readable by the node's owner only); it.
+pub fn new_token(dir: &Path) -> std::io::Result<String> {
+    use rand::TryRng;
+    let mut bytes = [0u8; 32];
+    rand::rngs::SysRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let token = hex::encode(bytes);
+    let path = dir.join(TOKEN_FILE);
+    let partial = dir.join(format!("{TOKEN_FILE}.partial"));
+    let _ = std::fs::remove_file(&partial);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&partial)?;
+    file.write_all(format!("{token}\n").as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&partial, &path)?;
+    Ok(token)
+}
+
+/// The token of the daemon of node `dir`, as [`new_token`] wrote it.
+pub fn read_token(dir: &Path) -> std::io::Result<String> {
+    Ok(std::fs::read_to_string(dir.join(TOKEN_FILE))?
+        .trim()
+        .to_owned())
+}
+
+/// `Err` (401, saying how to send it) unless `headers` carry the daemon's token.
+fn authorized(headers: &axum::http::HeaderMap, token: &Token) -> Result<(), Box<HttpResponse>> {
+    let sent = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    // Compared in constant time: a wrong guess says nothing of the right one.
+    let matches = sent.is_some_and(|sent| {
+        sent.len() == token.0.len()
+            && sent
+                .bytes()
+                .zip(token.0.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    });
+    if matches {
+        Ok(())
+    } else {
+        Err(Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "a POST request needs the node's token: add -H \"Authorization: Bearer $(cat NODE_DIR/{TOKEN_FILE})\" (the file is readable by the node's owner only and changes at each start of maillage serve)"
+            ),
+        )))
+    }
+}
+
 /// Files received by `POST /import` are written in the node's folder (they hold personal data:
 /// they stay where the store is), under this prefix, and deleted once imported.
 const UPLOAD_PREFIX: &str = ".incoming-";
@@ -40,9 +109,10 @@ const UPLOAD_PREFIX: &str = ".incoming-";
 #[derive(Debug, Clone)]
 struct Uploads(PathBuf);
 
-/// The API's routes over a daemon handle, for the node in `dir`. Files an earlier run received
-/// and did not finish importing (it was killed) are deleted.
-pub fn router(handle: DaemonHandle, dir: PathBuf) -> Router {
+/// The API's routes over a daemon handle, for the node in `dir`, whose POST requests need
+/// `token`. Files an earlier run received and did not finish importing (it was killed) are
+/// deleted.
+pub fn router(handle: DaemonHandle, dir: PathBuf, token: String) -> Router {
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for entry in entries.flatten() {
             if entry
@@ -67,6 +137,7 @@ pub fn router(handle: DaemonHandle, dir: PathBuf) -> Router {
                 .route_layer(Extension(Uploads(dir))),
         )
         .route("/metrics", get(metrics))
+        .layer(Extension(Token(token)))
         .with_state(handle)
 }
 
@@ -155,7 +226,15 @@ async fn totals(State(handle): State<DaemonHandle>, Query(q): Query<TotalsQuery>
     }
 }
 
-async fn release(State(handle): State<DaemonHandle>, Query(q): Query<PeriodQuery>) -> HttpResponse {
+async fn release(
+    State(handle): State<DaemonHandle>,
+    Extension(token): Extension<Token>,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<PeriodQuery>,
+) -> HttpResponse {
+    if let Err(r) = authorized(&headers, &token) {
+        return *r;
+    }
     let period = match parse_period(q.period.as_deref()) {
         Ok(p) => p,
         Err(r) => return *r,
@@ -171,8 +250,13 @@ async fn release(State(handle): State<DaemonHandle>, Query(q): Query<PeriodQuery
 
 async fn aggregate(
     State(handle): State<DaemonHandle>,
+    Extension(token): Extension<Token>,
+    headers: axum::http::HeaderMap,
     Query(q): Query<PeriodQuery>,
 ) -> HttpResponse {
+    if let Err(r) = authorized(&headers, &token) {
+        return *r;
+    }
     let period = match parse_period(q.period.as_deref()) {
         Ok(p) => p,
         Err(r) => return *r,
@@ -212,10 +296,15 @@ fn upload_name(given: Option<&str>) -> String {
 async fn import(
     State(handle): State<DaemonHandle>,
     Extension(Uploads(dir)): Extension<Uploads>,
+    Extension(token): Extension<Token>,
+    headers: axum::http::HeaderMap,
     Query(q): Query<ImportQuery>,
     body: axum::body::Body,
 ) -> HttpResponse {
     use http_body_util::BodyExt;
+    if let Err(r) = authorized(&headers, &token) {
+        return *r;
+    }
     let name = upload_name(q.name.as_deref());
     let upload = match tempfile::Builder::new()
         .prefix(UPLOAD_PREFIX)
@@ -268,10 +357,11 @@ async fn import(
     }
 }
 
-/// Sends `file` to the daemon whose HTTP API is at `addr` (`POST /import`), recorded under
-/// `name`; the report it answers (see [`crate::node::import_report`]).
+/// Sends `file` to the daemon whose HTTP API is at `addr` (`POST /import`, with its `token`),
+/// recorded under `name`; the report it answers (see [`crate::node::import_report`]).
 pub fn post_import(
     addr: std::net::SocketAddr,
+    token: &str,
     file: &Path,
     name: &str,
 ) -> std::io::Result<serde_json::Value> {
@@ -291,7 +381,7 @@ pub fn post_import(
     }
     write!(
         stream,
-        "POST /import?name={query} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/csv\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+        "POST /import?name={query} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: text/csv\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
     )?;
     let sent = std::io::copy(&mut Read::by_ref(&mut input).take(len), &mut stream)?;
     if sent != len {
