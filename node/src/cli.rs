@@ -752,24 +752,13 @@ fn import(args: ImportArgs) -> Result<()> {
 }
 
 /// Sends the file to the `maillage serve` that holds the node's store (through the HTTP API
-/// address it wrote in the node's folder); its report.
+/// address and token it wrote in the node's folder); its report.
 fn import_through_daemon(args: &ImportArgs, store: &str) -> Result<serde_json::Value> {
-    let busy = || {
-        format!(
-            "the store {store} is in use by another maillage process (for example `maillage serve`)"
-        )
-    };
-    let address_file = args.dir.join(crate::net::http::ADDRESS_FILE);
-    let Ok(text) = std::fs::read_to_string(&address_file) else {
-        bail!(
-            "{}, whose HTTP API is off: stop it and import again, or turn its API on ([network] http in maillage.toml) so that maillage import goes through it",
-            busy()
-        );
-    };
-    let addr: std::net::SocketAddr = text
-        .trim()
-        .parse()
-        .with_context(|| format!("{}: not an address", address_file.display()))?;
+    let busy = format!(
+        "the store {store} is in use by another maillage process (for example `maillage serve`)"
+    );
+    let (addr, token) = crate::net::http::running_daemon(&args.dir)
+        .map_err(|e| anyhow::anyhow!("{busy}, but {e}"))?;
     if !args.file.is_file() {
         bail!("{}: no such file", args.file.display());
     }
@@ -778,26 +767,36 @@ fn import_through_daemon(args: &ImportArgs, store: &str) -> Result<serde_json::V
         |n| n.to_string_lossy().into_owned(),
     );
     tracing::info!(%addr, "the store is held by maillage serve: importing through its HTTP API");
-    let token = crate::net::http::read_token(&args.dir).with_context(|| {
-        format!(
-            "{}; its HTTP API needs the token in {} (readable by the node's owner only)",
-            busy(),
-            args.dir.join(crate::net::http::TOKEN_FILE).display()
-        )
-    })?;
-    let mut report =
-        crate::net::http::post_import(addr, &token, &args.file, &name).with_context(|| {
-            format!(
-                "{}; importing through its HTTP API at {addr} failed",
-                busy()
-            )
-        })?;
+    let path = format!("/import?name={}", crate::net::http::query_value(&name));
+    let mut report = crate::net::http::post_to_daemon(addr, &token, &path, Some(&args.file))
+        .with_context(|| format!("{busy}; importing through its HTTP API at {addr} failed"))?;
     // Shown as the user named it.
     report["file"] = json!(args.file.display().to_string());
     if let Some(message) = report["message"].as_str() {
         report["message"] = json!(message.replacen(&name, &args.file.display().to_string(), 1));
     }
     Ok(report)
+}
+
+/// Has the `maillage serve` that holds the node's store make (or give back) the release.
+fn release_through_daemon(args: &ReleaseArgs, store: &str) -> Result<crate::release::Outcome> {
+    let busy = format!(
+        "the store {store} is in use by another maillage process (for example `maillage serve`)"
+    );
+    let (addr, token) = crate::net::http::running_daemon(&args.dir)
+        .map_err(|e| anyhow::anyhow!("{busy}, but {e}"))?;
+    let path = format!(
+        "/release?period={}&force_open={}",
+        args.period, args.force_open_period
+    );
+    let answer = crate::net::http::post_to_daemon(addr, &token, &path, None)
+        .with_context(|| format!("{busy}; releasing through its HTTP API at {addr} failed"))?;
+    let release = SignedRelease::from_json_and_verify(&answer["release"].to_string())
+        .with_context(|| format!("the release the daemon at {addr} answered"))?;
+    Ok(crate::release::Outcome {
+        release,
+        created: answer["created"] == json!(true),
+    })
 }
 
 fn which_indicators(modules: bool) -> Vec<Indicator> {
@@ -890,7 +889,6 @@ fn status(args: StatusArgs) -> Result<()> {
 }
 
 fn release(args: ReleaseArgs) -> Result<()> {
-    let node = Node::open(&args.dir)?;
     let now = time::OffsetDateTime::now_utc();
     if args.force_open_period && !args.period.has_ended(now.date()) {
         eprintln!(
@@ -898,13 +896,18 @@ fn release(args: ReleaseArgs) -> Result<()> {
             args.period
         );
     }
-    let outcome = crate::release::release_period(
-        &node,
-        args.period,
-        args.force_open_period,
-        now.date(),
-        u64::try_from(now.unix_timestamp()).unwrap_or(0),
-    )?;
+    let outcome = match Node::open(&args.dir) {
+        Ok(node) => crate::release::release_period(
+            &node,
+            args.period,
+            args.force_open_period,
+            now.date(),
+            u64::try_from(now.unix_timestamp()).unwrap_or(0),
+        )?,
+        // `maillage serve` holds the store: the release is made by it.
+        Err(NodeError::Locked { path }) => release_through_daemon(&args, &path)?,
+        Err(e) => return Err(e.into()),
+    };
     let signed = &outcome.release;
     if let Some(out) = &args.out {
         write_atomically(out, signed.to_json_pretty().as_bytes())?;

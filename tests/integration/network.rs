@@ -719,11 +719,11 @@ fn the_daemon_keeps_serving_when_its_stdout_is_closed() {
     assert!(alive, "the daemon stopped once its stdout was closed");
 }
 
-/// `maillage import` while `maillage serve` holds the store goes through the daemon's HTTP API:
-/// the same report, the same refusals, the activities stored and kept after the daemon stops.
-/// With the API off, the import says what to do.
+/// `maillage import` and `maillage release` while `maillage serve` holds the store go through
+/// the daemon's HTTP API: the same report, the same refusals, the activities stored and kept
+/// after the daemon stops, the same release. With the API off, the import says what to do.
 #[test]
-fn import_goes_through_a_running_daemon() {
+fn import_and_release_go_through_a_running_daemon() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path().join("s").display().to_string();
     run_ok(&[
@@ -781,7 +781,15 @@ fn import_goes_through_a_running_daemon() {
     let (code, figures) = served.get("/indicators?period=2026-09");
     assert_eq!(code, 200, "{figures}");
     let figures: serde_json::Value = serde_json::from_str(&figures).expect("JSON");
+    let release = run_json(&["release", "--dir", &dir, "--period", "2026-09", "--json"]);
+    let text = run_ok(&["release", "--dir", &dir, "--period", "2026-09"]);
+    assert!(text.contains("redonnée à l'identique"), "{text}");
     assert!(served.stop());
+    assert_eq!(
+        run_json(&["release", "--dir", &dir, "--period", "2026-09", "--json"]),
+        release,
+        "the release the daemon made is the stored one"
+    );
     assert!(
         !std::path::Path::new(&dir).join("http.addr").exists(),
         "the address file goes with the daemon"

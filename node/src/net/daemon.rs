@@ -144,8 +144,8 @@ pub enum Control {
         period: Period,
         /// Release the period even if it has not ended.
         force_open: bool,
-        /// The release id, or why not.
-        reply: oneshot::Sender<Result<String, String>>,
+        /// The release (and whether it was made now), or why not.
+        reply: oneshot::Sender<Result<crate::release::Outcome, String>>,
     },
     /// A hub or national node signs its aggregate of a period now (a hub then delivers it
     /// to the national node).
@@ -233,7 +233,7 @@ impl DaemonHandle {
         &self,
         period: Period,
         force_open: bool,
-    ) -> Result<Result<String, String>, DaemonGone> {
+    ) -> Result<Result<crate::release::Outcome, String>, DaemonGone> {
         self.ask(|reply| Control::Release {
             period,
             force_open,
@@ -702,7 +702,11 @@ impl<'a> Daemon<'a> {
         }
     }
 
-    fn release(&mut self, period: Period, force_open: bool) -> Result<String, String> {
+    fn release(
+        &mut self,
+        period: Period,
+        force_open: bool,
+    ) -> Result<crate::release::Outcome, String> {
         if self.role != Role::Structure {
             return Err(format!(
                 "only a structure releases; this node is a {}",
@@ -717,7 +721,6 @@ impl<'a> Daemon<'a> {
             now.date(),
             u64::try_from(now.unix_timestamp()).unwrap_or(0),
         )
-        .map(|outcome| outcome.release.id().to_string())
         .map_err(|e| e.to_string())
     }
 
@@ -1031,7 +1034,7 @@ impl<'a> Daemon<'a> {
         };
         match due {
             Ok(false) => {}
-            Ok(true) => match self.release(previous, false) {
+            Ok(true) => match self.release(previous, false).map(|o| o.release.id()) {
                 Ok(id) => {
                     tracing::info!(period = %previous, %id, "release day: the month is released and queued for the hub")
                 }

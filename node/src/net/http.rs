@@ -240,9 +240,13 @@ async fn release(
         Err(r) => return *r,
     };
     match handle.release(period, q.force_open).await {
-        Ok(Ok(id)) => {
-            axum::Json(json!({ "period": period.to_string(), "release_id": id })).into_response()
-        }
+        Ok(Ok(outcome)) => axum::Json(json!({
+            "period": period.to_string(),
+            "release_id": outcome.release.id().to_string(),
+            "created": outcome.created,
+            "release": outcome.release,
+        }))
+        .into_response(),
         Ok(Err(e)) => error(StatusCode::CONFLICT, e),
         Err(_) => gone(),
     }
@@ -357,38 +361,55 @@ async fn import(
     }
 }
 
-/// Sends `file` to the daemon whose HTTP API is at `addr` (`POST /import`, with its `token`),
-/// recorded under `name`; the report it answers (see [`crate::node::import_report`]).
-pub fn post_import(
+/// The running daemon of node `dir`, for a command that finds the store held by it: its API's
+/// address and token (see [`ADDRESS_FILE`], [`TOKEN_FILE`]). `Err` says what to do.
+pub fn running_daemon(dir: &Path) -> Result<(std::net::SocketAddr, String), String> {
+    let address_file = dir.join(ADDRESS_FILE);
+    let Ok(text) = std::fs::read_to_string(&address_file) else {
+        return Err("its HTTP API is off: stop it and try again, or turn its API on ([network] http in maillage.toml) so that this command goes through it".into());
+    };
+    let addr = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{}: not an address", address_file.display()))?;
+    let token = read_token(dir).map_err(|e| {
+        format!(
+            "its HTTP API needs the token in {} ({e}; it is readable by the node's owner only)",
+            dir.join(TOKEN_FILE).display()
+        )
+    })?;
+    Ok((addr, token))
+}
+
+/// `POST path` to the daemon whose API is at `addr`, with its `token`, sending `body` (a file)
+/// if any; the JSON it answers. An answer `{"error": …}` is an `Err` with its message.
+pub fn post_to_daemon(
     addr: std::net::SocketAddr,
     token: &str,
-    file: &Path,
-    name: &str,
+    path: &str,
+    body: Option<&Path>,
 ) -> std::io::Result<serde_json::Value> {
-    let mut input = std::fs::File::open(file)?;
-    let len = input.metadata()?.len();
+    let mut input = body.map(std::fs::File::open).transpose()?;
+    let len = match &input {
+        Some(f) => f.metadata()?.len(),
+        None => 0,
+    };
     let mut stream =
         std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))?;
     // An import of a large file takes a few seconds; a stuck daemon is given up on.
     stream.set_read_timeout(Some(std::time::Duration::from_secs(600)))?;
-    let mut query = String::new();
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            query.push(char::from(b));
-        } else {
-            query.push_str(&format!("%{b:02X}"));
-        }
-    }
     write!(
         stream,
-        "POST /import?name={query} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: text/csv\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: text/csv\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
     )?;
-    let sent = std::io::copy(&mut Read::by_ref(&mut input).take(len), &mut stream)?;
-    if sent != len {
-        return Err(std::io::Error::other(format!(
-            "{} changed while it was being sent",
-            file.display()
-        )));
+    if let (Some(file), Some(path)) = (&mut input, body) {
+        let sent = std::io::copy(&mut Read::by_ref(file).take(len), &mut stream)?;
+        if sent != len {
+            return Err(std::io::Error::other(format!(
+                "{} changed while it was being sent",
+                path.display()
+            )));
+        }
     }
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer)?;
@@ -399,13 +420,26 @@ pub fn post_import(
         .ok_or_else(|| std::io::Error::other("the daemon's answer has no body"))?;
     let report: serde_json::Value = serde_json::from_slice(&answer[body_start..])
         .map_err(|e| std::io::Error::other(format!("the daemon's answer is not JSON: {e}")))?;
-    // Errors other than the import's (`{"error": …}`) are reported as such.
+    // Errors other than an import's report (`{"error": …}`) are reported as such.
     match report.get("error").and_then(|e| e.as_str()) {
         Some(message) if report.get("ok").is_none() => {
             Err(std::io::Error::other(message.to_owned()))
         }
         _ => Ok(report),
     }
+}
+
+/// The query-string form of `text` (percent-encoded but for unreserved characters).
+pub fn query_value(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 async fn metrics(State(handle): State<DaemonHandle>) -> HttpResponse {
