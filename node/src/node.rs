@@ -83,7 +83,7 @@ pub enum NodeError {
     },
     /// The store is used by another process.
     #[error(
-        "the store {path} is in use by another maillage process (for example `maillage serve`); stop it or wait for it to finish"
+        "the store {path} is in use by another maillage process (for example `maillage serve`); stop it or wait for it to finish (while `maillage serve` runs, `maillage import` and `maillage release` go through it, and its HTTP API answers GET /status and /indicators)"
     )]
     Locked {
         /// The store's folder.
