@@ -2121,4 +2121,86 @@ mod tests {
         );
         Ok(())
     }
+
+    /// One activity of a generated import: id, month (September to November 2026), duration,
+    /// participants (a workshop when more than one).
+    type Generated = (u8, u8, u16, u8);
+
+    fn generated_file(activities: &[Generated]) -> String {
+        let mut text = String::from("activite_id,date,type,duree,beneficiaire_id\n");
+        for &(id, month, duree, people) in activities {
+            let kind = if people > 1 {
+                "collectif"
+            } else {
+                "individuel"
+            };
+            for p in 0..people {
+                text.push_str(&format!(
+                    "a{id},2026-{:02}-{:02},{kind},{duree},p{id}-{p}\n",
+                    9 + month,
+                    1 + u16::from(id) % 28
+                ));
+            }
+        }
+        text
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        /// Any sequence of imports (activities added, replaced, moved to another month, left
+        /// unchanged) leaves in the store exactly the last version of every activity, in its
+        /// month only; the same after a reopen; and the segments folder holds exactly the files
+        /// the records name.
+        #[test]
+        fn the_store_holds_the_last_version_of_every_activity(
+            imports in proptest::collection::vec(
+                proptest::collection::btree_map(0u8..60, (0u8..3, 1u16..200, 1u8..4), 1..40),
+                1..6,
+            )
+        ) {
+            let dir = tempfile::tempdir().map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            let path = dir.path().join("store");
+            let fail = |e: StoreError| proptest::test_runner::TestCaseError::fail(e.to_string());
+            let mut model: BTreeMap<u8, (u8, u16, u8)> = BTreeMap::new();
+            let check = |store: &Store, model: &BTreeMap<u8, (u8, u16, u8)>| -> Result<(), proptest::test_runner::TestCaseError> {
+                for month in 0..3u8 {
+                    let stored: Vec<(String, u32, usize)> = store
+                        .activities_in(period(&format!("2026-{:02}", 9 + month)))
+                        .map_err(fail)?
+                        .into_iter()
+                        .map(|a| (a.id, a.duration_min, a.participants.len()))
+                        .collect();
+                    let mut expected: Vec<(String, u32, usize)> = model
+                        .iter()
+                        .filter(|(_, (m, _, _))| *m == month)
+                        .map(|(id, (_, duree, people))| (format!("a{id}"), u32::from(*duree), usize::from(*people)))
+                        .collect();
+                    expected.sort();
+                    proptest::prop_assert_eq!(stored, expected, "month {}", month);
+                }
+                let stats = store.stats().map_err(fail)?;
+                proptest::prop_assert_eq!(stats.activities, model.len() as u64);
+                let named: BTreeSet<String> = store.referenced_files().map_err(fail)?.into_iter().map(FileId::name).collect();
+                proptest::prop_assert_eq!(segment_files(&path).map_err(fail)?, named);
+                Ok(())
+            };
+            {
+                let store = Store::open(&path).map_err(fail)?;
+                for import in &imports {
+                    let activities: Vec<Generated> =
+                        import.iter().map(|(&id, &(m, d, p))| (id, m, d, p)).collect();
+                    store
+                        .commit_import(stage(&store, &generated_file(&activities)), record())
+                        .map_err(fail)?;
+                    for &(id, m, d, p) in &activities {
+                        model.insert(id, (m, d, p));
+                    }
+                    check(&store, &model)?;
+                }
+            }
+            let store = reopen(&path).map_err(fail)?;
+            check(&store, &model)?;
+        }
+    }
 }
