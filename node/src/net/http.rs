@@ -73,9 +73,15 @@ pub fn read_token(dir: &Path) -> std::io::Result<String> {
         .to_owned())
 }
 
-/// `Err` (401, saying how to send it) unless `headers` carry the daemon's token.
-fn authorized(headers: &axum::http::HeaderMap, token: &Token) -> Result<(), Box<HttpResponse>> {
-    let sent = headers
+/// Lets a request through only if it carries the daemon's token; else 401, saying how to send
+/// it.
+async fn require_token(
+    State(token): State<Token>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> HttpResponse {
+    let sent = request
+        .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
@@ -90,14 +96,14 @@ fn authorized(headers: &axum::http::HeaderMap, token: &Token) -> Result<(), Box<
                 == 0
     });
     if matches {
-        Ok(())
+        next.run(request).await
     } else {
-        Err(Box::new(error(
+        error(
             StatusCode::UNAUTHORIZED,
             format!(
                 "a POST request needs the node's token: add -H \"Authorization: Bearer $(cat NODE_DIR/{TOKEN_FILE})\" (the file is readable by the node's owner only and changes at each start of maillage serve)"
             ),
-        )))
+        )
     }
 }
 
@@ -124,10 +130,8 @@ pub fn router(handle: DaemonHandle, dir: PathBuf, token: String) -> Router {
             }
         }
     }
-    Router::new()
-        .route("/status", get(status))
-        .route("/indicators", get(indicators))
-        .route("/totals", get(totals))
+    // What changes the node: only with the token.
+    let changes = Router::new()
         .route("/release", post(release))
         .route("/aggregate", post(aggregate))
         .route(
@@ -136,8 +140,16 @@ pub fn router(handle: DaemonHandle, dir: PathBuf, token: String) -> Router {
                 .route_layer(DefaultBodyLimit::disable())
                 .route_layer(Extension(Uploads(dir))),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            Token(token),
+            require_token,
+        ));
+    Router::new()
+        .route("/status", get(status))
+        .route("/indicators", get(indicators))
+        .route("/totals", get(totals))
         .route("/metrics", get(metrics))
-        .layer(Extension(Token(token)))
+        .merge(changes)
         .with_state(handle)
 }
 
@@ -226,15 +238,7 @@ async fn totals(State(handle): State<DaemonHandle>, Query(q): Query<TotalsQuery>
     }
 }
 
-async fn release(
-    State(handle): State<DaemonHandle>,
-    Extension(token): Extension<Token>,
-    headers: axum::http::HeaderMap,
-    Query(q): Query<PeriodQuery>,
-) -> HttpResponse {
-    if let Err(r) = authorized(&headers, &token) {
-        return *r;
-    }
+async fn release(State(handle): State<DaemonHandle>, Query(q): Query<PeriodQuery>) -> HttpResponse {
     let period = match parse_period(q.period.as_deref()) {
         Ok(p) => p,
         Err(r) => return *r,
@@ -254,13 +258,8 @@ async fn release(
 
 async fn aggregate(
     State(handle): State<DaemonHandle>,
-    Extension(token): Extension<Token>,
-    headers: axum::http::HeaderMap,
     Query(q): Query<PeriodQuery>,
 ) -> HttpResponse {
-    if let Err(r) = authorized(&headers, &token) {
-        return *r;
-    }
     let period = match parse_period(q.period.as_deref()) {
         Ok(p) => p,
         Err(r) => return *r,
@@ -300,15 +299,10 @@ fn upload_name(given: Option<&str>) -> String {
 async fn import(
     State(handle): State<DaemonHandle>,
     Extension(Uploads(dir)): Extension<Uploads>,
-    Extension(token): Extension<Token>,
-    headers: axum::http::HeaderMap,
     Query(q): Query<ImportQuery>,
     body: axum::body::Body,
 ) -> HttpResponse {
     use http_body_util::BodyExt;
-    if let Err(r) = authorized(&headers, &token) {
-        return *r;
-    }
     let name = upload_name(q.name.as_deref());
     let upload = match tempfile::Builder::new()
         .prefix(UPLOAD_PREFIX)
