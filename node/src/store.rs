@@ -518,6 +518,7 @@ enum Outcome {
 impl Store {
     /// Opens (or creates) the store at `path`, finishing any import a crash interrupted.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        remove_partial_snapshots(path);
         // A small page cache: nodes run on 512 MB servers, and sled's default is 1 GB.
         let db = sled::Config::new()
             .path(path)
@@ -1414,6 +1415,31 @@ impl Store {
     }
 }
 
+/// Deletes the snapshot files sled did not finish writing. sled 0.34 writes a snapshot of its
+/// recovery state at every open, to `snap.<lsn>.generating`, renamed to `snap.<lsn>` once
+/// complete and synced; but when it looks for the latest snapshot it also takes the
+/// `.generating` ones (`Config::get_snapshot_files`), so a process killed while writing one
+/// (say, `maillage release` killed as it starts) leaves a store that no longer opens
+/// ("Read corrupted data at file offset None"; spacejam/sled#1527). A partial snapshot holds
+/// nothing the log does not: sled recovers from the last complete snapshot and the log.
+fn remove_partial_snapshots(path: &Path) {
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("snap.") && name.ends_with(".generating") {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => {
+                        tracing::warn!(file = %name, "an unfinished sled snapshot (a process was killed while writing it) was deleted")
+                    }
+                    Err(e) => {
+                        tracing::warn!(file = %name, error = %e, "an unfinished sled snapshot could not be deleted")
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The largest part of a value stored with [`insert_parts`].
 pub const PART_BYTES: usize = 4096;
 
@@ -1913,6 +1939,37 @@ mod tests {
         drop(store);
         let store = reopen(&path)?;
         assert_eq!(store.activities_in(period("2026-10"))?, month);
+        Ok(())
+    }
+
+    /// A process killed while sled writes its snapshot leaves a partial `snap.*.generating`
+    /// file, which sled 0.34 would take as the latest snapshot and refuse to open with: the store
+    /// opens, with everything it held.
+    #[test]
+    fn a_snapshot_cut_short_by_a_kill_does_not_stop_the_store_from_opening()
+    -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(tmp_err)?;
+        let path = dir.path().join("store");
+        let expected = {
+            let store = Store::open(&path)?;
+            store.commit_import(stage(&store, FILE), record())?;
+            store.activities_in(period("2026-10"))?
+        };
+        for partial in [
+            "snap.FFFFFFFFFFFFFFFF.generating",
+            "snap.0000000000000000.generating",
+        ] {
+            std::fs::write(path.join(partial), b"cut short").map_err(tmp_err)?;
+        }
+        // What sled 0.34 does with it, opened directly.
+        let raw = sled::Config::new().path(&path).open();
+        assert!(
+            matches!(raw, Err(sled::Error::Corruption { .. })),
+            "sled itself refuses the store: {raw:?}"
+        );
+        drop(raw);
+        let store = reopen(&path)?;
+        assert_eq!(store.activities_in(period("2026-10"))?, expected);
         Ok(())
     }
 
