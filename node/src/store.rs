@@ -219,9 +219,7 @@ struct InProgress {
 
 impl Drop for InProgress {
     fn drop(&mut self) {
-        if let Ok(mut set) = self.set.lock() {
-            set.remove(&self.batch);
-        }
+        lock(&self.set).remove(&self.batch);
     }
 }
 
@@ -366,6 +364,14 @@ fn progress_from_bytes(bytes: &[u8]) -> Result<(u64, u8, ImportSummary), Bad> {
             rows: 0,
         },
     ))
+}
+
+/// A lock whose holder panicked still guards a consistent value here (sets of batch numbers,
+/// the unit of the apply lock): it is used as it is.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -579,10 +585,8 @@ impl Store {
         for entry in self.data.scan_prefix(b"c") {
             let (key, stats) = entry?;
             let mut c = codec::Cursor::new(&stats);
-            let (activities, rows) = c
-                .u64()
-                .and_then(|a| Ok((a, c.u64()?)))
-                .map_err(corrupt(&key))?;
+            let activities = c.u64().map_err(corrupt(&key))?;
+            let rows = c.u64().map_err(corrupt(&key))?;
             let mut prefix = key.to_vec();
             prefix[0] = b's';
             let mut bytes = Vec::new();
@@ -639,7 +643,7 @@ impl Store {
             tracing::warn!(batch = pending.batch, file = %pending.record.file, "finishing an import interrupted by a crash");
             let path = self.dir.join(&pending.staging);
             let file = StagingFile::open(&path).map_err(|e| staging_error(&path, e))?;
-            let _applying = self.applying.lock();
+            let _applying = lock(&self.applying);
             self.apply(pending, &file, None)?;
         }
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
@@ -656,48 +660,40 @@ impl Store {
         Ok(())
     }
 
-    /// Every segment file a record names.
-    fn referenced_files(&self) -> Result<BTreeSet<FileId>, StoreError> {
-        let mut files = BTreeSet::new();
+    /// Every record that names bytes of a segment file: its key, the segment (for `S` records;
+    /// `None` for index buckets) and where the bytes are.
+    fn references(&self) -> Result<Vec<(sled::IVec, Option<Segment>, BlobRef)>, StoreError> {
+        let mut refs = Vec::new();
         for entry in self.data.scan_prefix(b"S") {
             let (key, value) = entry?;
-            files.insert(
-                Segment::from_bytes(&value)
-                    .map_err(corrupt(&key))?
-                    .blob
-                    .file,
-            );
+            let segment = Segment::from_bytes(&value).map_err(corrupt(&key))?;
+            refs.push((key, Some(segment), segment.blob));
         }
         for entry in self.data.scan_prefix(b"I") {
             let (key, value) = entry?;
-            files.insert(index_ref_from_bytes(&value).map_err(corrupt(&key))?.file);
+            let blob = index_ref_from_bytes(&value).map_err(corrupt(&key))?;
+            refs.push((key, None, blob));
         }
-        Ok(files)
+        Ok(refs)
     }
 
     /// Deletes the segment files that no record names, except those of imports in progress.
     /// A failure only leaves files behind (the next run deletes them): it is logged.
     fn collect_garbage(&self) {
-        let keep = self.referenced_files().map(|mut keep| {
-            if let Ok(active) = self.imports_in_progress.lock() {
-                for &batch in active.iter() {
-                    for kind in [FileKind::Records, FileKind::Segments] {
-                        keep.insert(FileId { batch, kind });
-                    }
-                }
-                Some(keep)
-            } else {
-                None
+        let mut keep: BTreeSet<FileId> = match self.references() {
+            Ok(refs) => refs.into_iter().map(|(_, _, blob)| blob.file).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "unused segment files not deleted");
+                return;
             }
-        });
-        match keep {
-            Ok(Some(keep)) => {
-                let removed = self.files.remove_unreferenced(&keep);
-                tracing::debug!(removed, "segment files no longer used deleted");
+        };
+        for &batch in lock(&self.imports_in_progress).iter() {
+            for kind in [FileKind::Records, FileKind::Segments] {
+                keep.insert(FileId { batch, kind });
             }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "unused segment files not deleted"),
         }
+        let removed = self.files.remove_unreferenced(&keep);
+        tracing::debug!(removed, "segment files no longer used deleted");
     }
 
     /// Starts an import: a new batch number and an empty rows file.
@@ -708,9 +704,7 @@ impl Store {
             batch,
             kind: FileKind::Records,
         });
-        if let Ok(mut active) = self.imports_in_progress.lock() {
-            active.insert(batch);
-        }
+        lock(&self.imports_in_progress).insert(batch);
         let in_progress = InProgress {
             batch,
             set: Arc::clone(&self.imports_in_progress),
@@ -769,7 +763,7 @@ impl Store {
             tracing::debug!(elapsed = ?t0.elapsed(), "import: records synced, committed");
             Ok(())
         };
-        let _applying = self.applying.lock();
+        let _applying = lock(&self.applying);
         let summary = self.apply(&pending, &file, Some(&commit))?;
         tracing::debug!(elapsed = ?t0.elapsed(), "import: applied");
         drop(file);
@@ -788,17 +782,7 @@ impl Store {
     /// takes much more than twice the room of what it holds. Interrupted, it leaves either the
     /// old references or the new ones (and some unused bytes).
     fn compact(&self, batch: u64) -> Result<(), StoreError> {
-        let mut refs: Vec<(sled::IVec, Option<Segment>, BlobRef)> = Vec::new();
-        for entry in self.data.scan_prefix(b"S") {
-            let (key, value) = entry?;
-            let segment = Segment::from_bytes(&value).map_err(corrupt(&key))?;
-            refs.push((key, Some(segment), segment.blob));
-        }
-        for entry in self.data.scan_prefix(b"I") {
-            let (key, value) = entry?;
-            let blob = index_ref_from_bytes(&value).map_err(corrupt(&key))?;
-            refs.push((key, None, blob));
-        }
+        let refs = self.references()?;
         let mut live: BTreeMap<FileId, u64> = BTreeMap::new();
         for (_, _, blob) in &refs {
             *live.entry(blob.file).or_default() += blob.len;
@@ -809,15 +793,15 @@ impl Store {
         };
         let victims: BTreeSet<FileId> = self
             .files
-            .sizes()
+            .list()
             .into_iter()
-            .filter(|(file, size)| {
+            .filter(|(file, _, size)| {
                 let used = live.get(file).copied().unwrap_or(0);
                 *file != current
                     && used > 0
                     && size.saturating_sub(used) >= COMPACT_MIN_DEAD.max(used)
             })
-            .map(|(file, _)| file)
+            .map(|(file, _, _)| file)
             .collect();
         if victims.is_empty() {
             return Ok(());
@@ -1923,9 +1907,9 @@ mod tests {
         // Only files a record names are left: the first import's records were all replaced
         // or merged, so its file is gone.
         let named: BTreeSet<String> = store
-            .referenced_files()?
+            .references()?
             .into_iter()
-            .map(FileId::name)
+            .map(|(_, _, blob)| blob.file.name())
             .collect();
         assert_eq!(segment_files(&path)?, named);
         let month = store.activities_in(period("2026-10"))?;
@@ -2046,7 +2030,7 @@ mod tests {
                 Ok(BlobRef::read(&mut codec::Cursor::new(&v)).map_or(0, |b| b.len))
             })
             .sum::<Result<u64, StoreError>>()?;
-        let on_disk: u64 = store.files.sizes().iter().map(|(_, size)| size).sum();
+        let on_disk: u64 = store.files.list().iter().map(|(_, _, size)| size).sum();
         assert!(
             on_disk <= used + used / 2 + COMPACT_MIN_DEAD,
             "{on_disk} bytes on disk for {used} used"
@@ -2238,7 +2222,7 @@ mod tests {
                 }
                 let stats = store.stats().map_err(fail)?;
                 proptest::prop_assert_eq!(stats.activities, model.len() as u64);
-                let named: BTreeSet<String> = store.referenced_files().map_err(fail)?.into_iter().map(FileId::name).collect();
+                let named: BTreeSet<String> = store.references().map_err(fail)?.into_iter().map(|(_, _, blob)| blob.file.name()).collect();
                 proptest::prop_assert_eq!(segment_files(&path).map_err(fail)?, named);
                 Ok(())
             };

@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The folder of the segment files, inside the store's folder.
 pub const FOLDER: &str = "segments";
@@ -190,26 +190,8 @@ impl SegmentFiles {
         Ok(())
     }
 
-    /// Deletes every file of the folder that is not in `keep` (nor a file of ours: other
-    /// names are left alone). Returns how many were deleted.
-    pub fn remove_unreferenced(&self, keep: &BTreeSet<FileId>) -> usize {
-        let mut removed = 0;
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                if let Some(file) = FileId::parse(&name.to_string_lossy())
-                    && !keep.contains(&file)
-                    && std::fs::remove_file(entry.path()).is_ok()
-                {
-                    removed += 1;
-                }
-            }
-        }
-        removed
-    }
-
-    /// Sizes of the folder's files.
-    pub fn sizes(&self) -> Vec<(FileId, u64)> {
+    /// Every file of ours in the folder (other names are left alone): its id, path and size.
+    pub fn list(&self) -> Vec<(FileId, PathBuf, u64)> {
         let mut out = Vec::new();
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for entry in entries.flatten() {
@@ -217,11 +199,19 @@ impl SegmentFiles {
                     FileId::parse(&entry.file_name().to_string_lossy()),
                     entry.metadata(),
                 ) {
-                    out.push((file, meta.len()));
+                    out.push((file, entry.path(), meta.len()));
                 }
             }
         }
         out
+    }
+
+    /// Deletes every file of ours that is not in `keep`; how many were deleted.
+    pub fn remove_unreferenced(&self, keep: &BTreeSet<FileId>) -> usize {
+        self.list()
+            .into_iter()
+            .filter(|(file, path, _)| !keep.contains(file) && std::fs::remove_file(path).is_ok())
+            .count()
     }
 }
 
@@ -253,7 +243,7 @@ pub struct Appender {
 
 #[derive(Debug, Default)]
 struct AppendState {
-    file: Option<File>,
+    file: Option<Arc<File>>,
     end: u64,
     created: bool,
     unsynced: bool,
@@ -290,7 +280,7 @@ impl Appender {
                     .write(true)
                     .open(&self.path)?;
                 state.end = file.metadata()?.len();
-                state.file = Some(file);
+                state.file = Some(Arc::new(file));
                 state.created = true;
             }
             let offset = state.end;
@@ -298,9 +288,8 @@ impl Appender {
             state.unsynced = true;
             let file = state
                 .file
-                .as_ref()
-                .map(File::try_clone)
-                .ok_or_else(|| std::io::Error::other("segment file not open"))??;
+                .clone()
+                .ok_or_else(|| std::io::Error::other("segment file not open"))?;
             (file, offset)
         };
         // The range is reserved: written without holding the lock.
