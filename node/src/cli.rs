@@ -751,14 +751,28 @@ fn import(args: ImportArgs) -> Result<()> {
     }
 }
 
-/// Sends the file to the `maillage serve` that holds the node's store (through the HTTP API
-/// address and token it wrote in the node's folder); its report.
-fn import_through_daemon(args: &ImportArgs, store: &str) -> Result<serde_json::Value> {
+/// Asks the `maillage serve` that holds the node's store in `dir` (at the HTTP API address and
+/// with the token it wrote in the node's folder) to `what`: `POST path?query` with `body`.
+fn through_daemon(
+    dir: &Path,
+    store: &str,
+    what: &str,
+    path: &str,
+    query: &[(&str, &str)],
+    body: Option<&Path>,
+) -> Result<serde_json::Value> {
     let busy = format!(
         "the store {store} is in use by another maillage process (for example `maillage serve`)"
     );
-    let (addr, token) = crate::net::http::running_daemon(&args.dir)
-        .map_err(|e| anyhow::anyhow!("{busy}, but {e}"))?;
+    let (addr, token) =
+        crate::net::http::running_daemon(dir).map_err(|e| anyhow::anyhow!("{busy}, but {e}"))?;
+    tracing::info!(%addr, "the store is held by maillage serve: {what} through its HTTP API");
+    crate::net::http::post_to_daemon(addr, &token, path, query, body)
+        .with_context(|| format!("{busy}; {what} through its HTTP API at {addr} failed"))
+}
+
+/// Sends the file to the `maillage serve` that holds the node's store; its report.
+fn import_through_daemon(args: &ImportArgs, store: &str) -> Result<serde_json::Value> {
     if !args.file.is_file() {
         bail!("{}: no such file", args.file.display());
     }
@@ -766,10 +780,14 @@ fn import_through_daemon(args: &ImportArgs, store: &str) -> Result<serde_json::V
         || args.file.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    tracing::info!(%addr, "the store is held by maillage serve: importing through its HTTP API");
-    let path = format!("/import?name={}", crate::net::http::query_value(&name));
-    let mut report = crate::net::http::post_to_daemon(addr, &token, &path, Some(&args.file))
-        .with_context(|| format!("{busy}; importing through its HTTP API at {addr} failed"))?;
+    let mut report = through_daemon(
+        &args.dir,
+        store,
+        "importing",
+        "/import",
+        &[("name", &name)],
+        Some(&args.file),
+    )?;
     // Shown as the user named it.
     report["file"] = json!(args.file.display().to_string());
     if let Some(message) = report["message"].as_str() {
@@ -780,19 +798,18 @@ fn import_through_daemon(args: &ImportArgs, store: &str) -> Result<serde_json::V
 
 /// Has the `maillage serve` that holds the node's store make (or give back) the release.
 fn release_through_daemon(args: &ReleaseArgs, store: &str) -> Result<crate::release::Outcome> {
-    let busy = format!(
-        "the store {store} is in use by another maillage process (for example `maillage serve`)"
-    );
-    let (addr, token) = crate::net::http::running_daemon(&args.dir)
-        .map_err(|e| anyhow::anyhow!("{busy}, but {e}"))?;
-    let path = format!(
-        "/release?period={}&force_open={}",
-        args.period, args.force_open_period
-    );
-    let answer = crate::net::http::post_to_daemon(addr, &token, &path, None)
-        .with_context(|| format!("{busy}; releasing through its HTTP API at {addr} failed"))?;
+    let period = args.period.to_string();
+    let force_open = args.force_open_period.to_string();
+    let answer = through_daemon(
+        &args.dir,
+        store,
+        "releasing",
+        "/release",
+        &[("period", &period), ("force_open", &force_open)],
+        None,
+    )?;
     let release = SignedRelease::from_json_and_verify(&answer["release"].to_string())
-        .with_context(|| format!("the release the daemon at {addr} answered"))?;
+        .context("the release the daemon answered")?;
     Ok(crate::release::Outcome {
         release,
         created: answer["created"] == json!(true),

@@ -753,6 +753,13 @@ fn import_and_release_go_through_a_running_daemon() {
     assert_eq!(mode & 0o777, 0o600);
     let (code, body) = http(&served.http, "POST", "/import?name=x.csv");
     assert_eq!(code, 401, "{body}");
+    // A wrong token (say, a file from an earlier start): the daemon's refusal is what the
+    // import says, not a broken pipe.
+    let good = std::fs::read_to_string(&token).expect("token");
+    std::fs::write(&token, "0".repeat(64)).expect("token");
+    let refused = run_err(&["import", "--dir", &dir, &csv]);
+    assert!(refused.contains("needs the node's token"), "{refused}");
+    std::fs::write(&token, good).expect("token");
     let out = run_ok(&["import", "--dir", &dir, &csv]);
     assert!(
         out.contains("Import de") && out.contains("activités.csv"),

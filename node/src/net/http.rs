@@ -375,14 +375,17 @@ pub fn running_daemon(dir: &Path) -> Result<(std::net::SocketAddr, String), Stri
     Ok((addr, token))
 }
 
-/// `POST path` to the daemon whose API is at `addr`, with its `token`, sending `body` (a file)
-/// if any; the JSON it answers. An answer `{"error": …}` is an `Err` with its message.
+/// `POST path?query` to the daemon whose API is at `addr`, with its `token`, sending `body` (a
+/// file) if any; the JSON it answers. An answer `{"error": …}`, or one that is not JSON, is an
+/// `Err` with what it said.
 pub fn post_to_daemon(
     addr: std::net::SocketAddr,
     token: &str,
     path: &str,
+    query: &[(&str, &str)],
     body: Option<&Path>,
 ) -> std::io::Result<serde_json::Value> {
+    let query = serde_urlencoded::to_string(query).map_err(std::io::Error::other)?;
     let mut input = body.map(std::fs::File::open).transpose()?;
     let len = match &input {
         Some(f) => f.metadata()?.len(),
@@ -392,48 +395,55 @@ pub fn post_to_daemon(
         std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))?;
     // An import of a large file takes a few seconds; a stuck daemon is given up on.
     stream.set_read_timeout(Some(std::time::Duration::from_secs(600)))?;
+    let content_type = if input.is_some() {
+        "Content-Type: text/csv\r\n"
+    } else {
+        ""
+    };
     write!(
         stream,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: text/csv\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+        "POST {path}?{query} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n{content_type}Content-Length: {len}\r\nConnection: close\r\n\r\n"
     )?;
-    if let (Some(file), Some(path)) = (&mut input, body) {
-        let sent = std::io::copy(&mut Read::by_ref(file).take(len), &mut stream)?;
-        if sent != len {
-            return Err(std::io::Error::other(format!(
-                "{} changed while it was being sent",
-                path.display()
-            )));
+    // A daemon that refuses the request answers before reading the body and closes: its answer
+    // says why better than the broken pipe does.
+    let sent = match (&mut input, body) {
+        (Some(file), Some(shown)) => {
+            match std::io::copy(&mut Read::by_ref(file).take(len), &mut stream) {
+                Ok(n) if n == len => Ok(()),
+                Ok(_) => Err(std::io::Error::other(format!(
+                    "{} changed while it was being sent",
+                    shown.display()
+                ))),
+                Err(e) => Err(e),
+            }
         }
-    }
+        _ => Ok(()),
+    };
     let mut answer = Vec::new();
-    stream.read_to_end(&mut answer)?;
-    let body_start = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4)
-        .ok_or_else(|| std::io::Error::other("the daemon's answer has no body"))?;
-    let report: serde_json::Value = serde_json::from_slice(&answer[body_start..])
-        .map_err(|e| std::io::Error::other(format!("the daemon's answer is not JSON: {e}")))?;
+    let read = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        sent?;
+        read?;
+        return Err(std::io::Error::other("the daemon gave no answer"));
+    };
+    let Ok(report) = serde_json::from_str::<serde_json::Value>(body) else {
+        let status = head.lines().next().unwrap_or_default();
+        return Err(std::io::Error::other(format!(
+            "the daemon answered {status}: {}",
+            body.trim()
+        )));
+    };
     // Errors other than an import's report (`{"error": …}`) are reported as such.
     match report.get("error").and_then(|e| e.as_str()) {
         Some(message) if report.get("ok").is_none() => {
             Err(std::io::Error::other(message.to_owned()))
         }
-        _ => Ok(report),
-    }
-}
-
-/// The query-string form of `text` (percent-encoded but for unreserved characters).
-pub fn query_value(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
+        _ => {
+            sent?;
+            Ok(report)
         }
     }
-    out
 }
 
 async fn metrics(State(handle): State<DaemonHandle>) -> HttpResponse {
