@@ -20,6 +20,9 @@ use maillage_node::node::{InitOptions, Node};
 use maillage_protocol::release::{Cell, Mechanism, Release, SIGNING_DOMAIN};
 use maillage_protocol::{Indicator, Period, SignedRelease};
 
+mod common;
+use common::{median, process_cpu_seconds};
+
 fn key(i: u64) -> SigningKey {
     let mut seed = [7u8; 32];
     seed[..8].copy_from_slice(&i.to_le_bytes());
@@ -66,18 +69,6 @@ fn thread_cpu_seconds() -> Option<f64> {
     let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
     let ns: f64 = text.split_whitespace().next()?.parse().ok()?;
     Some(ns / 1e9)
-}
-
-/// CPU time of the whole process (every thread: sled's flusher included), in seconds, from
-/// `/proc/self/stat` (user + system, in USER_HZ = 100 ticks a second); `None` elsewhere.
-fn process_cpu_seconds() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which ends with the last ')'): state is field 3, utime 14.
-    let rest = text.get(text.rfind(')')? + 2..)?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
 }
 
 fn per_second(n: usize, seconds: f64) -> f64 {
@@ -135,11 +126,6 @@ fn raw_batch_verify(
         .zip(process_cpu_seconds())
         .map(|(before, after)| after - before);
     (rate, cpu)
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 fn main() {

@@ -13,6 +13,9 @@ use maillage_node::node::{InitOptions, Node};
 use maillage_node::synth::{self, SynthOptions};
 use maillage_protocol::{Indicator, Period};
 
+mod common;
+use common::{median, process_cpu_seconds};
+
 fn reset_peak() {
     // "5" resets the peak resident set size of this process (Linux ≥ 4.0).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
@@ -28,24 +31,9 @@ fn peak_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-/// CPU time used by the whole process so far (every thread, user and system), in seconds:
-/// on a loaded machine wall-clock ratios are noisy, CPU-time ratios much less so.
+/// CPU time of the whole process so far, in seconds (NaN where it cannot be read).
 fn cpu_s() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; 100 Hz.
-    (ticks(11) + ticks(12)) / 100.0
+    process_cpu_seconds().unwrap_or(f64::NAN)
 }
 
 /// Rounds of (csv alone, import).
@@ -62,11 +50,6 @@ fn csv_alone(path: &std::path::Path) -> u64 {
         parsed += 1;
     }
     parsed
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 fn main() {

@@ -965,16 +965,19 @@ impl<'a> Daemon<'a> {
                 // The deadline aggregate will take it in.
                 return false;
             }
+            // Revised a moment ago: looked at again once the wait is over (not at every tick:
+            // reading an aggregate means decoding it).
+            if self
+                .revised_at
+                .get(period)
+                .is_some_and(|t| now.duration_since(*t) < REVISION_EVERY)
+            {
+                return true;
+            }
             match hub.latest_aggregate(*period) {
                 // Signed before this contribution: a revision is due.
                 Ok(Some(a)) if a.aggregate().checkpoint_size <= *last => {
-                    let waiting = self
-                        .revised_at
-                        .get(period)
-                        .is_some_and(|t| now.duration_since(*t) < REVISION_EVERY);
-                    if !waiting {
-                        due.push(*period);
-                    }
+                    due.push(*period);
                     true
                 }
                 // Already in it, or not aggregated yet (the deadline check signs it).
