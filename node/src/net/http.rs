@@ -22,7 +22,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Extension, Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::{get, post};
@@ -136,9 +136,8 @@ pub fn router(handle: DaemonHandle, dir: PathBuf, token: String) -> Router {
         .route("/aggregate", post(aggregate))
         .route(
             "/import",
-            post(import)
-                .route_layer(DefaultBodyLimit::disable())
-                .route_layer(Extension(Uploads(dir))),
+            // The body is streamed to a file (axum's default body limit does not apply to it).
+            post(import).route_layer(Extension(Uploads(dir))),
         )
         .route_layer(axum::middleware::from_fn_with_state(
             Token(token),
