@@ -216,8 +216,13 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), NodeError> {
 }
 
 fn is_lock_error(error: &StoreError) -> bool {
-    matches!(error, StoreError::Sled(sled::Error::Io(io))
-        if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock"))
+    match error {
+        StoreError::Locked => true,
+        StoreError::Sled(sled::Error::Io(io)) => {
+            io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock")
+        }
+        _ => false,
+    }
 }
 
 fn open_store(path: &Path) -> Result<Store, NodeError> {

@@ -106,6 +106,9 @@ pub enum StoreError {
         /// What went wrong.
         reason: String,
     },
+    /// Another process has the store open.
+    #[error("the store is in use by another process")]
+    Locked,
     /// The staging file of an import could not be written or read.
     #[error("import staging file {path}: {reason}")]
     Staging {
@@ -208,6 +211,8 @@ pub struct Store {
     imports_in_progress: Arc<Mutex<BTreeSet<u64>>>,
     /// Held while an import is applied: one at a time.
     applying: Arc<Mutex<()>>,
+    /// This process's exclusive lock on the store folder (see [`lock_store`]).
+    _lock: Arc<std::fs::File>,
 }
 
 /// Marks an import's batch as in progress while it lives.
@@ -524,6 +529,8 @@ enum Outcome {
 impl Store {
     /// Opens (or creates) the store at `path`, finishing any import a crash interrupted.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let lock = lock_store(path)?;
+        // Only with the lock held: another process's snapshot in progress is not ours to delete.
         remove_partial_snapshots(path);
         // A small page cache: nodes run on 512 MB servers, and sled's default is 1 GB.
         let db = sled::Config::new()
@@ -543,6 +550,7 @@ impl Store {
             files,
             imports_in_progress: Arc::default(),
             applying: Arc::default(),
+            _lock: Arc::new(lock),
         };
         match store.meta.get("schema")? {
             None => {
@@ -1399,6 +1407,28 @@ impl Store {
     }
 }
 
+/// The file a process holds an exclusive lock on while it has the store open.
+const LOCK_FILE: &str = "maillage.lock";
+
+/// Takes the store folder's lock (creating the folder if needed), or [`StoreError::Locked`] if
+/// another process holds it. sled locks its own file too, but only inside its open, after it has
+/// read (and written) its snapshot files: ours is held before anything in the folder is touched.
+fn lock_store(path: &Path) -> Result<std::fs::File, StoreError> {
+    std::fs::create_dir_all(path).map_err(write_error(path))?;
+    let lock_path = path.join(LOCK_FILE);
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(write_error(&lock_path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked),
+        Err(std::fs::TryLockError::Error(e)) => Err(write_error(&lock_path)(e)),
+    }
+}
+
 /// Deletes the snapshot files sled did not finish writing. sled 0.34 writes a snapshot of its
 /// recovery state at every open, to `snap.<lsn>.generating`, renamed to `snap.<lsn>` once
 /// complete and synced; but when it looks for the latest snapshot it also takes the
@@ -1565,9 +1595,8 @@ mod tests {
         let mut attempts = 0;
         loop {
             match Store::open(path) {
-                Err(StoreError::Sled(sled::Error::Io(e))) if attempts < 40 => {
+                Err(StoreError::Sled(sled::Error::Io(_)) | StoreError::Locked) if attempts < 40 => {
                     attempts += 1;
-                    let _ = e;
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
                 other => return other,
@@ -1923,6 +1952,27 @@ mod tests {
         drop(store);
         let store = reopen(&path)?;
         assert_eq!(store.activities_in(period("2026-10"))?, month);
+        Ok(())
+    }
+
+    /// A store is opened by one process at a time; the second is told so, and touches nothing.
+    #[test]
+    fn a_store_open_elsewhere_is_refused_before_anything_is_touched() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(tmp_err)?;
+        let path = dir.path().join("store");
+        let store = Store::open(&path)?;
+        // Another process's snapshot in progress (here: a file of that name).
+        let partial = path.join("snap.FFFFFFFFFFFFFFFF.generating");
+        std::fs::write(&partial, b"being written").map_err(tmp_err)?;
+        // flock locks conflict between two opens of the file, even in one process.
+        assert!(matches!(Store::open(&path), Err(StoreError::Locked)));
+        assert!(
+            partial.exists(),
+            "the other process's snapshot is left alone"
+        );
+        std::fs::remove_file(&partial).map_err(tmp_err)?;
+        drop(store);
+        reopen(&path)?;
         Ok(())
     }
 
