@@ -160,17 +160,6 @@ pub const MAX_LISTED_ERRORS: usize = 10_000;
 /// At most this many warnings are kept; the rest are counted in a last warning.
 const MAX_WARNINGS: usize = 100;
 
-/// What a successful validation learnt about the file, without keeping its rows.
-#[derive(Debug, Clone, Default)]
-pub struct Validated {
-    /// Data rows read (empty rows excluded).
-    pub rows: u64,
-    /// Distinct activities.
-    pub activities: u64,
-    /// Warnings about the file.
-    pub warnings: Vec<String>,
-}
-
 /// Collects errors, listing those of the first [`MAX_LISTED_ERRORS`] lines and counting the
 /// rest. Errors may come in any order (cells as the file is read, then activities as their
 /// rows are checked together); the listed ones are always those of the earliest lines.
